@@ -1,0 +1,1 @@
+"""Plain-Python crawling library: Reddit sources, URL rules, polite fetching, WARC, extraction and filters."""

@@ -1,0 +1,1 @@
+"""Plain-Python de-duplication library: exact hashes, MinHash/LSH, connected components, decontamination."""

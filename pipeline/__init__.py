@@ -1,0 +1,1 @@
+"""Beam pipelines, run directory and the `webtext` command line that compose crawl/ and dedup/."""

@@ -1,0 +1,133 @@
+"""Deterministic Parquet output for Beam and the shared reject records: same input, same files, same rows."""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from typing import Any, Callable, Iterable
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from webtext.pipeline import rundir
+
+log = logging.getLogger(__name__)
+
+REJECT_SCHEMA = pa.schema([
+    ("stage", pa.string()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+    ("url", pa.string()),
+    ("item_id", pa.string()),
+])
+
+
+def reject(stage: str, reason: str, detail: str = "", url: str | None = None, item_id: str | None = None) -> dict:
+    """A dropped item: which stage, why, and enough to find it again (its URL or its id)."""
+    return {"stage": stage, "reason": reason, "detail": detail, "url": url, "item_id": item_id}
+
+
+def stable_shard(key: str, num_shards: int) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big") % num_shards
+
+
+def shard_name(prefix: str, index: int, num_shards: int) -> str:
+    return f"{prefix}-{index:05d}-of-{num_shards:05d}.parquet"
+
+
+def write_parquet_file(path: str, rows: list[dict], schema: pa.Schema) -> None:
+    """One Parquet file written whole to a temporary name and renamed (works on any Beam filesystem)."""
+    table = pa.Table.from_pylist(rows, schema=schema)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd", row_group_size=64 * 1024)
+    rundir.write_bytes(path, buffer.getvalue())
+
+
+class _WriteShard(beam.DoFn):
+    def __init__(self, directory: str, prefix: str, num_shards: int, schema: pa.Schema, sort_key: Callable[[dict], Any]):
+        self.directory, self.prefix, self.num_shards = directory, prefix, num_shards
+        self.schema, self.sort_key = schema, sort_key
+
+    def process(self, element):
+        index, rows = element
+        rows = sorted(rows, key=self.sort_key)
+        path = rundir.join(self.directory, shard_name(self.prefix, index, self.num_shards))
+        write_parquet_file(path, rows, self.schema)
+        yield path
+
+
+class WriteParquet(beam.PTransform):
+    """Rows keyed by a stable hash into `num_shards` files `prefix-NNNNN-of-MMMMM.parquet`, each sorted by `sort_key`.
+
+    Beam's own file sinks give no deterministic shard contents; grouping by an explicit shard index does.
+    Call `fill_empty_shards` after the pipeline so every shard file exists even when some got no rows.
+    """
+
+    def __init__(self, directory: str, prefix: str, schema: pa.Schema, num_shards: int,
+                 shard_key: Callable[[dict], str], sort_key: Callable[[dict], Any]):
+        super().__init__()
+        self.directory, self.prefix, self.schema, self.num_shards = directory, prefix, schema, num_shards
+        self.shard_key, self.sort_key = shard_key, sort_key
+
+    def expand(self, rows):
+        num_shards, shard_key = self.num_shards, self.shard_key
+        return (rows
+                | "KeyByShard" >> beam.Map(lambda row: (stable_shard(shard_key(row), num_shards), row))
+                     .with_output_types(tuple[int, dict])
+                | "GroupShard" >> beam.GroupByKey()
+                | "WriteShard" >> beam.ParDo(_WriteShard(self.directory, self.prefix, num_shards, self.schema, self.sort_key)))
+
+
+def fill_empty_shards(directory: str, prefix: str, schema: pa.Schema, num_shards: int) -> list[str]:
+    """Writes an empty, schema-bearing file for each shard that got no rows; returns all shard paths."""
+    paths = [rundir.join(directory, shard_name(prefix, i, num_shards)) for i in range(num_shards)]
+    for path in paths:
+        if not FileSystems.exists(path):
+            write_parquet_file(path, [], schema)
+    return paths
+
+
+REJECT_SHARDS = 4
+
+
+class WriteRejects(beam.PTransform):
+    """Rejects of one stage into RUN/rejects/<stage>/rejects-*.parquet, sorted by reason, url and id."""
+
+    def __init__(self, directory: str, num_shards: int = REJECT_SHARDS):
+        super().__init__()
+        self.directory, self.num_shards = directory, num_shards
+
+    def expand(self, rejects):
+        return rejects | WriteParquet(
+            self.directory, "rejects", REJECT_SCHEMA, self.num_shards,
+            shard_key=lambda r: f"{r['reason']}|{r.get('url') or ''}|{r.get('item_id') or ''}",
+            sort_key=lambda r: (r["reason"], r.get("url") or "", r.get("item_id") or "", r.get("detail") or ""))
+
+
+def counter(stage: str, name: str):
+    return Metrics.counter(stage, name)
+
+
+class CountRejects(beam.DoFn):
+    """Counts each reject under `reject.<reason>` of its stage and passes it on."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self._counters: dict[str, Any] = {}
+
+    def process(self, row: dict) -> Iterable[dict]:
+        reason = row["reason"]
+        if reason not in self._counters:
+            self._counters[reason] = Metrics.counter(self.stage, f"reject.{reason}")
+        self._counters[reason].inc()
+        yield row
+
+
+def read_parquet_rows(path: str) -> list[dict]:
+    """Reads one (small) Parquet file through Beam's filesystems; for tests, stats and the driver."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return pq.read_table(io.BytesIO(handle.read())).to_pylist()

@@ -1,0 +1,164 @@
+"""The `webtext` command: one subcommand per stage, RUN first, options from --config TOML and flags, the rest to Beam."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+from typing import Sequence
+
+log = logging.getLogger("webtext")
+
+# Data stages in build order; each module exposes STAGE (a webtext.pipeline.stage.Stage).
+STAGE_MODULES = {
+    "links": "webtext.pipeline.links",
+    "crawl": "webtext.pipeline.crawl",
+    "dedup": "webtext.pipeline.dedup",
+    "tokenizer": "webtext.pipeline.tokenizer",
+    "shards": "webtext.pipeline.shards",
+}
+# Commands handled by the torch-only trainer's own command line (webtext.train.cli), argv passed through.
+TRAIN_COMMANDS = ("train", "sample", "eval", "export-hf", "import-hf")
+RUN_SECTION = "run"
+
+
+class _QuietBeamImports(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("apitools not found")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietBeamImports())
+
+
+def available_stages() -> dict:
+    """The data stages whose modules exist in this installation, in build order."""
+    stages = {}
+    for name, module in STAGE_MODULES.items():
+        if importlib.util.find_spec(module) is not None:
+            stages[name] = importlib.import_module(module).STAGE
+    return stages
+
+
+def load_config_file(path: str | None) -> dict:
+    if not path:
+        return {}
+    from webtext.pipeline.stage import StageError
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise StageError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise StageError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def save_resolved_config(run, stage_configs: dict[str, dict], beam_args: list[str]) -> None:
+    """Merges the resolved options of the stages just run into RUN/config.toml (provenance of the run)."""
+    import tomli_w
+
+    from webtext.pipeline import rundir
+
+    path = run.path("config.toml")
+    existing = tomllib.loads(rundir.read_bytes(path).decode()) if rundir.exists(path) else {}
+    for name, config in stage_configs.items():
+        existing[name] = {k: v for k, v in config.items() if v is not None}
+    existing[RUN_SECTION] = {"beam_args": [a for a in beam_args]}
+    rundir.write_bytes(path, tomli_w.dumps(existing).encode())
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help="run directory: a local path or any Beam filesystem URL (gs://…)")
+    parser.add_argument("--config", help="TOML file with a [stage] section per stage; flags win over it")
+    parser.add_argument("--force", action="store_true", help="run even if RUN/<stage>/_SUCCESS says it is done")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+
+
+def build_parser(stages: dict) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="webtext", allow_abbrev=False,
+        description="Build a GPT-2 WebText corpus and train GPT-2 on it. Unrecognised --flags go to Beam as pipeline "
+                    "options (--runner DataflowRunner --project … --region … --temp_location gs://…).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, stage in stages.items():
+        sub = commands.add_parser(name, help=stage.help, description=stage.help, allow_abbrev=False)
+        _common_arguments(sub)
+        for option in stage.options:
+            option.add_to(sub)
+    build = commands.add_parser("build", help=f"run every data stage in order ({', '.join(stages)})", allow_abbrev=False)
+    _common_arguments(build)
+    _add_union_of_options(build, stages)
+    demo = commands.add_parser("demo", allow_abbrev=False,
+                               help="generate the offline sample (Reddit dumps and a loopback web) and build it into RUN")
+    _common_arguments(demo)
+    demo.add_argument("--submissions", type=int, default=400, help="submissions in the generated dump (default: 400)")
+    stats = commands.add_parser("stats", help="summarise a run: counts per stage, rejects by reason", allow_abbrev=False)
+    stats.add_argument("run", metavar="RUN")
+    stats.add_argument("--log-level", default="WARNING")
+    for name in TRAIN_COMMANDS:
+        commands.add_parser(name, add_help=False, help=f"(trainer) see `webtext {name} --help`")
+    return parser
+
+
+def _add_union_of_options(parser: argparse.ArgumentParser, stages: dict) -> None:
+    seen = set()
+    for stage in stages.values():
+        for option in stage.options:
+            if option.flag not in seen:
+                seen.add(option.flag)
+                option.add_to(parser)
+
+
+def run_stages(names: Sequence[str], stages: dict, run_root: str, file_config: dict, flags: dict,
+               beam_args: list[str], force: bool) -> None:
+    from webtext.pipeline.rundir import RunDir
+    from webtext.pipeline.stage import resolve_config, run_stage
+
+    run = RunDir(run_root)
+    configs = {name: resolve_config(stages[name], file_config, flags) for name in names}
+    beam_args = list(file_config.get(RUN_SECTION, {}).get("beam_args", [])) + list(beam_args)
+    save_resolved_config(run, configs, beam_args)
+    for name in names:
+        run_stage(stages[name], run, configs[name], beam_args, force=force)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TRAIN_COMMANDS:
+        from webtext.train.cli import main as train_main
+        return train_main(argv)
+    stages = available_stages()
+    parser = build_parser(stages)
+    args, beam_args = parser.parse_known_args(argv)
+    unexpected = [a for a in beam_args if not a.startswith("-")]
+    if unexpected:
+        parser.error(f"unexpected arguments: {' '.join(unexpected)}")
+    setup_logging(args.log_level)
+    from webtext.pipeline.stage import StageError
+
+    try:
+        if args.command == "stats":
+            from webtext.pipeline.report import print_stats
+            return print_stats(args.run)
+        if args.command == "demo":
+            from webtext.pipeline.demo import run_demo
+            return run_demo(args.run, stages, submissions=args.submissions, beam_args=beam_args, force=args.force)
+        flags = {k: v for k, v in vars(args).items() if k not in ("command", "run", "config", "force", "log_level")}
+        names = list(stages) if args.command == "build" else [args.command]
+        run_stages(names, stages, args.run, load_config_file(args.config), flags, beam_args, args.force)
+        return 0
+    except StageError as error:
+        print(f"webtext {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""`webtext stats RUN`: what a run holds — rows per stage output, rejects by reason, counters — as text, JSON and HTML."""
+from __future__ import annotations
+
+import html
+import io
+import json
+import logging
+from collections import Counter
+
+import pyarrow.parquet as pq
+
+from webtext.pipeline import rundir
+from webtext.pipeline.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+STAGES = ("links", "crawl", "dedup", "tokenizer", "shards")
+OUTPUTS = {"links": "links/links-*.parquet", "docs": "docs/docs-*.parquet", "dedup": "dedup/docs-*.parquet"}
+
+
+def parquet_rows(pattern: str) -> int | None:
+    files = rundir.match(pattern)
+    if not files:
+        return None
+    total = 0
+    for entry in files:
+        total += pq.ParquetFile(io.BytesIO(rundir.read_bytes(entry.path))).metadata.num_rows
+    return total
+
+
+def rejects_by_reason(run: RunDir, stage: str) -> dict[str, int]:
+    reasons: Counter[str] = Counter()
+    for entry in rundir.match(run.path("rejects", stage, "*.parquet")):
+        table = pq.read_table(io.BytesIO(rundir.read_bytes(entry.path)), columns=["reason"])
+        reasons.update(table.column("reason").to_pylist())
+    return dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def collect(run: RunDir) -> dict:
+    summary: dict = {"run": run.root, "outputs": {}, "stages": {}}
+    for name, pattern in OUTPUTS.items():
+        rows = parquet_rows(run.path(pattern))
+        if rows is not None:
+            summary["outputs"][name] = rows
+    manifest = run.path("shards", "manifest.json")
+    if rundir.exists(manifest):
+        data = json.loads(rundir.read_bytes(manifest))
+        for split in ("train", "val"):
+            shards = [s for s in data.get("shards", []) if s.get("split") == split]
+            summary["outputs"][f"{split}_tokens"] = sum(s.get("tokens", 0) for s in shards)
+            summary["outputs"][f"{split}_documents"] = sum(s.get("documents", 0) for s in shards)
+    for stage in STAGES:
+        stats_path = run.path("stats", f"{stage}.json")
+        if not rundir.exists(stats_path):
+            continue
+        stats = json.loads(rundir.read_bytes(stats_path))
+        summary["stages"][stage] = {"seconds": stats.get("seconds"), "counters": stats.get("counters", {}),
+                                    "rejects": rejects_by_reason(run, stage)}
+    return summary
+
+
+def render_text(summary: dict) -> str:
+    lines = [f"run {summary['run']}", ""]
+    for name, value in summary["outputs"].items():
+        lines.append(f"  {name:<18} {value:>14,}")
+    for stage, info in summary["stages"].items():
+        lines += ["", f"{stage} ({info['seconds']}s)"]
+        for reason, count in info["rejects"].items():
+            lines.append(f"  rejected {reason:<28} {count:>12,}")
+    return "\n".join(lines)
+
+
+def render_html(summary: dict) -> str:
+    def table(rows) -> str:
+        body = "".join(f"<tr><td>{html.escape(str(k))}</td><td style='text-align:right'>{v:,}</td></tr>" for k, v in rows)
+        return f"<table>{body}</table>"
+
+    parts = [f"<h1>webtext run {html.escape(summary['run'])}</h1>", "<h2>Outputs</h2>", table(summary["outputs"].items())]
+    for stage, info in summary["stages"].items():
+        parts += [f"<h2>{html.escape(stage)} ({info['seconds']} s)</h2>", "<h3>Rejects by reason</h3>",
+                  table(info["rejects"].items()), "<h3>Counters</h3>", table(sorted(info["counters"].items()))]
+    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}td{padding:2px 12px;border-bottom:1px solid #ddd}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>webtext run</title><style>{style}</style></head>" \
+           f"<body>{''.join(parts)}</body></html>\n"
+
+
+def print_stats(root: str) -> int:
+    run = RunDir(root)
+    summary = collect(run)
+    run.write_json(summary, "stats", "stats.json")
+    rundir.write_bytes(run.path("stats", "report.html"), render_html(summary).encode())
+    print(render_text(summary))
+    print(f"\nwritten: {run.path('stats', 'stats.json')}, {run.path('stats', 'report.html')}")
+    return 0

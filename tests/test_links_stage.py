@@ -1,0 +1,224 @@
+"""End-to-end tests of `webtext links` over generated and real dump files: figures, accounting, determinism, errors."""
+from __future__ import annotations
+
+import json
+import lzma
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from webtext.crawl.sample import make_sample_dump
+
+LINK_COLUMNS = {"url", "url_key", "domain", "score", "score_sum", "num_submissions", "created_utc", "subreddits",
+                "submission_ids", "title"}
+
+
+def table_rows(folder: Path, pattern: str) -> list[dict]:
+    rows = []
+    for path in sorted(folder.glob(pattern)):
+        rows.extend(pq.read_table(path).to_pylist())
+    return rows
+
+
+def links_of(run: Path) -> list[dict]:
+    return table_rows(run / "links", "links-*.parquet")
+
+
+def rejects_of(run: Path) -> list[dict]:
+    return table_rows(run / "rejects" / "links", "*.parquet")
+
+
+def counters_of(run: Path) -> dict:
+    return json.loads((run / "stats" / "links.json").read_text())["counters"]
+
+
+@pytest.fixture(scope="module")
+def sample_dump(tmp_path_factory) -> tuple[Path, dict]:
+    path = tmp_path_factory.mktemp("dumps") / "RS_2016-03.zst"
+    planted = make_sample_dump(path, n=3000, seed=7)
+    return path, planted
+
+
+def test_generated_zst_dump_gives_the_planted_links_and_rejects(sample_dump, tmp_path, webtext_cli, beam_args):
+    dump, planted = sample_dump
+    with pytest.raises(zstandard.ZstdError):  # the 2 GiB window really needs the larger decoder limit
+        zstandard.ZstdDecompressor().decompressobj().decompress(dump.read_bytes())
+    run = tmp_path / "run"
+    assert webtext_cli("links", run, "--reddit-dumps", str(dump), *beam_args) == 0
+    links, rejects = links_of(run), rejects_of(run)
+    assert len(links) == planted["links"]
+    assert set(pq.read_schema(next((run / "links").glob("*.parquet"))).names) >= LINK_COLUMNS
+    assert dict(Counter(r["reason"] for r in rejects)) == planted["expected_rejects"]
+    assert sum(row["num_submissions"] for row in links) == planted["merged_submissions"]
+    # accounting: every line is in exactly one place
+    assert len(rejects) + planted["merged_submissions"] == planted["lines"]
+    counters = counters_of(run)
+    assert counters["submissions.read"] == planted["lines"]
+    assert counters["links.written"] == len(links)
+    assert {r["stage"] for r in rejects} == {"links"} and all(r["detail"] for r in rejects)
+    # one row per url_key, and the merge fields are consistent
+    assert len({row["url_key"] for row in links}) == len(links)
+    for row in links:
+        assert row["score"] >= 3 and row["score_sum"] >= row["score"]
+        assert row["num_submissions"] == len(row["submission_ids"]) and row["subreddits"] == sorted(set(row["subreddits"]))
+        assert "&amp;" not in row["url"]
+
+
+def test_sum_rule_follows_openwebtext2(sample_dump, tmp_path, webtext_cli, beam_args):
+    dump, planted = sample_dump
+    run = tmp_path / "run"
+    assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--karma-rule", "sum", *beam_args) == 0
+    assert len(links_of(run)) == planted["links_sum_rule"]
+    assert Counter(r["reason"] for r in rejects_of(run))["low-karma"] == planted["low_karma_sum_rule"]
+
+
+def test_same_posts_in_two_files_and_formats_merge_once(sample_dump, tmp_path, webtext_cli, beam_args):
+    dump, planted = sample_dump
+    plain = tmp_path / "dumps" / "RS_copy.ndjson"
+    plain.parent.mkdir()
+    plain.write_bytes(zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj().decompress(dump.read_bytes()))
+    xz = tmp_path / "dumps" / "RS_copy2.xz"
+    xz.write_bytes(lzma.compress(plain.read_bytes()))
+    run = tmp_path / "run"
+    assert webtext_cli("links", run, "--reddit-dumps", str(dump), str(tmp_path / "dumps" / "RS_copy*"), *beam_args) == 0
+    links = links_of(run)
+    assert len(links) == planted["links"]
+    rejects = rejects_of(run)
+    reasons = Counter(r["reason"] for r in rejects)
+    for reason, count in planted["expected_rejects"].items():
+        if reason == "low-karma":  # decided once per URL, over the copies that survive de-duplication
+            assert reasons[reason] == count
+        elif reason != "duplicate-submission":
+            assert reasons[reason] == 3 * count, reason
+    assert sum(row["num_submissions"] for row in links) == planted["merged_submissions"]
+    assert len(rejects) + planted["merged_submissions"] == 3 * planted["lines"]
+    assert reasons["duplicate-submission"] >= 2 * planted["merged_submissions"]
+
+
+def test_output_is_deterministic_across_runners_and_workers(sample_dump, tmp_path, webtext_cli, beam_args):
+    dump, _ = sample_dump
+    runs = {"fnapi": beam_args,
+            "multiprocess": ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]}
+    outputs = {}
+    for name, args in runs.items():
+        run = tmp_path / name
+        assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--num-shards", "3", *args) == 0
+        outputs[name] = ({p.name: pq.read_table(p).to_pylist() for p in sorted((run / "links").glob("*.parquet"))},
+                         {p.name: pq.read_table(p).to_pylist() for p in sorted((run / "rejects" / "links").glob("*.parquet"))})
+    assert outputs["fnapi"] == outputs["multiprocess"]
+    assert sorted(outputs["fnapi"][0]) == [f"links-0000{i}-of-00003.parquet" for i in range(3)]
+
+
+def test_rerun_is_skipped_until_inputs_or_options_change(sample_dump, tmp_path, webtext_cli, beam_args, capsys):
+    dump, _ = sample_dump
+    run = tmp_path / "run"
+    assert webtext_cli("links", run, "--reddit-dumps", str(dump), *beam_args) == 0
+    capsys.readouterr()
+    assert webtext_cli("links", run, "--reddit-dumps", str(dump), *beam_args) == 0
+    assert "links: up to date, skipped" in capsys.readouterr().err
+    assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--min-karma", "10", *beam_args) == 0
+    assert "links counters" in capsys.readouterr().err
+    assert min(row["score"] for row in links_of(run)) >= 10
+
+
+def test_config_file_and_flags_and_resolved_config(sample_dump, tmp_path, webtext_cli, beam_args):
+    dump, _ = sample_dump
+    config = tmp_path / "webtext.toml"
+    config.write_text(f'[links]\nreddit_dumps = ["{dump}"]\nmin_karma = 50\nbefore = "2017-12-01"\n')
+    run = tmp_path / "run"
+    assert webtext_cli("links", run, "--config", config, "--min-karma", "20", *beam_args) == 0
+    import tomllib
+    saved = tomllib.loads((run / "config.toml").read_text())
+    assert saved["links"]["min_karma"] == 20 and saved["links"]["before"] == 1512086400
+    assert saved["run"]["beam_args"] == beam_args
+    assert min(row["score"] for row in links_of(run)) >= 20
+
+
+def test_date_window_and_nsfw_flags(sample_dump, tmp_path, webtext_cli, beam_args):
+    dump, planted = sample_dump
+    run = tmp_path / "run"
+    assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--keep-nsfw", "--after", "2012-01-01",
+                       "--before", "2014-01-01", *beam_args) == 0
+    reasons = Counter(r["reason"] for r in rejects_of(run))
+    assert "nsfw" not in reasons
+    assert reasons["too-old"] > 0 and reasons["too-new"] > 0
+    for row in links_of(run):
+        assert 1325376000 <= row["created_utc"] < 1388534400
+
+
+def test_missing_dump_is_a_clear_error_before_the_pipeline(tmp_path, webtext_cli, beam_args, capsys):
+    assert webtext_cli("links", tmp_path / "run", "--reddit-dumps", str(tmp_path / "nope" / "RS_*.zst"), *beam_args) == 2
+    err = capsys.readouterr().err
+    assert "no file matches" in err and "RS_*.zst" in err and "Traceback" not in err
+    assert webtext_cli("links", tmp_path / "run", *beam_args) == 2
+    assert "--reddit-dumps" in capsys.readouterr().err
+
+
+def test_too_many_bad_lines_fail_naming_file_and_line(tmp_path, webtext_cli, beam_args, capsys):
+    dump = tmp_path / "RS_bad.ndjson"
+    good = {"id": "a1", "url": "https://example.com/a", "score": 10, "created_utc": 1400000000, "subreddit": "x",
+            "title": "t", "is_self": False, "over_18": False}
+    lines = [json.dumps(dict(good, id=f"a{i}", url=f"https://example.com/{i}")) for i in range(60)]
+    lines[41] = '{"id": "broken", "url": '
+    lines[50] = "[1, 2, 3]"
+    dump.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    assert webtext_cli("links", run, "--reddit-dumps", str(dump), *beam_args) == 2
+    err = capsys.readouterr().err
+    assert str(dump) in err and "line 42" in err and "--max-bad-fraction" in err
+    assert not (run / "links" / "_SUCCESS").exists()
+    assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--max-bad-fraction", "0.05", *beam_args) == 0
+    rejects = rejects_of(run)
+    assert sorted(r["item_id"] for r in rejects) == [f"{dump}:42", f"{dump}:51"]
+    assert len(links_of(run)) == 58
+
+
+def test_truncated_file_is_a_reject_and_keeps_what_was_readable(sample_dump, tmp_path, webtext_cli, beam_args):
+    dump, planted = sample_dump
+    cut = tmp_path / "RS_cut.zst"
+    cut.write_bytes(dump.read_bytes()[: dump.stat().st_size // 2])
+    run = tmp_path / "run"
+    assert webtext_cli("links", run, "--reddit-dumps", str(cut), "--max-bad-fraction", "0.05", *beam_args) == 0
+    truncated = [r for r in rejects_of(run) if r["reason"] == "truncated-file"]
+    assert len(truncated) == 1 and str(cut) in truncated[0]["detail"]
+    counters = counters_of(run)
+    assert 0 < counters["submissions.read"] < planted["lines"]
+    assert 0 < len(links_of(run)) < planted["links"]
+
+
+@pytest.mark.realdata
+def test_real_pushshift_dumps_zst_and_xz_agree(shared_data, tmp_path, webtext_cli, beam_args):
+    dumps = shared_data / "reddit-dumps"
+    results = {}
+    for suffix in ("zst", "xz"):
+        run = tmp_path / suffix
+        pattern = str(dumps / ("RS_2005-0*.zst" if suffix == "zst" else "RS_v2_2005-0*.xz"))
+        assert webtext_cli("links", run, "--reddit-dumps", pattern, *beam_args) == 0
+        results[suffix] = (links_of(run), rejects_of(run), counters_of(run))
+    zst_links, zst_rejects, counters = results["zst"]
+    assert [r["url_key"] for r in zst_links] == [r["url_key"] for r in results["xz"][0]]
+    # independent count: lines in the files, every one either merged or rejected
+    lines = sum(1 for name in ("RS_v2_2005-06.xz", "RS_v2_2005-07.xz")
+                for line in lzma.open(dumps / name, "rt") if line.strip())
+    assert counters["submissions.read"] == lines == 103 + 1079
+    assert sum(r["num_submissions"] for r in zst_links) + len(zst_rejects) == lines
+    assert all("wikipedia.org" not in r["url_key"] for r in zst_links)
+    assert all(r["score"] >= 3 for r in zst_links)
+
+
+@pytest.mark.realdata
+def test_mixed_era_submissions(shared_data, tmp_path, webtext_cli, beam_args):
+    source = shared_data / "reddit-dumps" / "mixed-eras_submissions.ndjson"
+    dump = tmp_path / "mixed.ndjson"
+    shutil.copy(source, dump)
+    run = tmp_path / "run"
+    assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--max-bad-fraction", "0.5", *beam_args) == 0
+    records = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    assert counters_of(run)["submissions.read"] == len(records)
+    links = links_of(run)
+    assert sum(r["num_submissions"] for r in links) + len(rejects_of(run)) == len(records)
+    assert all(isinstance(r["created_utc"], int) and r["created_utc"] > 1_100_000_000 for r in links)
