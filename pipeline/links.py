@@ -1,10 +1,11 @@
 """The links stage: Reddit submissions (dump files and/or PRAW) to one row per unique outbound URL, as WebText did."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import json
 import logging
-from collections import defaultdict
+import pickle
+from collections import Counter, defaultdict
 from typing import Iterable, Iterator
 
 import apache_beam as beam
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 NAME = "links"
 FILES_NAMESPACE = "links.files"
 CHUNK_LINES = 4096  # raw dump lines per element: parsing is spread over workers, Beam's per-element cost is amortised
-BATCH_ROWS = 2048
+PROGRESS_LINES = 1_000_000
 
 LINKS_SCHEMA = pa.schema([
     ("url", pa.string()),
@@ -104,18 +105,16 @@ def dump_files(config: dict) -> list[rundir.FileEntry]:
 # -- reading -------------------------------------------------------------------------------------------------------
 
 
-def _dump_lines(handle, path: str):
-    for record in reddit.iter_dump_records(handle, path):
-        yield record.line_no, (record.record if record.error is None else record)
-
-
 class ReadDumpChunks(beam.DoFn):
     """One dump file to chunks of raw lines; a truncated or corrupt file ends in a `truncated-file` line."""
 
     def process(self, path: str) -> Iterator[tuple]:
-        chunk, first = [], 1
+        chunk, first, line_no = [], 1, 0
+        log.info("reading %s", path)
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            for line_no, line in _dump_lines(handle, path):
+            for line_no, line in reddit.iter_dump_lines(handle, path):
+                if line_no % PROGRESS_LINES == 0:
+                    log.info("%s: %s lines read", path, f"{line_no:,}")
                 if not chunk:
                     first = line_no
                 elif line_no != first + len(chunk):  # keep chunks contiguous so line numbers stay exact
@@ -127,6 +126,7 @@ class ReadDumpChunks(beam.DoFn):
                     chunk = []
         if chunk:
             yield path, first, chunk
+        log.info("%s: done, %s lines", path, f"{line_no:,}")
 
 
 class FetchPraw(beam.DoFn):
@@ -155,7 +155,20 @@ class FetchPraw(beam.DoFn):
 # -- parsing and per-submission rules --------------------------------------------------------------------------------
 
 
-@beam.typehints.with_output_types(tuple[int, list], rejects=tuple[int, list])
+SUBMISSION_FIELDS = [f.name for f in dataclasses.fields(reddit.Submission)]  # shuffled as plain tuples: cheaper to pickle
+
+
+def pack(batch: list) -> bytes:
+    """A batch crosses the shuffle as one pickle: Beam's default coder would pickle each object on its own."""
+    return pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(batches: Iterable[bytes]) -> Iterator:
+    for batch in batches:
+        yield from pickle.loads(batch)
+
+
+@beam.typehints.with_output_types(tuple[int, bytes], rejects=tuple[int, bytes])
 class ParseAndFilter(beam.DoFn):
     """Parses a chunk, applies the per-submission rules and sends survivors, batched by links shard, to the merge."""
 
@@ -169,71 +182,63 @@ class ParseAndFilter(beam.DoFn):
         self.passed = Metrics.counter(NAME, "submissions.passed-rules")
         self.reject_counters: dict[str, object] = {}
 
-    def _reject(self, reason: str):
-        if reason not in self.reject_counters:
-            self.reject_counters[reason] = Metrics.counter(NAME, f"reject.{reason}")
-        self.reject_counters[reason].inc()
+    def _count_rejects(self, reasons: Counter) -> None:
+        for reason, count in reasons.items():
+            if reason not in self.reject_counters:
+                self.reject_counters[reason] = Metrics.counter(NAME, f"reject.{reason}")
+            self.reject_counters[reason].inc(count)
 
     def process(self, element: tuple) -> Iterator:
         source, first, lines = element
         kept: dict[int, list] = defaultdict(list)
         rejects: dict[int, list] = defaultdict(list)
+        reasons: Counter = Counter()
         lines_read = bad = 0
         first_bad = None
 
         def drop(reason: str, detail: str, url: str | None, item_id: str) -> None:
-            self._reject(reason)
+            reasons[reason] += 1
             row = beamio.reject(NAME, reason, detail, url=url, item_id=item_id)
             rejects[beamio.stable_shard(f"{reason}|{url or ''}|{item_id}", beamio.REJECT_SHARDS)].append(row)
 
         for offset, line in enumerate(lines):
             line_no = first + offset
-            where = f"{source}:{line_no}"
-            if isinstance(line, reddit.DumpLine):  # bad-json, or truncated / corrupt compression after the last line
-                if line.error != "truncated-file":
-                    lines_read += 1
-                    self.read.inc()
-                drop(line.error, line.detail, None, where)
-                bad += 1
-                first_bad = first_bad or line_no
-                continue
+            if isinstance(line, bytes):
+                line = reddit.parse_dump_line(source, line_no, line)
+            if isinstance(line, reddit.DumpLine):
+                if line.error is not None:  # bad-json, or a truncated / corrupt stream after the last line
+                    lines_read += line.error != "truncated-file"
+                    drop(line.error, line.detail, None, f"{source}:{line_no}")
+                    bad += 1
+                    first_bad = first_bad or line_no
+                    continue
+                line = line.record
             lines_read += 1
-            self.read.inc()
             try:
-                record = json.loads(line) if isinstance(line, (bytes, str)) else line
-                if not isinstance(record, dict):
-                    raise ValueError(f"a JSON {type(record).__name__}, not an object")
-            except ValueError as error:
-                drop("bad-json", f"{where}: {error}: {_snippet(line)}", None, where)
-                bad += 1
-                first_bad = first_bad or line_no
-                continue
-            try:
-                submission = reddit.parse_submission(record)
+                submission = reddit.parse_submission(line)
             except reddit.BadSubmission as error:
-                drop(error.reason, f"{where}: {error.detail}", record.get("url") if isinstance(record.get("url"), str) else None,
-                     str(record.get("id") or where))
+                url = line.get("url")
+                drop(error.reason, f"{source}:{line_no}: {error.detail}", url if isinstance(url, str) else None,
+                     str(line.get("id") or f"{source}:{line_no}"))
                 continue
             verdict = judge_submission(submission, self.rules)
             if verdict.reason is not None:
                 drop(verdict.reason, verdict.detail, submission.url, submission.id)
                 continue
-            self.passed.inc()
-            kept[beamio.stable_shard(verdict.url_key, self.num_shards)].append((verdict.url_key, submission))
+            kept[beamio.stable_shard(verdict.url_key, self.num_shards)].append(
+                (verdict.url_key, *[getattr(submission, name) for name in SUBMISSION_FIELDS]))
+        self.read.inc(lines_read)
+        self.passed.inc(sum(len(batch) for batch in kept.values()))
+        self._count_rejects(reasons)
         if not source.startswith("praw:"):
             Metrics.counter(FILES_NAMESPACE, f"lines:{source}").inc(lines_read)
             Metrics.counter(FILES_NAMESPACE, f"bad:{source}").inc(bad)
             if first_bad is not None:
                 Metrics.distribution(FILES_NAMESPACE, f"first_bad:{source}").update(first_bad)
         for shard, batch in sorted(kept.items()):
-            yield shard, batch
+            yield shard, pack(batch)
         for shard, batch in sorted(rejects.items()):
-            yield beam.pvalue.TaggedOutput("rejects", (shard, batch))
-
-
-def _snippet(line, limit: int = 120) -> str:
-    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else str(line)
-    return text[:limit] + ("…" if len(text) > limit else "")
+            yield beam.pvalue.TaggedOutput("rejects", (shard, pack(batch)))
 
 
 # -- merging by URL and writing ---------------------------------------------------------------------------------------
@@ -254,9 +259,8 @@ class MergeAndWriteShard(beam.DoFn):
     def process(self, element) -> Iterator:
         shard, batches = element
         by_url: dict[str, list] = defaultdict(list)
-        for batch in batches:
-            for url_key, submission in batch:
-                by_url[url_key].append(submission)
+        for url_key, *values in unpack(batches):
+            by_url[url_key].append(reddit.Submission(*values))
         rows, rejects = [], []
         for url_key in sorted(by_url):
             row, dropped = merge_link(url_key, by_url[url_key], self.rules)
@@ -271,8 +275,11 @@ class MergeAndWriteShard(beam.DoFn):
         self.written.inc(len(rows))
         path = rundir.join(self.directory, beamio.shard_name("links", shard, self.config["num_shards"]))
         beamio.write_parquet_file(path, rows, LINKS_SCHEMA)
+        by_shard: dict[int, list] = defaultdict(list)
         for row in rejects:
-            yield beamio.stable_shard(f"{row['reason']}|{row['url'] or ''}|{row['item_id']}", beamio.REJECT_SHARDS), [row]
+            by_shard[beamio.stable_shard(f"{row['reason']}|{row['url'] or ''}|{row['item_id']}", beamio.REJECT_SHARDS)].append(row)
+        for reject_shard, batch in sorted(by_shard.items()):
+            yield reject_shard, pack(batch)
 
 
 class WriteRejectShard(beam.DoFn):
@@ -281,7 +288,7 @@ class WriteRejectShard(beam.DoFn):
 
     def process(self, element) -> Iterator[str]:
         shard, batches = element
-        rows = [row for batch in batches for row in batch]
+        rows = list(unpack(batches))
         rows.sort(key=lambda r: (r["reason"], r["url"] or "", r["item_id"] or "", r["detail"] or ""))
         path = rundir.join(self.directory, beamio.shard_name("rejects", shard, beamio.REJECT_SHARDS))
         beamio.write_parquet_file(path, rows, beamio.REJECT_SCHEMA)
@@ -303,7 +310,7 @@ def build_pipeline(p: beam.Pipeline, ctx: StageContext, files: list[str], subred
                      | "GroupByLinksShard" >> beam.GroupByKey()
                      | "MergeAndWrite" >> beam.ParDo(MergeAndWriteShard(config, ctx.run.path(NAME))))
     ((parsed.rejects, merge_rejects)
-     | "AllRejects" >> beam.Flatten().with_output_types(tuple[int, list])
+     | "AllRejects" >> beam.Flatten().with_output_types(tuple[int, bytes])
      | "GroupByRejectShard" >> beam.GroupByKey()
      | "WriteRejects" >> beam.ParDo(WriteRejectShard(ctx.run.path("rejects", NAME))))
 

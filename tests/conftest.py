@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_reddit import *  # noqa: F401,F403 — the fake_reddit fixture (a loopback Reddit API)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

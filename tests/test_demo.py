@@ -1,0 +1,41 @@
+"""The README's main job: `webtext demo RUN` builds the generated sample end to end, and `webtext stats` explains it."""
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+
+def count_rows(folder, pattern: str) -> int:
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in folder.glob(pattern))
+
+
+@pytest.mark.slow
+def test_demo_builds_every_stage_and_trains(tmp_path, webtext_cli, capsys):
+    run = tmp_path / "demo"
+    assert webtext_cli("demo", run) == 0  # the README's command: default runner (DirectRunner, a process per core)
+    for stage in ("links", "crawl", "dedup", "tokenizer", "shards"):
+        assert (run / stage / "_SUCCESS").exists(), stage
+    links = count_rows(run / "links", "links-*.parquet")
+    docs = count_rows(run / "docs", "docs-*.parquet")
+    crawl_rejects = count_rows(run / "rejects" / "crawl", "*.parquet")
+    assert links > 50 and docs > 40
+    assert links == docs + crawl_rejects  # every link is a document or a reject
+    survivors = count_rows(run / "dedup", "docs-*.parquet")
+    dedup_rejects = count_rows(run / "rejects" / "dedup", "*.parquet")
+    assert survivors + dedup_rejects == docs and dedup_rejects >= 2  # the sample plants an exact and a near copy
+    manifest = json.loads((run / "shards" / "manifest.json").read_text())
+    assert {s["split"] for s in manifest["shards"]} == {"train", "val"}
+    assert sum(s["documents"] for s in manifest["shards"]) == survivors
+    log = [json.loads(line) for line in (run / "train" / "demo" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 20 and log[-1]["loss"] < log[0]["loss"]
+    summary = json.loads((run / "stats" / "stats.json").read_text())
+    assert summary["outputs"]["links"] == links and summary["stages"]["crawl"]["rejects"]
+    assert (run / "stats" / "report.html").read_text().startswith("<!doctype html>")
+    out = capsys.readouterr().out
+    assert "rejected self-post" in out
+
+    capsys.readouterr()
+    assert webtext_cli("stats", run) == 0
+    assert "links" in capsys.readouterr().out
