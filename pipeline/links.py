@@ -26,6 +26,8 @@ NAME = "links"
 FILES_NAMESPACE = "links.files"
 CHUNK_LINES = 4096  # raw dump lines per element: parsing is spread over workers, Beam's per-element cost is amortised
 PROGRESS_LINES = 1_000_000
+# reject reasons that stand for an unreadable stretch of a source, not for a submission read
+NOT_SUBMISSIONS = frozenset({"truncated-file", "listing-failed"})
 
 LINKS_SCHEMA = pa.schema([
     ("url", pa.string()),
@@ -138,16 +140,22 @@ class FetchPraw(beam.DoFn):
     def process(self, subreddit: str) -> Iterator[tuple]:
         client = reddit.make_reddit(self.config.get("praw_site"))
         source = f"praw:r/{subreddit}/{self.config['praw_listing']}"
-        chunk, first = [], 1
+        chunk, first, number = [], 1, 0
         listing = reddit.iter_praw_submissions(client, subreddit, self.config["praw_listing"],
                                                self.config["praw_time_filter"], self.config["praw_limit"])
-        for number, submission in enumerate(listing, start=1):
+        try:
+            for number, submission in enumerate(listing, start=1):
+                if not chunk:
+                    first = number
+                chunk.append(submission)
+                if len(chunk) >= CHUNK_LINES:
+                    yield source, first, chunk
+                    chunk = []
+        except reddit.RedditListingError as error:
+            log.warning("%s: %s", source, error)
             if not chunk:
-                first = number
-            chunk.append(submission)
-            if len(chunk) >= CHUNK_LINES:
-                yield source, first, chunk
-                chunk = []
+                first = number + 1
+            chunk.append(reddit.DumpLine(source, number + 1, None, "listing-failed", f"{source}: {error}"))
         if chunk:
             yield source, first, chunk
 
@@ -207,7 +215,7 @@ class ParseAndFilter(beam.DoFn):
                 line = reddit.parse_dump_line(source, line_no, line)
             if isinstance(line, reddit.DumpLine):
                 if line.error is not None:  # bad-json, or a truncated / corrupt stream after the last line
-                    lines_read += line.error != "truncated-file"
+                    lines_read += line.error not in NOT_SUBMISSIONS
                     drop(line.error, line.detail, None, f"{source}:{line_no}")
                     bad += 1
                     first_bad = first_bad or line_no
@@ -360,7 +368,8 @@ def execute(ctx: StageContext) -> None:
 def check_accounting(counters: dict[str, int]) -> None:
     """Every submission read is merged into a link row or rejected under exactly one reason."""
     read = counters.get("submissions.read", 0)
-    rejected = sum(v for k, v in counters.items() if k.startswith("reject.") and k != "reject.truncated-file")
+    rejected = sum(v for k, v in counters.items()
+                   if k.startswith("reject.") and k.removeprefix("reject.") not in NOT_SUBMISSIONS)
     if read != counters.get("submissions.merged", 0) + rejected:
         raise RuntimeError(f"links: accounting broken: {read} submissions read, {counters.get('submissions.merged', 0)} "
                            f"merged, {rejected} rejected")

@@ -60,3 +60,13 @@ def test_authentication_failure_names_the_site_not_the_secret(fake_reddit, tmp_p
     assert fake_reddit.bad_site in err and "Traceback" not in err
     assert fake_reddit.wrong_secret not in err and fake_reddit.client_secret not in err
     assert not (run / "links" / "_SUCCESS").exists()
+
+
+def test_unknown_subreddit_is_a_reject_not_a_crash(fake_reddit, tmp_path, webtext_cli, beam_args):
+    run = tmp_path / "run"
+    assert webtext_cli("links", run, "--praw-site", fake_reddit.site, "--praw-subreddits", "science,doesnotexist",
+                       *beam_args) == 0
+    rejects = rows(run / "rejects" / "links")
+    failed = [r for r in rejects if r["reason"] == "listing-failed"]
+    assert len(failed) == 1 and "doesnotexist" in failed[0]["detail"]
+    assert rows(run / "links")  # r/science still made it
