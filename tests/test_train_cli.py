@@ -1,0 +1,171 @@
+"""The trainer's command line end to end (train, sample, eval, export-hf, import-hf), its import graph, real data."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.train_support import make_run
+from webtext.train import shards
+from webtext.train.cli import main
+from webtext.train.shards import Manifest, ShardInfo
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN_MODULES = ["webtext.train", "webtext.train.shards", "webtext.train.model", "webtext.train.data",
+                 "webtext.train.safetensors", "webtext.train.checkpoint", "webtext.train.trainer",
+                 "webtext.train.sample", "webtext.train.evaluate", "webtext.train.hf", "webtext.train.cli"]
+FORBIDDEN = ["apache_beam", "trafilatura", "praw", "datasketch", "requests"]
+TINY = ["--model", "tiny", "--block-size", "32", "--micro-batch", "4", "--warmup", "2", "--lr", "3e-3",
+        "--device", "cpu"]
+
+
+def last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("cli-run")
+    make_run(run)
+    assert main(["train", str(run), *TINY, "--max-steps", "20", "--eval-every", "10", "--ckpt-every", "10",
+                 "--name", "cli"]) == 0
+    return run
+
+
+def test_train_writes_the_training_directory(trained):
+    train_dir = trained / "train" / "cli"
+    assert {"log.jsonl", "log.csv", "config.json", "tokenizer.json", "ckpt-00000010", "ckpt-00000020"} <= \
+        {p.name for p in train_dir.iterdir()}
+    last = json.loads((train_dir / "log.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 20 and {"loss", "lr", "tokens_per_s", "val_loss"} <= last.keys()
+
+
+def test_sample_is_seeded_and_decodes_with_the_runs_tokenizer(trained, capsys):
+    args = ["sample", str(trained / "train" / "cli"), "--prompt", "The cat", "--max-tokens", "12",
+            "--temperature", "0.9", "--top-k", "40", "--top-p", "0.95", "--num-samples", "2", "--seed", "4", "--json"]
+    assert main(args) == 0
+    first = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert main(args) == 0
+    second = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert first == second and len(first) == 2
+    assert all(s["prompt"] == "The cat" and 0 < s["tokens"] <= 12 and isinstance(s["completion"], str) for s in first)
+
+
+def test_eval_on_shards_and_on_a_text_file(trained, capsys, tmp_path):
+    assert main(["eval", str(trained / "train" / "cli")]) == 0
+    on_shards = last_json(capsys)
+    logged = json.loads((trained / "train" / "cli" / "log.jsonl").read_text().splitlines()[-1])["val_loss"]
+    assert on_shards["step"] == 20 and on_shards["perplexity"] == pytest.approx(np.exp(on_shards["loss"]))
+    assert on_shards["loss"] < 5.0 and logged > 0
+    text = tmp_path / "text.txt"
+    text.write_text("The cat sat near the river. The dog ran over the big house. " * 20)
+    assert main(["eval", str(trained / "train" / "cli"), "--text", str(text)]) == 0
+    on_text = last_json(capsys)
+    assert on_text["source"] == str(text) and on_text["tokens"] > 100 and on_text["loss"] < 5.0
+
+
+def test_export_and_import_through_the_command_line(trained, capsys, tmp_path):
+    import torch
+    import transformers
+
+    assert main(["export-hf", str(trained / "train" / "cli"), str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "tokenizer.json").is_file()
+    hf = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "hf")).eval()
+    assert main(["import-hf", str(tmp_path / "hf"), str(tmp_path / "imported")]) == 0
+    assert last_json(capsys)["checkpoint"] == str(tmp_path / "imported")
+    assert main(["eval", str(trained / "train" / "cli")]) == 0
+    original = last_json(capsys)["loss"]
+    assert main(["eval", str(tmp_path / "imported"), "--run", str(trained)]) == 0
+    assert last_json(capsys)["loss"] == pytest.approx(original, rel=1e-5)
+    ids = torch.randint(0, 300, (1, 32))
+    from webtext.train.checkpoint import load_model
+
+    ours, _ = load_model(tmp_path / "imported")
+    with torch.no_grad():
+        torch.testing.assert_close(ours.logits(ours.hidden_states(ids)), hf(ids).logits, rtol=1e-4, atol=1e-4)
+    # the imported weights continue training on the run
+    assert main(["train", str(trained), *TINY, "--max-steps", "2", "--init-from", str(tmp_path / "imported"),
+                 "--name", "continued", "--ckpt-every", "2", "--eval-every", "2"]) == 0
+    assert last_json(capsys)["loss"] < 5.0
+
+
+def test_errors_are_reported_with_exit_code_2(tmp_path, caplog):
+    assert main(["sample", str(tmp_path / "nothing")]) == 2
+    assert "neither a checkpoint nor a training directory" in caplog.text
+    assert main(["train", str(tmp_path), "--device", "cpu"]) == 2
+    assert "no shard manifest" in caplog.text
+    assert main(["train", str(tmp_path), "--model", "gpt3"]) == 2
+    assert "unknown model 'gpt3'" in caplog.text
+    with pytest.raises(SystemExit):
+        main(["train"])  # argparse: RUN is required
+
+
+def test_module_entry_point_and_import_graph():
+    help_text = subprocess.run([sys.executable, "-m", "webtext.train", "train", "--help"], cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+    assert help_text.returncode == 0
+    for flag in ["--model", "--n-layer", "--n-head", "--n-embd", "--block-size", "--micro-batch", "--batch-tokens",
+                 "--max-steps", "--lr", "--warmup", "--eval-every", "--ckpt-every", "--resume", "--device",
+                 "--compile", "--seed", "--name", "--keep"]:
+        assert flag in help_text.stdout, flag
+    probe = (f"import sys, importlib\nfor m in {TRAIN_MODULES!r}: importlib.import_module(m)\n"
+             f"print([m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}])")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[]"
+    shards_only = subprocess.run([sys.executable, "-c", "import sys, webtext.train.shards; print('torch' in sys.modules)"],
+                                 cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert shards_only.stdout.strip() == "False"  # the pipeline imports the format without torch
+
+
+def gpt2_tokenizer(shared_data: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    folder = shared_data / "gpt2-tokenizer"
+    tokenizer = Tokenizer(models.BPE.from_file(str(folder / "encoder.json"), str(folder / "vocab.bpe")))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(["<|endoftext|>"])
+    return tokenizer
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_shakespeare_with_the_gpt2_tokenizer_end_to_end(shared_data, tmp_path, capsys):
+    tokenizer = gpt2_tokenizer(shared_data)
+    assert tokenizer.encode("Hello world").ids == [15496, 995] and tokenizer.token_to_id("<|endoftext|>") == 50256
+    (tmp_path / "tokenizer").mkdir()
+    tokenizer.save(str(tmp_path / "tokenizer" / "tokenizer.json"))
+    speeches = (shared_data / "text" / "tinyshakespeare.txt").read_text().split("\n\n")
+    documents = ["\n\n".join(speeches[i:i + 40]) for i in range(0, len(speeches), 40)]
+    infos = []
+    (tmp_path / "shards").mkdir()
+    for split in ("train", "val"):
+        members = [d for i, d in enumerate(documents) if shards.split_for_doc(f"tiny-{i}", 0.1) == split]
+        encoded = [np.append(e.ids, 50256) for e in tokenizer.encode_batch(members)]
+        name = shards.shard_name(split, 0)
+        stats = shards.write_shard(tmp_path / "shards" / name, [(f"{split}-{i}", e) for i, e in enumerate(encoded)],
+                                   "uint16", eot_id=50256)
+        infos.append(ShardInfo.from_stats(name, split, stats))
+    manifest = Manifest(root=tmp_path / "shards", tokenizer_sha256=shards.sha256_file(tmp_path / "tokenizer" / "tokenizer.json"),
+                        vocab_size=50257, eot_id=50256, dtype="uint16", shards=infos)
+    manifest.save()
+    shards.verify(Manifest.load(tmp_path / "shards"))
+    assert main(["train", str(tmp_path), "--model", "tiny", "--block-size", "64", "--micro-batch", "4", "--max-steps",
+                 "25", "--warmup", "3", "--lr", "1e-2", "--eval-every", "25", "--eval-batches", "4", "--ckpt-every", "25",
+                 "--device", "cpu",
+                 "--verify-shards"]) == 0
+    records = [json.loads(l) for l in (tmp_path / "train" / "tiny" / "log.jsonl").read_text().splitlines()]
+    print([round(r["loss"], 2) for r in records])
+    assert records[0]["loss"] > 10.0 and records[-1]["loss"] < 8.0  # from ln(50257) = 10.8 to well below it
+    capsys.readouterr()
+    assert main(["sample", str(tmp_path / "train" / "tiny"), "--prompt", "ROMEO:", "--max-tokens", "20", "--json"]) == 0
+    assert last_json(capsys)["completion"]
+    assert main(["eval", str(tmp_path / "train" / "tiny"), "--text", str(shared_data / "eval" / "wikitext-2_test.txt"),
+                 "--micro-batch", "8", "--batches", "8"]) == 0
+    on_wikitext = last_json(capsys)
+    assert on_wikitext["tokens"] == 8 * 8 * 64 and 5.0 < on_wikitext["loss"] < 10.8

@@ -1,0 +1,269 @@
+"""Tests for webtext.train.shards: writing, memory-mapped reading, manifest validation and verify()."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from webtext.train import shards
+from webtext.train.shards import Manifest, Shard, ShardFormatError, ShardInfo
+
+EOT = 99
+VOCAB = 100
+
+
+def make_documents(count: int, seed: int = 0, eot: int = EOT) -> list[tuple[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    documents = []
+    for index in range(count):
+        body = rng.integers(0, eot, size=int(rng.integers(1, 40)))
+        documents.append((f"doc-{seed}-{index}", np.append(body, eot).astype(np.uint16)))
+    return documents
+
+
+def write_run(tmp_path, splits=(("train", 3), ("val", 1)), docs_per_shard=20, dtype="uint16") -> Manifest:
+    infos = []
+    seed = 0
+    for split, count in splits:
+        for index in range(count):
+            name = shards.shard_name(split, index)
+            stats = shards.write_shard(tmp_path / name, make_documents(docs_per_shard, seed), dtype, eot_id=EOT)
+            infos.append(ShardInfo.from_stats(name, split, stats))
+            seed += 1
+    manifest = Manifest(root=tmp_path, tokenizer_sha256="0" * 64, vocab_size=VOCAB, eot_id=EOT, dtype=dtype, shards=infos)
+    manifest.save()
+    return manifest
+
+
+def test_round_trip_zero_copy_views(tmp_path):
+    documents = make_documents(50)
+    stats = shards.write_shard(tmp_path / "train-00000.arrow", documents, "uint16", eot_id=EOT)
+    assert stats.documents == 50
+    assert stats.tokens == sum(len(tokens) for _, tokens in documents)
+    assert stats.sha256 == shards.sha256_file(tmp_path / "train-00000.arrow")
+
+    shard = Shard(tmp_path / "train-00000.arrow")
+    assert shard.dtype == "uint16" and shard.num_documents == 50 and shard.num_tokens == stats.tokens
+    assert len(shard.segments) == 1
+    assert shard.tokens.dtype == np.uint16
+    assert not shard.tokens.flags.writeable  # a view of the read-only memory map, not a copy
+    assert shard.offsets[0] == 0 and shard.offsets[-1] == stats.tokens and len(shard.offsets) == 51
+    for index, (doc_id, tokens) in enumerate(documents):
+        assert shard.doc_id(index) == doc_id
+        np.testing.assert_array_equal(shard.document(index), tokens)
+        assert np.shares_memory(shard.document(index), shard.tokens)
+    assert list(shard.doc_ids.to_pylist()) == [doc_id for doc_id, _ in documents]
+
+
+def test_file_is_one_uncompressed_record_batch(tmp_path):
+    path = tmp_path / "s.arrow"
+    shards.write_shard(path, make_documents(30), "uint16")
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        assert reader.num_record_batches == 1
+        schema = reader.schema
+        assert schema.field("tokens").type == pa.large_list(pa.field("item", pa.uint16(), nullable=False))
+        assert schema.field("doc_id").type == pa.string()
+        assert reader.get_batch(0).column("tokens").values.buffers()[1].size >= 2 * 30
+    # the raw bytes carry the token values in place: memory-mappable, not compressed
+    tokens = Shard(path).tokens
+    assert tokens.tobytes() in path.read_bytes()
+
+
+def test_arrays_variant_matches_document_variant(tmp_path):
+    documents = make_documents(25, seed=3)
+    flat = np.concatenate([tokens for _, tokens in documents]).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum([len(tokens) for _, tokens in documents])])
+    a = shards.write_shard(tmp_path / "a.arrow", documents, "uint16")
+    b = shards.write_shard_arrays(tmp_path / "b.arrow", flat, offsets, [d for d, _ in documents], "uint16")
+    assert a == b  # identical bytes, hence identical sha256
+
+
+def test_writer_streams_batches_into_one_record_batch(tmp_path):
+    documents = make_documents(40, seed=5)
+    with shards.ShardWriter(tmp_path / "w.arrow", "uint32", eot_id=EOT) as writer:
+        for start in range(0, 40, 7):
+            chunk = documents[start:start + 7]
+            flat = np.concatenate([tokens for _, tokens in chunk])
+            offsets = np.concatenate([[0], np.cumsum([len(tokens) for _, tokens in chunk])])
+            writer.add_batch(flat, offsets, [doc_id for doc_id, _ in chunk])
+    shard = Shard(tmp_path / "w.arrow")
+    assert shard.dtype == "uint32" and len(shard.segments) == 1 and shard.num_documents == 40
+    np.testing.assert_array_equal(shard.tokens, np.concatenate([t for _, t in documents]))
+
+
+def test_writer_refuses_bad_documents_and_leaves_no_file(tmp_path):
+    path = tmp_path / "bad.arrow"
+    with pytest.raises(ValueError, match="does not end with eot"):
+        shards.write_shard(path, [("a", np.array([1, 2, 3]))], "uint16", eot_id=EOT)
+    with pytest.raises(ValueError, match="outside uint16"):
+        shards.write_shard(path, [("a", np.array([70000, EOT]))], "uint16")
+    with pytest.raises(ValueError, match="empty"):
+        shards.write_shard(path, [("a", np.array([], dtype=np.int64))], "uint16")
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []  # no temp file left behind
+
+
+def test_multi_batch_shard_written_by_another_tool_is_readable(tmp_path):
+    """The format allows a few record batches; the reader serves each as its own contiguous segment."""
+    documents = make_documents(10, seed=7)
+    schema = shards.shard_schema("uint16")
+    path = tmp_path / "multi.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for part in (documents[:4], documents[4:]):
+            writer.write_batch(pa.RecordBatch.from_pylist(
+                [{"tokens": t.tolist(), "doc_id": d} for d, t in part], schema=schema))
+    shard = Shard(path)
+    assert len(shard.segments) == 2 and shard.num_documents == 10
+    for index, (doc_id, tokens) in enumerate(documents):
+        assert shard.doc_id(index) == doc_id
+        np.testing.assert_array_equal(shard.document(index), tokens)
+    np.testing.assert_array_equal(shard.tokens, np.concatenate([t for _, t in documents]))
+    np.testing.assert_array_equal(np.diff(shard.offsets), [len(t) for _, t in documents])
+
+
+def test_manifest_round_trip_and_save_is_atomic(tmp_path):
+    manifest = write_run(tmp_path)
+    loaded = Manifest.load(tmp_path)
+    assert loaded == manifest
+    record = json.loads((tmp_path / "manifest.json").read_text())
+    assert record["format"] == "webtext-shards" and record["version"] == 1
+    assert [s["name"] for s in record["shards"]] == ["train-00000.arrow", "train-00001.arrow",
+                                                     "train-00002.arrow", "val-00000.arrow"]
+    assert loaded.split_tokens("train") == sum(info.tokens for info in loaded.split("train"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.update(format="other"), "format is 'other'"),
+    (lambda r: r.update(version=2), "version 2 is not supported"),
+    (lambda r: r.pop("vocab_size"), "missing field 'vocab_size'"),
+    (lambda r: r.update(dtype="int8"), "dtype 'int8'"),
+    (lambda r: r.update(vocab_size=70000), "does not fit dtype uint16"),
+    (lambda r: r.update(eot_id=100), "eot_id 100 outside"),
+    (lambda r: r["shards"][0].update(name="../x.arrow"), "relative to the manifest"),
+    (lambda r: r["shards"][0].update(documents=-1), "'documents' must be >= 0"),
+    (lambda r: r["shards"][0].update(tokens="12"), "'tokens' must be int"),
+    (lambda r: r["shards"][0].update(sha256="xyz"), "is not 64 lowercase hex"),
+    (lambda r: r["shards"].append(dict(r["shards"][0])), "listed twice"),
+])
+def test_manifest_validation_messages_name_the_file(tmp_path, change, message):
+    write_run(tmp_path, splits=(("train", 1),))
+    path = tmp_path / "manifest.json"
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+    with pytest.raises(ShardFormatError, match=message) as raised:
+        Manifest.load(path)
+    assert str(path) in str(raised.value)
+
+
+def test_manifest_missing_and_garbled(tmp_path):
+    with pytest.raises(ShardFormatError, match="no shard manifest"):
+        Manifest.load(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ShardFormatError, match="unreadable manifest"):
+        Manifest.load(tmp_path)
+
+
+def test_verify_accepts_a_good_run(tmp_path):
+    shards.verify(write_run(tmp_path))
+
+
+def test_verify_names_a_truncated_shard(tmp_path):
+    manifest = write_run(tmp_path)
+    victim = tmp_path / "train-00001.arrow"
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ShardFormatError, match="train-00001.arrow: sha256") as raised:
+        shards.verify(manifest)
+    assert "truncated" in str(raised.value)
+    with pytest.raises(ShardFormatError, match="train-00001.arrow: not a readable Arrow IPC file"):
+        shards.verify(manifest, check_sha256=False)
+
+
+def test_verify_names_a_missing_shard(tmp_path):
+    manifest = write_run(tmp_path)
+    (tmp_path / "val-00000.arrow").unlink()
+    with pytest.raises(ShardFormatError, match="val-00000.arrow: shard listed in the manifest is missing"):
+        shards.verify(manifest)
+
+
+def _rewrite_shard(manifest: Manifest, index: int, documents, dtype="uint16") -> None:
+    info = manifest.shards[index]
+    stats = shards.write_shard(manifest.path_of(info), documents, dtype)
+    manifest.shards[index] = ShardInfo.from_stats(info.name, info.split, stats)
+
+
+def test_verify_finds_missing_eot(tmp_path):
+    manifest = write_run(tmp_path)
+    documents = make_documents(20, seed=11)
+    documents[5] = ("no-eot", np.array([1, 2, 3], dtype=np.uint16))
+    _rewrite_shard(manifest, 2, documents)
+    with pytest.raises(ShardFormatError, match=r"train-00002.arrow: document 5 \('no-eot'\) does not end"):
+        shards.verify(manifest)
+
+
+def test_verify_finds_ids_outside_the_vocabulary(tmp_path):
+    manifest = write_run(tmp_path)
+    documents = make_documents(20, seed=12)
+    documents[3] = ("big", np.array([1, 4000, EOT], dtype=np.uint16))
+    _rewrite_shard(manifest, 0, documents)
+    with pytest.raises(ShardFormatError, match="train-00000.arrow: token id 4000 is outside"):
+        shards.verify(manifest)
+
+
+def test_verify_finds_wrong_totals_and_dtype(tmp_path):
+    manifest = write_run(tmp_path)
+    info = manifest.shards[1]
+    manifest.shards[1] = ShardInfo(info.name, info.split, info.documents + 1, info.tokens, info.sha256)
+    with pytest.raises(ShardFormatError, match="train-00001.arrow: holds 20 documents"):
+        shards.verify(manifest)
+    manifest = write_run(tmp_path)
+    _rewrite_shard(manifest, 3, make_documents(20, seed=13), dtype="uint32")
+    with pytest.raises(ShardFormatError, match="val-00000.arrow: tokens are uint32, the manifest says uint16"):
+        shards.verify(manifest)
+
+
+def test_shard_refuses_wrong_schema(tmp_path):
+    path = tmp_path / "wrong.arrow"
+    table = pa.table({"tokens": pa.array([[1, 2]], type=pa.list_(pa.uint16())), "doc_id": ["a"]})
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    with pytest.raises(ShardFormatError, match="wrong.arrow: column 'tokens' is list<"):
+        Shard(path)
+
+
+def test_split_for_doc_is_stable_and_proportional():
+    assert shards.split_for_doc("abc", 0.0) == "train"
+    assert shards.split_for_doc("abc", 1.0) == "val"
+    picks = [shards.split_for_doc(f"doc-{i}", 0.1) for i in range(20000)]
+    assert 0.08 < picks.count("val") / len(picks) < 0.12
+    assert picks == [shards.split_for_doc(f"doc-{i}", 0.1) for i in range(20000)]
+    # pinned values: a change to the hash would silently move documents between splits
+    assert [shards.split_for_doc(f"doc-{i}", 0.5) for i in range(8)] == PINNED_SPLITS
+
+
+PINNED_SPLITS = ["train", "val", "train", "train", "val", "val", "train", "val"]
+
+
+def test_dtype_for_vocab():
+    assert shards.dtype_for_vocab(50257) == "uint16"
+    assert shards.dtype_for_vocab(65536) == "uint16"
+    assert shards.dtype_for_vocab(65537) == "uint32"
+
+
+def test_failed_rewrite_leaves_the_previous_shard_intact(tmp_path):
+    path = tmp_path / "train-00000.arrow"
+    good = shards.write_shard(path, make_documents(10), "uint16", eot_id=EOT)
+
+    def documents_then_a_bad_one():
+        yield from make_documents(10, seed=1)
+        yield "bad", np.array([1, 2], dtype=np.uint16)
+
+    with pytest.raises(ValueError, match="does not end with eot"):
+        shards.write_shard(path, documents_then_a_bad_one(), "uint16", eot_id=EOT)
+    assert shards.sha256_file(path) == good.sha256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-00000.arrow"]

@@ -1,0 +1,66 @@
+"""Helpers for the trainer tests: a tiny byte-level BPE and a run directory of real shards written with write_shard."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+
+from webtext.train import shards
+from webtext.train.shards import Manifest, ShardInfo
+
+WORDS = ("the cat dog bird sat ran flew over under near a big small red blue green house tree river "
+         "quickly slowly and then after before it was very happy sad day night").split()
+
+
+def synthetic_documents(count: int, seed: int) -> list[str]:
+    """Short pseudo-English documents from a small grammar: learnable, deterministic."""
+    rng = random.Random(seed)
+    documents = []
+    for _ in range(count):
+        sentences = []
+        for _ in range(rng.randint(2, 6)):
+            words = [rng.choice(WORDS) for _ in range(rng.randint(4, 10))]
+            sentences.append(" ".join(words).capitalize() + ".")
+        documents.append(" ".join(sentences))
+    return documents
+
+
+def train_tokenizer(texts: list[str], path: Path, vocab_size: int = 320):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.add_special_tokens(["<|endoftext|>"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(path))
+    return tokenizer
+
+
+def make_run(run: Path, train_docs: int = 400, val_docs: int = 40, train_shards: int = 2, seed: int = 0,
+             tokenizer_vocab: int = 320) -> Manifest:
+    """RUN/tokenizer/tokenizer.json and RUN/shards/{train,val}-*.arrow + manifest.json from synthetic text."""
+    texts = synthetic_documents(train_docs + val_docs, seed)
+    tokenizer = train_tokenizer(texts, run / "tokenizer" / "tokenizer.json", tokenizer_vocab)
+    eot_id = tokenizer.token_to_id("<|endoftext|>")
+    vocab_size = tokenizer.get_vocab_size()
+    shard_dir = run / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    groups = {"train": texts[:train_docs], "val": texts[train_docs:]}
+    infos = []
+    for split, docs in groups.items():
+        parts = np.array_split(np.arange(len(docs)), train_shards if split == "train" else 1)
+        for index, members in enumerate(parts):
+            encoded = tokenizer.encode_batch([docs[i] for i in members])
+            documents = [(f"{split}-{i}", np.append(np.asarray(e.ids), eot_id)) for i, e in zip(members, encoded)]
+            name = shards.shard_name(split, index)
+            stats = shards.write_shard(shard_dir / name, documents, shards.dtype_for_vocab(vocab_size), eot_id=eot_id)
+            infos.append(ShardInfo.from_stats(name, split, stats))
+    manifest = Manifest(root=shard_dir, tokenizer_sha256=shards.sha256_file(run / "tokenizer" / "tokenizer.json"),
+                        vocab_size=vocab_size, eot_id=eot_id, dtype=shards.dtype_for_vocab(vocab_size), shards=infos)
+    manifest.save()
+    return manifest

@@ -1,0 +1,226 @@
+"""Checkpoints: a directory per step (safetensors weights, optimizer, loader and RNG state, meta.json), made atomically.
+
+Everything is written into a hidden temp directory that is renamed to `ckpt-<step>` only when complete,
+so a run killed while writing leaves the earlier checkpoints as they were.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from webtext.train import safetensors
+from webtext.train.model import GPT, GPTConfig
+from webtext.train.shards import fsync_dir
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "webtext-checkpoint"
+CHECKPOINT_VERSION = 1
+PREFIX = "ckpt-"
+TEMP_PREFIX = ".tmp-ckpt-"
+WEIGHTS = "model.safetensors"
+OPTIMIZER = "optimizer.pt"
+STATE = "state.pt"
+META = "meta.json"
+
+
+class CheckpointError(ValueError):
+    """A missing, damaged or incompatible checkpoint; the message names it."""
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{PREFIX}{step:08d}"
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def model_state(model: GPT) -> dict[str, torch.Tensor]:
+    """The weights to store: the tied output matrix once (as the embedding), no buffers."""
+    state = {name: tensor for name, tensor in model.state_dict().items() if name != "lm_head.weight"}
+    return state
+
+
+def save_checkpoint(train_dir: Path, step: int, model: GPT, meta: dict,
+                    optimizer: torch.optim.Optimizer | None = None, state: dict | None = None,
+                    path: Path | None = None) -> Path:
+    """Write ckpt-<step> under train_dir (or `path`) atomically; returns its path. `meta` must be JSON-serialisable."""
+    final = Path(path) if path is not None else Path(train_dir) / checkpoint_name(step)
+    train_dir = final.parent
+    train_dir.mkdir(parents=True, exist_ok=True)
+    temp = train_dir / f"{TEMP_PREFIX}{step:08d}-{os.getpid()}"
+    if temp.exists():
+        shutil.rmtree(temp)
+    temp.mkdir(parents=True)
+    config_json = json.dumps(model.config.to_dict(), sort_keys=True)
+    safetensors.save_file(model_state(model), temp / WEIGHTS, metadata={"model_config": config_json, "step": str(step)})
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), temp / OPTIMIZER)
+        _fsync_file(temp / OPTIMIZER)
+    if state is not None:
+        torch.save(state, temp / STATE)
+        _fsync_file(temp / STATE)
+    record = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": step,
+              "model": model.config.to_dict(), **meta}
+    (temp / META).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    _fsync_file(temp / META)
+    fsync_dir(temp)
+    if final.exists():  # the same step written again (e.g. an import over an older one)
+        trash = train_dir / f".trash-{final.name}-{os.getpid()}"
+        os.rename(final, trash)
+        os.rename(temp, final)
+        shutil.rmtree(trash)
+    else:
+        os.rename(temp, final)
+    fsync_dir(train_dir)
+    return final
+
+
+def is_checkpoint(path: Path) -> bool:
+    return path.is_dir() and (path / META).is_file() and (path / WEIGHTS).is_file()
+
+
+def list_checkpoints(train_dir: Path) -> list[Path]:
+    """Complete checkpoints under train_dir, oldest first (temp directories are ignored)."""
+    train_dir = Path(train_dir)
+    if not train_dir.is_dir():
+        return []
+    found = [p for p in train_dir.iterdir() if p.name.startswith(PREFIX) and is_checkpoint(p)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint directory itself, or a training directory meaning its latest checkpoint."""
+    path = Path(path)
+    if is_checkpoint(path):
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise CheckpointError(f"{path}: neither a checkpoint nor a training directory with checkpoints")
+    return found[-1]
+
+
+def read_meta(checkpoint: Path) -> dict:
+    path = Path(checkpoint) / META
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: unreadable checkpoint metadata ({error})") from None
+    if record.get("format") != CHECKPOINT_FORMAT or record.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} v{CHECKPOINT_VERSION} checkpoint")
+    return record
+
+
+def checkpoint_config(checkpoint: Path) -> GPTConfig:
+    return GPTConfig.from_dict(read_meta(checkpoint)["model"])
+
+
+def load_weights(model: GPT, checkpoint: Path) -> None:
+    """Load ckpt weights into `model`, refusing a checkpoint of another shape with a clear message."""
+    checkpoint = Path(checkpoint)
+    stored = checkpoint_config(checkpoint)
+    if stored != model.config:
+        differences = ", ".join(f"{key}: checkpoint {value} vs model {getattr(model.config, key)}"
+                                for key, value in stored.to_dict().items() if getattr(model.config, key) != value)
+        raise CheckpointError(f"{checkpoint}: was written for another model config ({differences})")
+    try:
+        tensors = safetensors.load_file(checkpoint / WEIGHTS)
+    except (OSError, safetensors.SafetensorsError) as error:
+        raise CheckpointError(f"{checkpoint}: cannot read weights ({error})") from None
+    expected = model_state(model)
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{checkpoint / WEIGHTS}: missing tensors {missing[:5]}, unexpected {unexpected[:5]}")
+    for name, tensor in tensors.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(f"{checkpoint / WEIGHTS}: {name} has shape {tuple(tensor.shape)}, "
+                                  f"the model wants {tuple(expected[name].shape)}")
+    with torch.no_grad():
+        for name, target in expected.items():
+            target.copy_(tensors[name])
+
+
+def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[GPT, dict]:
+    """The model of a checkpoint (or a training directory's latest) and its meta.json record."""
+    checkpoint = resolve_checkpoint(checkpoint)
+    meta = read_meta(checkpoint)
+    model = GPT(GPTConfig.from_dict(meta["model"]))
+    load_weights(model, checkpoint)
+    return model.to(device), meta
+
+
+def load_training_state(checkpoint: Path, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """(optimizer state dict, trainer state) with torch.load(weights_only=True)."""
+    checkpoint = Path(checkpoint)
+    for name in (OPTIMIZER, STATE):
+        if not (checkpoint / name).is_file():
+            raise CheckpointError(f"{checkpoint}: has no {name}; it holds weights only (use --init-from to start from it)")
+    try:
+        optimizer_state = torch.load(checkpoint / OPTIMIZER, map_location=map_location, weights_only=True)
+        trainer_state = torch.load(checkpoint / STATE, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for damaged or unsafe files
+        raise CheckpointError(f"{checkpoint}: cannot load training state ({error})") from None
+    return optimizer_state, trainer_state
+
+
+def prune_checkpoints(train_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the last `keep` checkpoints and the best one (lowest val_loss); returns the deleted."""
+    found = list_checkpoints(train_dir)
+    best = best_checkpoint(train_dir)
+    keep_set = set(found[-keep:]) if keep > 0 else set()
+    if best is not None:
+        keep_set.add(best)
+    deleted = []
+    for path in found:
+        if path not in keep_set:
+            shutil.rmtree(path)
+            deleted.append(path)
+    return deleted
+
+
+def best_checkpoint(train_dir: Path) -> Path | None:
+    scored = []
+    for path in list_checkpoints(train_dir):
+        val_loss = read_meta(path).get("val_loss")
+        if isinstance(val_loss, (int, float)):
+            scored.append((val_loss, path.name, path))
+    return min(scored)[2] if scored else None
+
+
+def remove_stale_temps(train_dir: Path) -> None:
+    """Temp directories of writes that never finished (a killed run)."""
+    train_dir = Path(train_dir)
+    if not train_dir.is_dir():
+        return
+    for path in train_dir.iterdir():
+        if path.name.startswith((TEMP_PREFIX, ".trash-")) and path.is_dir():
+            log.info("removing unfinished checkpoint write %s", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class RngState:
+    torch_cpu: torch.Tensor
+    torch_cuda: list[torch.Tensor]
+
+    @classmethod
+    def capture(cls) -> "RngState":
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return cls(torch_cpu=torch.get_rng_state(), torch_cuda=cuda)
+
+    def to_dict(self) -> dict:
+        return {"torch_cpu": self.torch_cpu, "torch_cuda": list(self.torch_cuda)}
+
+    @staticmethod
+    def restore(record: dict) -> None:
+        torch.set_rng_state(record["torch_cpu"])
+        if torch.cuda.is_available() and record.get("torch_cuda"):
+            torch.cuda.set_rng_state_all(record["torch_cuda"])

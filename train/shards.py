@@ -1,0 +1,529 @@
+"""The shard format, the one contract between pipeline/ (writes shards) and train/ (reads them).
+
+Arrow IPC files with `tokens: large_list<uint16|uint32>` and `doc_id: string`, plus a manifest.json.
+Only numpy and pyarrow here, so the pipeline can import it without torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+FORMAT = "webtext-shards"
+VERSION = 1
+MANIFEST_NAME = "manifest.json"
+DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+ARROW_DTYPES = {"uint16": pa.uint16(), "uint32": pa.uint32()}
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ShardFormatError(ValueError):
+    """A shard or manifest that does not follow the format; the message names the file."""
+
+
+def dtype_for_vocab(vocab_size: int) -> str:
+    """The narrowest token dtype that holds every id of a vocabulary of this size."""
+    if vocab_size <= 0:
+        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+    return "uint16" if vocab_size <= 2**16 else "uint32"
+
+
+def shard_name(split: str, index: int) -> str:
+    """The conventional file name of shard `index` of a split: train-00000.arrow."""
+    return f"{split}-{index:05d}.arrow"
+
+
+def split_for_doc(doc_id: str, val_fraction: float) -> str:
+    """'val' or 'train' from a hash of the document id: stable across reruns, machines and Python versions."""
+    if not 0.0 <= val_fraction <= 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1], got {val_fraction}")
+    digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()
+    unit = int.from_bytes(digest, "big") / 2**64
+    return "val" if unit < val_fraction else "train"
+
+
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _numpy_dtype(dtype: str) -> type:
+    if dtype not in DTYPES:
+        raise ValueError(f"token dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temp file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+@dataclass(frozen=True)
+class ShardStats:
+    documents: int
+    tokens: int
+    sha256: str
+
+
+def _check_token_range(tokens: np.ndarray, dtype: str, where: str) -> None:
+    if tokens.size == 0:
+        return
+    if not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"{where}: token ids must be integers, got {tokens.dtype}")
+    limit = np.iinfo(DTYPES[dtype]).max
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high > limit:
+        raise ValueError(f"{where}: token ids span [{low}, {high}], outside {dtype}")
+
+
+class ShardWriter:
+    """Collects documents as numpy chunks and writes them as one record batch on close().
+
+    `add` takes one document; `add_batch` takes many at once as a flat token array plus
+    document offsets (len = documents + 1), so an encoder never builds Python lists of ints.
+    The file appears under its final name only when complete (temp file, fsync, rename).
+    """
+
+    def __init__(self, path: str | os.PathLike, dtype: str, eot_id: int | None = None):
+        self.path = Path(path)
+        self.dtype = dtype
+        self.eot_id = eot_id
+        self._np_dtype = _numpy_dtype(dtype)
+        self._token_chunks: list[np.ndarray] = []
+        self._length_chunks: list[np.ndarray] = []
+        self._doc_ids: list[str] = []
+        self._closed = False
+
+    def add(self, doc_id: str, tokens: np.ndarray | Sequence[int]) -> None:
+        tokens = np.asarray(tokens)
+        self.add_batch(tokens, np.array([0, tokens.size], dtype=np.int64), [doc_id])
+
+    def add_batch(self, tokens: np.ndarray, offsets: np.ndarray, doc_ids: Sequence[str]) -> None:
+        if self._closed:
+            raise ValueError(f"{self.path}: writer already closed")
+        tokens = np.asarray(tokens)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if tokens.ndim != 1 or offsets.ndim != 1:
+            raise ValueError(f"{self.path}: tokens and offsets must be 1-D arrays")
+        if len(offsets) != len(doc_ids) + 1:
+            raise ValueError(f"{self.path}: {len(doc_ids)} doc_ids need {len(doc_ids) + 1} offsets, got {len(offsets)}")
+        if offsets[0] != 0 or offsets[-1] != tokens.size:
+            raise ValueError(f"{self.path}: offsets must run from 0 to len(tokens)={tokens.size}")
+        lengths = np.diff(offsets)
+        if (lengths <= 0).any():
+            bad = int(np.argmax(lengths <= 0))
+            raise ValueError(f"{self.path}: document {doc_ids[bad]!r} is empty or its offsets decrease")
+        _check_token_range(tokens, self.dtype, str(self.path))
+        if self.eot_id is not None and (tokens[offsets[1:] - 1] != self.eot_id).any():
+            bad = int(np.argmax(tokens[offsets[1:] - 1] != self.eot_id))
+            raise ValueError(f"{self.path}: document {doc_ids[bad]!r} does not end with eot id {self.eot_id}")
+        self._token_chunks.append(tokens.astype(self._np_dtype, copy=False))
+        self._length_chunks.append(lengths)
+        self._doc_ids.extend(str(doc_id) for doc_id in doc_ids)
+
+    def close(self) -> ShardStats:
+        if self._closed:
+            raise ValueError(f"{self.path}: writer already closed")
+        self._closed = True
+        tokens = np.concatenate(self._token_chunks) if self._token_chunks else np.empty(0, self._np_dtype)
+        lengths = np.concatenate(self._length_chunks) if self._length_chunks else np.empty(0, np.int64)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        batch = _record_batch(tokens, offsets, self._doc_ids, self.dtype)
+        self._token_chunks, self._length_chunks, self._doc_ids = [], [], []
+        sha256 = _write_ipc_file(self.path, batch)
+        return ShardStats(documents=batch.num_rows, tokens=int(tokens.size), sha256=sha256)
+
+    def abort(self) -> None:
+        self._closed = True
+        self._token_chunks, self._length_chunks, self._doc_ids = [], [], []
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._closed:
+            self.close()
+
+
+def shard_schema(dtype: str) -> pa.Schema:
+    return pa.schema([
+        pa.field("tokens", pa.large_list(pa.field("item", ARROW_DTYPES[dtype], nullable=False)), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+    ], metadata={b"format": FORMAT.encode(), b"version": str(VERSION).encode(), b"dtype": dtype.encode()})
+
+
+def _record_batch(tokens: np.ndarray, offsets: np.ndarray, doc_ids: Sequence[str], dtype: str) -> pa.RecordBatch:
+    schema = shard_schema(dtype)
+    values = pa.array(tokens, type=ARROW_DTYPES[dtype])
+    token_lists = pa.LargeListArray.from_arrays(pa.array(offsets, type=pa.int64()), values,
+                                                type=schema.field("tokens").type)
+    return pa.RecordBatch.from_arrays([token_lists, pa.array(doc_ids, type=pa.string())], schema=schema)
+
+
+def _write_ipc_file(path: Path, batch: pa.RecordBatch) -> str:
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with pa.OSFile(str(temp), "wb") as sink:
+            with pa.ipc.new_file(sink, batch.schema) as writer:
+                writer.write_batch(batch)
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        sha256 = sha256_file(temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return sha256
+
+
+def write_shard(path: str | os.PathLike, documents: Iterable[tuple[str, np.ndarray]], dtype: str,
+                eot_id: int | None = None) -> ShardStats:
+    """Write (doc_id, tokens) pairs as one shard; with `eot_id`, refuse documents not ending in it."""
+    with ShardWriter(path, dtype, eot_id=eot_id) as writer:
+        for doc_id, tokens in documents:
+            writer.add(doc_id, tokens)
+        return writer.close()
+
+
+def write_shard_arrays(path: str | os.PathLike, tokens: np.ndarray, offsets: np.ndarray,
+                       doc_ids: Sequence[str], dtype: str, eot_id: int | None = None) -> ShardStats:
+    """Write a shard from a flat token array and document offsets (len = documents + 1)."""
+    with ShardWriter(path, dtype, eot_id=eot_id) as writer:
+        writer.add_batch(tokens, offsets, doc_ids)
+        return writer.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Manifest
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str
+    split: str
+    documents: int
+    tokens: int
+    sha256: str
+
+    @classmethod
+    def from_stats(cls, name: str, split: str, stats: ShardStats) -> "ShardInfo":
+        return cls(name=name, split=split, documents=stats.documents, tokens=stats.tokens, sha256=stats.sha256)
+
+
+def _require(record: dict, key: str, kind: type | tuple[type, ...], where: str):
+    if key not in record:
+        raise ShardFormatError(f"{where}: missing field {key!r}")
+    value = record[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ShardFormatError(f"{where}: field {key!r} must be {names}, got {value!r}")
+    return value
+
+
+def _check_count(record: dict, key: str, where: str) -> int:
+    value = _require(record, key, int, where)
+    if value < 0:
+        raise ShardFormatError(f"{where}: field {key!r} must be >= 0, got {value}")
+    return value
+
+
+def _check_relative_name(name: str, where: str) -> None:
+    parts = Path(name).parts
+    if not name or Path(name).is_absolute() or ".." in parts or "\\" in name:
+        raise ShardFormatError(f"{where}: shard name {name!r} must be a plain path relative to the manifest")
+
+
+@dataclass
+class Manifest:
+    root: Path
+    tokenizer_sha256: str
+    vocab_size: int
+    eot_id: int
+    dtype: str
+    shards: list[ShardInfo] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path_or_dir: str | os.PathLike) -> "Manifest":
+        """Read and validate a manifest.json (or the manifest.json inside a directory)."""
+        path = Path(path_or_dir)
+        if path.is_dir():
+            path = path / MANIFEST_NAME
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ShardFormatError(f"{path}: no shard manifest here (run the shards stage first)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ShardFormatError(f"{path}: unreadable manifest: {error}") from None
+        return cls.from_dict(record, root=path.parent, where=str(path))
+
+    @classmethod
+    def from_dict(cls, record: dict, root: str | os.PathLike, where: str = MANIFEST_NAME) -> "Manifest":
+        if not isinstance(record, dict):
+            raise ShardFormatError(f"{where}: the manifest must be a JSON object")
+        if record.get("format") != FORMAT:
+            raise ShardFormatError(f"{where}: format is {record.get('format')!r}, expected {FORMAT!r}")
+        version = record.get("version")
+        if version != VERSION:
+            raise ShardFormatError(f"{where}: format version {version!r} is not supported (this reader knows {VERSION})")
+        tokenizer_sha256 = _require(record, "tokenizer_sha256", str, where)
+        vocab_size = _require(record, "vocab_size", int, where)
+        eot_id = _require(record, "eot_id", int, where)
+        dtype = _require(record, "dtype", str, where)
+        if dtype not in DTYPES:
+            raise ShardFormatError(f"{where}: dtype {dtype!r} is not one of {sorted(DTYPES)}")
+        if vocab_size <= 0 or vocab_size > np.iinfo(DTYPES[dtype]).max + 1:
+            raise ShardFormatError(f"{where}: vocab_size {vocab_size} does not fit dtype {dtype}")
+        if not 0 <= eot_id < vocab_size:
+            raise ShardFormatError(f"{where}: eot_id {eot_id} outside the vocabulary of {vocab_size}")
+        raw_shards = _require(record, "shards", list, where)
+        shards, seen = [], set()
+        for index, raw in enumerate(raw_shards):
+            shard_where = f"{where}: shards[{index}]"
+            if not isinstance(raw, dict):
+                raise ShardFormatError(f"{shard_where} must be an object")
+            name = _require(raw, "name", str, shard_where)
+            _check_relative_name(name, shard_where)
+            if name in seen:
+                raise ShardFormatError(f"{shard_where}: shard {name!r} is listed twice")
+            seen.add(name)
+            split = _require(raw, "split", str, shard_where)
+            if not split:
+                raise ShardFormatError(f"{shard_where}: empty split")
+            sha256 = _require(raw, "sha256", str, shard_where)
+            if not _SHA256_RE.match(sha256):
+                raise ShardFormatError(f"{shard_where}: sha256 {sha256!r} is not 64 lowercase hex digits")
+            shards.append(ShardInfo(name=name, split=split, documents=_check_count(raw, "documents", shard_where),
+                                    tokens=_check_count(raw, "tokens", shard_where), sha256=sha256))
+        return cls(root=Path(root), tokenizer_sha256=tokenizer_sha256, vocab_size=vocab_size,
+                   eot_id=eot_id, dtype=dtype, shards=shards)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "tokenizer_sha256": self.tokenizer_sha256,
+                "vocab_size": self.vocab_size, "eot_id": self.eot_id, "dtype": self.dtype,
+                "shards": [asdict(info) for info in self.shards]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write atomically to `path` (default ROOT/manifest.json); returns the path written."""
+        target = Path(path) if path is not None else self.root / MANIFEST_NAME
+        if target.is_dir():
+            target = target / MANIFEST_NAME
+        atomic_write_bytes(target, self.to_json().encode("utf-8"))
+        return target
+
+    def path_of(self, info: ShardInfo) -> Path:
+        return self.root / info.name
+
+    def split(self, split: str) -> list[ShardInfo]:
+        return [info for info in self.shards if info.split == split]
+
+    def split_tokens(self, split: str) -> int:
+        return sum(info.tokens for info in self.split(split))
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass(frozen=True)
+class TokenSegment:
+    """One record batch of a shard: a contiguous token array and its document offsets (from 0)."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+
+
+def _check_schema(schema: pa.Schema, path: Path) -> str:
+    names = schema.names
+    if "tokens" not in names or "doc_id" not in names:
+        raise ShardFormatError(f"{path}: columns are {names}, expected 'tokens' and 'doc_id'")
+    tokens_type = schema.field("tokens").type
+    if not pa.types.is_large_list(tokens_type):
+        raise ShardFormatError(f"{path}: column 'tokens' is {tokens_type}, expected large_list<uint16|uint32>")
+    value_type = tokens_type.value_type
+    for dtype, arrow_type in ARROW_DTYPES.items():
+        if value_type == arrow_type:
+            break
+    else:
+        raise ShardFormatError(f"{path}: token values are {value_type}, expected uint16 or uint32")
+    doc_id_type = schema.field("doc_id").type
+    if not (pa.types.is_string(doc_id_type) or pa.types.is_large_string(doc_id_type)):
+        raise ShardFormatError(f"{path}: column 'doc_id' is {doc_id_type}, expected string")
+    return dtype
+
+
+class Shard:
+    """A memory-mapped shard; `.tokens`, `.offsets` and `document(i)` are zero-copy numpy views.
+
+    A shard written by this module holds one record batch. A shard with several batches is
+    read batch by batch through `.segments`; its `.tokens`/`.offsets` then copy (concatenate).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self._mmap = pa.memory_map(str(self.path), "r")
+            self._reader = pa.ipc.open_file(self._mmap)
+            self.dtype = _check_schema(self._reader.schema, self.path)
+            batches = [self._reader.get_batch(i) for i in range(self._reader.num_record_batches)]
+        except FileNotFoundError:
+            raise ShardFormatError(f"{self.path}: shard file is missing") from None
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+            raise ShardFormatError(f"{self.path}: not a readable Arrow IPC file ({error})") from None
+        self.segments = [self._segment(batch) for batch in batches]
+        self._doc_id_arrays = [batch.column("doc_id") for batch in batches]
+        self._doc_starts = np.cumsum([0] + [len(s.offsets) - 1 for s in self.segments])
+
+    def _segment(self, batch: pa.RecordBatch) -> TokenSegment:
+        column = batch.column("tokens")
+        if column.null_count:
+            raise ShardFormatError(f"{self.path}: column 'tokens' has {column.null_count} null documents")
+        try:
+            raw_offsets = column.offsets.to_numpy(zero_copy_only=True)
+            values = column.values.to_numpy(zero_copy_only=True)
+        except (pa.ArrowInvalid, ValueError) as error:
+            raise ShardFormatError(f"{self.path}: token buffer is not zero-copy readable ({error})") from None
+        start, end = int(raw_offsets[0]), int(raw_offsets[-1])
+        if end > len(values) or start > end:
+            raise ShardFormatError(f"{self.path}: document offsets run past the token buffer")
+        offsets = raw_offsets if start == 0 else raw_offsets - start
+        return TokenSegment(tokens=values[start:end], offsets=offsets)
+
+    @property
+    def num_documents(self) -> int:
+        return int(self._doc_starts[-1])
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(int(segment.tokens.size) for segment in self.segments)
+
+    @property
+    def tokens(self) -> np.ndarray:
+        if len(self.segments) == 1:
+            return self.segments[0].tokens
+        if not self.segments:
+            return np.empty(0, DTYPES[self.dtype])
+        return np.concatenate([segment.tokens for segment in self.segments])
+
+    @property
+    def offsets(self) -> np.ndarray:
+        if len(self.segments) == 1:
+            return self.segments[0].offsets
+        offsets, base = [np.zeros(1, np.int64)], 0
+        for segment in self.segments:
+            offsets.append(segment.offsets[1:] + base)
+            base += int(segment.tokens.size)
+        return np.concatenate(offsets)
+
+    @property
+    def doc_ids(self) -> pa.ChunkedArray:
+        return pa.chunked_array(self._doc_id_arrays, type=pa.string()) if self._doc_id_arrays else pa.chunked_array([], pa.string())
+
+    def document(self, index: int) -> np.ndarray:
+        if not 0 <= index < self.num_documents:
+            raise IndexError(f"{self.path}: document {index} out of range (0..{self.num_documents - 1})")
+        batch_index = int(np.searchsorted(self._doc_starts, index, side="right")) - 1
+        segment = self.segments[batch_index]
+        local = index - int(self._doc_starts[batch_index])
+        return segment.tokens[segment.offsets[local]:segment.offsets[local + 1]]
+
+    def doc_id(self, index: int) -> str:
+        return self.doc_ids[index].as_py()
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        for index in range(self.num_documents):
+            yield self.doc_id(index), self.document(index)
+
+    def __len__(self) -> int:
+        return self.num_documents
+
+    def __repr__(self) -> str:
+        return f"Shard({str(self.path)!r}, documents={self.num_documents}, tokens={self.num_tokens}, dtype={self.dtype})"
+
+
+# --------------------------------------------------------------------------------------------
+# Verification
+
+
+def verify_shard(manifest: Manifest, info: ShardInfo, check_sha256: bool = True) -> None:
+    path = manifest.path_of(info)
+    if not path.is_file():
+        raise ShardFormatError(f"{path}: shard listed in the manifest is missing")
+    if check_sha256:
+        actual = sha256_file(path)
+        if actual != info.sha256:
+            raise ShardFormatError(f"{path}: sha256 {actual} differs from the manifest's {info.sha256} "
+                                   "(damaged, truncated or rewritten)")
+    shard = Shard(path)
+    if shard.dtype != manifest.dtype:
+        raise ShardFormatError(f"{path}: tokens are {shard.dtype}, the manifest says {manifest.dtype}")
+    if shard.num_documents != info.documents or shard.num_tokens != info.tokens:
+        raise ShardFormatError(f"{path}: holds {shard.num_documents} documents / {shard.num_tokens} tokens, "
+                               f"the manifest says {info.documents} / {info.tokens}")
+    base_doc = 0
+    for segment in shard.segments:
+        lengths = np.diff(segment.offsets)
+        if (lengths <= 0).any():
+            bad = base_doc + int(np.argmax(lengths <= 0))
+            raise ShardFormatError(f"{path}: document {bad} ({shard.doc_id(bad)!r}) is empty")
+        if segment.tokens.size:
+            last_tokens = segment.tokens[segment.offsets[1:] - 1]
+            not_eot = last_tokens != manifest.eot_id
+            if not_eot.any():
+                bad = base_doc + int(np.argmax(not_eot))
+                raise ShardFormatError(f"{path}: document {bad} ({shard.doc_id(bad)!r}) does not end with "
+                                       f"the end-of-text id {manifest.eot_id}")
+            highest = int(segment.tokens.max())
+            if highest >= manifest.vocab_size:
+                raise ShardFormatError(f"{path}: token id {highest} is outside the vocabulary of {manifest.vocab_size}")
+        base_doc += len(segment.offsets) - 1
+
+
+def verify(manifest: Manifest, check_sha256: bool = True) -> None:
+    """Check every shard against the manifest; raises ShardFormatError naming the first bad shard."""
+    if not manifest.shards:
+        raise ShardFormatError(f"{manifest.root / MANIFEST_NAME}: the manifest lists no shards")
+    for info in manifest.shards:
+        verify_shard(manifest, info, check_sha256=check_sha256)

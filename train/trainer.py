@@ -1,0 +1,461 @@
+"""The training loop of `webtext train`: AdamW, warmup + cosine, accumulation, DDP, evaluation, logging, checkpoints.
+
+Runs on one CPU, one GPU, or under torchrun with DDP (gloo on CPU, NCCL on GPUs); only rank 0 writes.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from webtext.train import checkpoint as ckpt
+from webtext.train.data import LoaderState, PrefetchingLoader, TrainBatches, WindowIndex, eval_window_ids, open_split
+from webtext.train.model import GPT, GPTConfig, MODEL_SHAPES, named_config, parameter_groups
+from webtext.train.shards import Manifest, verify
+
+log = logging.getLogger(__name__)
+
+# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, matched against the device name.
+PEAK_BF16_FLOPS = [
+    ("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("GH200", 989e12), ("B200", 2250e12),
+    ("A100", 312e12), ("A10G", 125e12), ("A10", 125e12), ("L40S", 362e12), ("L4", 121e12),
+    ("RTX 4090", 165e12), ("RTX 3090", 71e12), ("V100", 125e12), ("T4", 65e12),
+]
+LOG_FIELDS = ["step", "loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "mfu", "tokens", "elapsed_s"]
+DEFAULT_MODEL = "gpt2"
+
+
+@dataclass
+class TrainConfig:
+    run: str
+    name: str | None = None
+    model: str | None = None  # None: gpt2, or the resumed checkpoint's shape
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    block_size: int | None = None
+    micro_batch: int = 16
+    batch_tokens: int | None = None  # None: one micro-batch per rank per step
+    max_steps: int = 1000
+    lr: float = 6e-4
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_batches: int = 20
+    ckpt_every: int = 500
+    keep: int = 3
+    log_every: int = 1
+    resume: bool = False
+    init_from: str | None = None
+    device: str | None = None
+    compile: bool = False
+    compile_mode: str | None = None  # e.g. "reduce-overhead" for CUDA graphs, "max-autotune"
+    seed: int = 1337
+    loss_chunk: int | None = None  # rows per chunk of the memory-lean loss; None: 8192 on CUDA, off on CPU
+    verify_shards: bool = False
+    peak_flops: float | None = None
+    stop_after: int | None = None  # stop (without finishing the schedule) after this step; for tests and budgets
+
+    @property
+    def train_dir(self) -> Path:
+        return Path(self.run) / "train" / (self.name or self.model or DEFAULT_MODEL)
+
+
+@dataclass
+class TrainResult:
+    train_dir: Path
+    step: int
+    losses: dict[int, float]
+    val_losses: dict[int, float]
+    last_checkpoint: Path | None
+    model: GPT | None = None  # the trained model (unwrapped), on its device
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup over `warmup` steps, then cosine decay to min_lr_ratio * lr at max_steps."""
+    if cfg.warmup > 0 and step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    span = max(1, cfg.max_steps - cfg.warmup)
+    progress = min(1.0, (step - cfg.warmup) / span)
+    min_lr = cfg.lr * cfg.min_lr_ratio
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - min_lr)
+
+
+def peak_flops(device: torch.device, override: float | None) -> float | None:
+    if override:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, flops in PEAK_BF16_FLOPS:
+        if key in name:
+            return flops
+    log.warning("no bf16 peak known for %s; MFU not reported (pass --peak-flops)", name)
+    return None
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            value = value.clone()
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+            value /= self.world_size
+        return value
+
+
+def setup_distributed(device_kind: str) -> Distributed:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    ctx = Distributed(rank=int(os.environ["RANK"]), local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                      world_size=world_size)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return ctx
+
+
+def pick_device(requested: str | None, ctx: Distributed) -> torch.device:
+    kind = requested or ("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+        torch.cuda.set_device(ctx.local_rank)
+        return torch.device("cuda", ctx.local_rank)
+    if kind != "cpu":
+        raise ValueError(f"--device must be cpu or cuda, got {kind!r}")
+    return torch.device("cpu")
+
+
+def enable_fast_math(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def attention_backends(device: torch.device):
+    """On CUDA prefer cuDNN attention, then Flash, then memory-efficient; a no-op elsewhere."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return sdpa_kernel(order, set_priority=True)
+
+
+def autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()  # fp32 on CPU
+
+
+class MetricsLog:
+    """log.jsonl (one object per logged step), log.csv, and TensorBoard when it is installed."""
+
+    def __init__(self, train_dir: Path, resume_step: int | None):
+        self.jsonl = train_dir / "log.jsonl"
+        self.csv = train_dir / "log.csv"
+        if resume_step is None:
+            for path in (self.jsonl, self.csv):
+                path.unlink(missing_ok=True)
+        else:
+            self._truncate_after(resume_step)
+        self.tensorboard = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            pass
+        else:
+            self.tensorboard = SummaryWriter(str(train_dir / "tensorboard"))
+
+    def _truncate_after(self, step: int) -> None:
+        """Drop records of steps after the checkpoint we resume from: the resumed run writes them again."""
+        kept = []
+        if self.jsonl.exists():
+            for line in self.jsonl.read_text(encoding="utf-8").splitlines():
+                if line.strip() and json.loads(line)["step"] <= step:
+                    kept.append(json.loads(line))
+        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        with open(self.csv, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+
+    def write(self, record: dict) -> None:
+        with open(self.jsonl, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        new_csv = not self.csv.exists() or self.csv.stat().st_size == 0
+        with open(self.csv, "a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            if new_csv:
+                writer.writeheader()
+            writer.writerow(record)
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, index: WindowIndex, micro_batch: int, max_batches: int | None,
+             device: torch.device, ctx: Distributed) -> float:
+    """Mean loss over a fixed set of validation windows, averaged over ranks."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=device)
+    batches = eval_window_ids(index, micro_batch, max_batches, ctx.rank, ctx.world_size)
+    for window_ids in batches:
+        rows = torch.from_numpy(index.gather(window_ids)).to(device)
+        with autocast(device), attention_backends(device):
+            _, loss = model(rows[:, :-1], rows[:, 1:])
+        total += loss.float()
+    model.train(was_training)
+    return ctx.mean(total / len(batches)).item()
+
+
+def optimizer_step(model: torch.nn.Module, raw_model: GPT, optimizer: torch.optim.Optimizer, loader,
+                   accum: int, device: torch.device, ctx: Distributed, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One update: `accum` micro-batches (gradients synced across ranks on the last only), clip, step.
+    Returns the summed micro-batch losses and the gradient norm, as tensors (no host sync)."""
+    loss_sum = torch.zeros((), device=device)
+    for micro in range(accum):
+        x, y = loader.next()
+        if ctx.enabled:
+            model.require_backward_grad_sync = micro == accum - 1
+        with autocast(device), attention_backends(device):
+            _, loss = model(x, y)
+        (loss / accum).backward()
+        loss_sum += loss.detach().float()
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm
+
+
+# --------------------------------------------------------------------------------------------
+# Setup
+
+
+def resolve_model_config(cfg: TrainConfig, manifest: Manifest, stored: GPTConfig | None, source: str) -> GPTConfig:
+    """The model shape: from the checkpoint when resuming or initialising (refusing conflicting flags), else from flags."""
+    requested = {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "block_size": cfg.block_size}
+    if stored is None:
+        return named_config(cfg.model or DEFAULT_MODEL, vocab_size=manifest.vocab_size, **requested)
+    if cfg.model is not None:  # the named shape, with explicit flags taking precedence
+        named_config(cfg.model)  # refuses unknown names
+        requested = {**MODEL_SHAPES[cfg.model], **{k: v for k, v in requested.items() if v is not None}}
+    conflicts = [f"{key}={value} (checkpoint has {getattr(stored, key)})"
+                 for key, value in requested.items() if value is not None and getattr(stored, key) != value]
+    if conflicts:
+        raise ckpt.CheckpointError(f"{source}: the checkpoint is from another model config; refusing "
+                                   + ", ".join(conflicts))
+    if stored.vocab_size != manifest.vocab_size:
+        raise ckpt.CheckpointError(f"{source}: the checkpoint has vocab_size {stored.vocab_size}, "
+                                   f"the shards {manifest.vocab_size}")
+    return stored
+
+
+def accumulation_steps(cfg: TrainConfig, block_size: int, world_size: int) -> int:
+    per_micro_step = cfg.micro_batch * block_size * world_size
+    batch_tokens = cfg.batch_tokens or per_micro_step
+    if batch_tokens % per_micro_step:
+        raise ValueError(f"--batch-tokens {batch_tokens} is not a multiple of micro_batch x block_size x ranks "
+                         f"= {cfg.micro_batch} x {block_size} x {world_size} = {per_micro_step}")
+    return batch_tokens // per_micro_step
+
+
+def copy_tokenizer(run: Path, train_dir: Path) -> None:
+    source = run / "tokenizer" / "tokenizer.json"
+    if source.is_file():
+        shutil.copyfile(source, train_dir / "tokenizer.json")
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    device_kind = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ctx = setup_distributed(device_kind)
+    try:
+        return _train(cfg, ctx, pick_device(cfg.device, ctx))
+    finally:
+        if ctx.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainResult:
+    enable_fast_math(device)
+    if cfg.model is not None:
+        named_config(cfg.model)  # an unknown name fails before anything is read or written
+    run = Path(cfg.run)
+    manifest = Manifest.load(run / "shards")
+    if cfg.verify_shards and ctx.is_main:
+        verify(manifest)
+    train_dir = cfg.train_dir
+    if ctx.is_main:
+        train_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale_temps(train_dir)
+    ctx.barrier()
+
+    resume_from = None
+    if cfg.resume:
+        existing = ckpt.list_checkpoints(train_dir)
+        resume_from = existing[-1] if existing else None
+        if resume_from is None:
+            log.info("--resume: no checkpoint in %s yet, starting from scratch", train_dir)
+    source = resume_from or (ckpt.resolve_checkpoint(cfg.init_from) if cfg.init_from else None)
+    stored = ckpt.checkpoint_config(source) if source else None
+    model_config = resolve_model_config(cfg, manifest, stored, str(source))
+    if source is not None:
+        meta = ckpt.read_meta(source)
+        stored_tokenizer = meta.get("tokenizer_sha256")
+        if stored_tokenizer and stored_tokenizer != manifest.tokenizer_sha256:
+            raise ckpt.CheckpointError(f"{source}: trained with tokenizer {stored_tokenizer[:12]}…, "
+                                       f"the shards use {manifest.tokenizer_sha256[:12]}…")
+
+    torch.manual_seed(cfg.seed)
+    model = GPT(model_config)
+    if source is not None:
+        ckpt.load_weights(model, source)
+    model.to(device)
+    model.loss_chunk_rows = cfg.loss_chunk if cfg.loss_chunk is not None else (8192 if device.type == "cuda" else 0)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                  betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=device.type == "cuda")
+
+    start_step, loader_state, best_val = 0, LoaderState(seed=cfg.seed), None
+    if resume_from is not None:
+        optimizer_state, trainer_state = ckpt.load_training_state(resume_from, map_location=device)
+        optimizer.load_state_dict(optimizer_state)
+        start_step = int(trainer_state["step"])
+        loader_state = LoaderState.from_dict(trainer_state["loader"])
+        ckpt.RngState.restore(trainer_state["rng"])
+        best_val = trainer_state.get("best_val_loss")
+        log.info("resuming from %s (step %d)", resume_from, start_step)
+
+    block_size = model_config.block_size
+    accum = accumulation_steps(cfg, block_size, ctx.world_size)
+    train_index = WindowIndex(open_split(manifest, "train"), block_size)
+    val_index = WindowIndex(open_split(manifest, "val"), block_size) if manifest.split("val") else None
+    batches = TrainBatches(train_index, cfg.micro_batch, ctx.rank, ctx.world_size, state=loader_state)
+    loader = PrefetchingLoader(batches, device)
+
+    raw_model = model
+    if cfg.compile:
+        model = torch.compile(model, mode=cfg.compile_mode)
+    if ctx.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    flops_per_step = raw_model.flops_per_token(block_size) * cfg.micro_batch * block_size * accum * ctx.world_size
+    peak = peak_flops(device, cfg.peak_flops)
+    tokens_per_step = cfg.micro_batch * block_size * accum * ctx.world_size
+
+    metrics = None
+    if ctx.is_main:
+        copy_tokenizer(run, train_dir)
+        (train_dir / "config.json").write_text(json.dumps(
+            {"train": asdict(cfg), "model": model_config.to_dict(), "world_size": ctx.world_size,
+             "accumulation_steps": accum, "tokens_per_step": tokens_per_step}, indent=2) + "\n")
+        metrics = MetricsLog(train_dir, start_step if resume_from is not None else None)
+        log.info("model %s: %.2fM parameters; %d tokens per step (%d micro-batches of %d x %d on %d ranks)",
+                 cfg.model or "custom", raw_model.num_parameters() / 1e6, tokens_per_step, accum,
+                 cfg.micro_batch, block_size, ctx.world_size)
+
+    def save(step: int, val_loss: float | None) -> Path | None:
+        path = None
+        if ctx.is_main:
+            state = {"step": step, "loader": loader.state_dict(), "rng": ckpt.RngState.capture().to_dict(),
+                     "best_val_loss": best_val}
+            meta = {"val_loss": val_loss, "tokenizer_sha256": manifest.tokenizer_sha256, "eot_id": manifest.eot_id,
+                    "run": str(run.resolve()),
+                    "train": asdict(cfg), "tokens": step * tokens_per_step}
+            path = ckpt.save_checkpoint(train_dir, step, raw_model, meta, optimizer, state)
+            ckpt.prune_checkpoints(train_dir, cfg.keep)
+            log.info("checkpoint %s", path)
+        ctx.barrier()
+        return path
+
+    losses, val_losses, last_checkpoint = {}, {}, None
+    end_step = cfg.max_steps if cfg.stop_after is None else min(cfg.max_steps, cfg.stop_after)
+    model.train()
+    started, interval_start, interval_steps = time.time(), time.time(), 0
+    try:
+        for step in range(start_step + 1, end_step + 1):
+            lr = lr_at(step - 1, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum, grad_norm = optimizer_step(model, raw_model, optimizer, loader, accum, device, ctx, cfg.grad_clip)
+            interval_steps += 1
+
+            checkpoint_due = step % cfg.ckpt_every == 0 or step == end_step
+            eval_due = val_index is not None and (step % cfg.eval_every == 0 or checkpoint_due)
+            val_loss = evaluate(raw_model, val_index, cfg.micro_batch, cfg.eval_batches, device, ctx) if eval_due else None
+            if step % cfg.log_every == 0 or eval_due or step == end_step:
+                step_loss = ctx.mean(loss_sum / accum).item()
+                losses[step] = step_loss
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                elapsed = time.time() - interval_start
+                tokens_per_s = tokens_per_step * interval_steps / elapsed
+                record = {"step": step, "loss": step_loss, "lr": lr, "grad_norm": float(grad_norm),
+                          "tokens_per_s": tokens_per_s,
+                          "mfu": flops_per_step * interval_steps / elapsed / peak if peak else None,
+                          "tokens": step * tokens_per_step, "elapsed_s": time.time() - started}
+                if val_loss is not None:
+                    record["val_loss"] = val_loss
+                    val_losses[step] = val_loss
+                if metrics is not None:
+                    metrics.write(record)
+                    log.info("step %d loss %.4f%s lr %.2e grad %.2f %.0f tok/s%s", step, step_loss,
+                             f" val {val_loss:.4f}" if val_loss is not None else "", lr, float(grad_norm),
+                             tokens_per_s, f" mfu {record['mfu']:.1%}" if record["mfu"] else "")
+                interval_start, interval_steps = time.time(), 0
+            if val_loss is not None and (best_val is None or val_loss < best_val):
+                best_val = val_loss
+            if checkpoint_due:
+                last_checkpoint = save(step, val_loss) or last_checkpoint
+    finally:
+        loader.close()
+        if metrics is not None:
+            metrics.close()
+    return TrainResult(train_dir=train_dir, step=max(start_step, end_step), losses=losses,
+                       val_losses=val_losses, last_checkpoint=last_checkpoint, model=raw_model)
