@@ -1,0 +1,733 @@
+"""The dedup stage: exact and MinHash-LSH near-duplicate removal and test-set decontamination of RUN/docs into RUN/dedup.
+
+Every step is a Beam transform keyed by something small (a text hash, a band key, a doc_id, a cluster); the one step
+that sees a global view is the union-find over the verified duplicate edges (see docs/dedup.md for its bound).
+"""
+from __future__ import annotations
+
+import heapq
+import io
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from webtext.dedup import decontam
+from webtext.dedup.components import clusters, star_clusters
+from webtext.dedup.lsh import DEFAULT_FALSE_NEGATIVE_WEIGHT, Banding, band_keys, bucket_pairs, optimal_bands
+from webtext.dedup.minhash import MinHashConfig, MinHasher, estimated_jaccard, jaccard
+from webtext.dedup.sketch import DocSketch, sketch_documents
+from webtext.dedup.survivors import DocRank
+from webtext.dedup.text import words
+from webtext.pipeline import beamio, rundir
+from webtext.pipeline.stage import Option, Stage, StageContext, StageError, upstream_fingerprints
+
+log = logging.getLogger(__name__)
+
+NAME = "dedup"
+WORK = "_work"  # RUN/dedup/_work: Bloom filters for the workers and matched n-grams for the report; removed at the end
+TOP_DOCUMENTS = 20  # contaminated documents listed per eval set in contamination.json
+REQUIRED_COLUMNS = {"doc_id": "string", "url": "string", "domain": "string", "text": "string", "score": "integer"}
+
+CLUSTER_SCHEMA = pa.schema([
+    ("cluster_id", pa.string()),  # the survivor's doc_id
+    ("doc_id", pa.string()),
+    ("kept", pa.bool_()),
+    ("jaccard", pa.float64()),  # MinHash estimate of the Jaccard similarity to the survivor
+    ("reason", pa.string()),  # exact-duplicate, near-duplicate, or "" for the survivor
+])
+PAIRS_SCHEMA = pa.schema([
+    ("doc_id_a", pa.string()),  # the smaller doc_id
+    ("doc_id_b", pa.string()),
+    ("jaccard", pa.float64()),  # exact Jaccard similarity of the two shingle sets, at least --threshold
+])
+CONTAMINATION_SCHEMA = pa.schema([
+    ("doc_id", pa.string()),
+    ("url", pa.string()),
+    ("eval_set", pa.string()),
+    ("ngrams", pa.int64()),  # distinct n-grams of the document
+    ("matched", pa.int64()),  # of those, how many the eval set's Bloom filter holds
+    ("overlap", pa.float64()),  # matched / ngrams
+    ("dropped", pa.bool_()),
+])
+NGRAM_HITS_SCHEMA = pa.schema([("eval_set", pa.string()), ("ngram", pa.int64()), ("in_kept", pa.bool_())])
+
+OPTIONS = [
+    Option("--input-docs", "docs Parquet files to dedup (glob; default: RUN/docs/docs-*.parquet); any Parquet with "
+                           "doc_id, url, domain, text (strings) and score (integer) works"),
+    Option("--threshold", "Jaccard similarity of word shingles at which two documents are near-duplicates",
+           type=float, default=0.8),
+    Option("--ngram", "words per shingle", type=int, default=5),
+    Option("--num-perm", "MinHash permutations", type=int, default=128),
+    Option("--minhash-seed", "seed of the MinHash permutations (datasketch's)", type=int, default=1),
+    Option("--bands", "LSH bands (with --rows; 0: chosen for --threshold)", type=int, default=0),
+    Option("--rows", "LSH rows per band (with --bands)", type=int, default=0),
+    Option("--false-negative-weight", "weight of missed pairs (against extra candidates, 1 minus it) when choosing "
+                                      "bands", type=float, default=DEFAULT_FALSE_NEGATIVE_WEIGHT),
+    Option("--clustering", "components: a cluster is a connected component of the verified pairs (one survivor "
+                           "each); star: every removed document is itself verified against its survivor",
+           default="components", choices=["components", "star"]),
+    Option("--max-bucket-size", "an LSH bucket larger than this pairs each member with its best one only",
+           type=int, default=100),
+    Option("--eval-set", "evaluation sets NAME=PATH … to measure (and with --decontaminate remove) overlap with; "
+                         "plain text (paragraphs) or JSONL with a text field", multiple=True),
+    Option("--eval-ngram", "words per n-gram for decontamination (GPT-2: 8)", type=int, default=decontam.DEFAULT_NGRAM),
+    Option("--decontaminate", "drop documents whose overlap with an eval set is above --contamination-threshold",
+           switch=True),
+    Option("--contamination-threshold", "share of a document's distinct n-grams found in one eval set above which "
+                                        "it is contaminated", type=float, default=0.1),
+    Option("--bloom-fp-rate", "target false-positive rate of each eval set's Bloom filter", type=float, default=1e-6),
+    Option("--bloom-max-mb", "memory cap of each Bloom filter (a fuller filter has a higher false-positive rate)",
+           type=int, default=256),
+    Option("--num-shards", "files of each output (docs, clusters, pairs, contamination)", type=int, default=8),
+]
+
+
+@dataclass(frozen=True)
+class DedupPlan:
+    """The resolved settings every worker needs."""
+
+    input_pattern: str
+    threshold: float
+    minhash: MinHashConfig
+    banding: Banding
+    max_bucket_size: int
+    clustering: str
+    eval_ngram: int
+    eval_filters: dict  # eval set name -> path of its Bloom filter file
+    decontaminate: bool
+    contamination_threshold: float
+    num_shards: int
+
+
+# -- inputs ---------------------------------------------------------------------------------------------------------
+
+
+def input_pattern(run: rundir.RunDir, config: dict) -> str:
+    return config.get("input_docs") or run.path("docs", "docs-*.parquet")
+
+
+def input_files(run: rundir.RunDir, config: dict) -> list[rundir.FileEntry]:
+    return rundir.match(input_pattern(run, config))
+
+
+def eval_files(config: dict) -> list[rundir.FileEntry]:
+    entries = []
+    for spec in config.get("eval_set") or []:
+        try:
+            _, path = decontam.parse_eval_spec(spec)
+        except ValueError as error:
+            raise StageError(str(error)) from None
+        matched = rundir.match(path)
+        if not matched:
+            raise StageError(f"--eval-set {spec}: no such file {path}")
+        entries.extend(matched)
+    return entries
+
+
+def docs_schema(files: list[rundir.FileEntry]) -> pa.Schema:
+    """The unified schema of the input files; the survivors are written with it."""
+    schemas = []
+    for entry in files:
+        with FileSystems.open(entry.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            try:
+                schemas.append(pq.ParquetFile(handle).schema_arrow)  # reads the footer only
+            except pa.ArrowException as error:
+                raise StageError(f"{entry.path}: not a readable Parquet file ({error})") from None
+    try:
+        schema = pa.unify_schemas(schemas).remove_metadata()
+    except pa.ArrowException as error:
+        raise StageError(f"the input files' schemas do not agree: {error}") from None
+    for column, kind in REQUIRED_COLUMNS.items():
+        if column not in schema.names:
+            raise StageError(f"{files[0].path}: the docs input has no {column!r} column (it needs "
+                             f"{', '.join(REQUIRED_COLUMNS)})")
+        field_type = schema.field(column).type
+        ok = (pa.types.is_integer(field_type) if kind == "integer"
+              else pa.types.is_string(field_type) or pa.types.is_large_string(field_type))
+        if not ok:
+            raise StageError(f"{files[0].path}: column {column!r} is {field_type}, it must be {kind}")
+    return schema
+
+
+def resolve_banding(config: dict) -> Banding:
+    bands, rows = config["bands"], config["rows"]
+    if bands or rows:
+        if bands < 1 or rows < 1:
+            raise StageError("--bands and --rows go together, both at least 1")
+        if bands * rows > config["num_perm"]:
+            raise StageError(f"--bands {bands} x --rows {rows} needs {bands * rows} MinHash values; "
+                             f"--num-perm is {config['num_perm']}")
+        return Banding(bands, rows)
+    return optimal_bands(config["threshold"], config["num_perm"], config["false_negative_weight"])
+
+
+def check_config(config: dict) -> None:
+    if not 0.0 < config["threshold"] <= 1.0:
+        raise StageError(f"--threshold must be in (0, 1], got {config['threshold']}")
+    for key in ("ngram", "num_perm", "eval_ngram", "num_shards", "max_bucket_size"):
+        if config[key] < 1:
+            raise StageError(f"--{key.replace('_', '-')} must be at least 1")
+    if not 0.0 < config["bloom_fp_rate"] < 1.0:
+        raise StageError("--bloom-fp-rate must be between 0 and 1")
+    if not 0.0 <= config["contamination_threshold"] < 1.0:
+        raise StageError("--contamination-threshold must be in [0, 1)")
+    if config["decontaminate"] and not config.get("eval_set"):
+        raise StageError("--decontaminate needs at least one --eval-set NAME=PATH")
+
+
+def load_eval_sets(ctx: StageContext) -> dict[str, decontam.EvalSet]:
+    """Each --eval-set read, its n-grams collected and its Bloom filter built (in the driver; they are small)."""
+    config, sets = ctx.config, {}
+    for spec in config.get("eval_set") or []:
+        name, path = decontam.parse_eval_spec(spec)
+        if name in sets:
+            raise StageError(f"--eval-set {name} is given twice")
+        try:
+            sets[name] = decontam.build_eval_set(name, path, rundir.read_bytes(path), config["eval_ngram"],
+                                                 config["bloom_fp_rate"], config["bloom_max_mb"] << 20)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise StageError(f"--eval-set {spec}: {error}") from None
+        log.info("eval set %s: %d examples, %d distinct %d-grams, Bloom filter %.1f MB, false-positive rate %.2g",
+                 name, sets[name].examples, len(sets[name].ngrams), config["eval_ngram"],
+                 sets[name].bloom.nbytes / 2**20, sets[name].bloom.false_positive_rate())
+    return sets
+
+
+def save_filters(ctx: StageContext, eval_sets: dict[str, decontam.EvalSet]) -> dict[str, str]:
+    """The Bloom filters go to files that each worker loads once, rather than inside the pipeline graph."""
+    paths = {}
+    for name, eval_set in eval_sets.items():
+        path = ctx.run.path(NAME, WORK, f"bloom-{len(paths):03d}.npz")
+        buffer = io.BytesIO()
+        np.savez(buffer, bits=eval_set.bloom.bits, num_bits=eval_set.bloom.params.num_bits,
+                 num_hashes=eval_set.bloom.params.num_hashes, items=eval_set.bloom.items)
+        rundir.write_bytes(path, buffer.getvalue())
+        paths[name] = path
+    return paths
+
+
+def load_filter(path: str) -> decontam.BloomFilter:
+    arrays = np.load(io.BytesIO(rundir.read_bytes(path)))
+    bloom = decontam.BloomFilter(decontam.BloomParams(int(arrays["num_bits"]), int(arrays["num_hashes"])))
+    bloom.bits = arrays["bits"]
+    bloom.items = int(arrays["items"])
+    return bloom
+
+
+# -- step 1: sketch every document (and measure its overlap with the eval sets) ---------------------------------------
+
+
+@beam.typehints.with_output_types(DocSketch, rejects=tuple[str, dict], contamination=dict,
+                                  ngram_hits=tuple[tuple[str, int], bool])
+class SketchDocs(beam.DoFn):
+    """Document row -> DocSketch; contaminated documents (with --decontaminate) -> rejects instead."""
+
+    def __init__(self, plan: DedupPlan):
+        self.plan = plan
+
+    def setup(self):
+        self.hasher = MinHasher(self.plan.minhash)
+        self.filters = {name: load_filter(path) for name, path in self.plan.eval_filters.items()}
+        self.read = Metrics.counter(NAME, "docs.read")
+        self.no_words = Metrics.counter(NAME, "docs.without-words")
+        self.with_overlap = Metrics.counter(NAME, "docs.overlapping-eval-sets")
+
+    def process(self, row: dict) -> Iterator:
+        self.read.inc()
+        doc_id, url, text = row["doc_id"], row.get("url") or "", row.get("text") or ""
+        text_words = words(text)
+        if not text_words:
+            self.no_words.inc()
+        if self.filters:
+            overlaps = decontam.document_overlaps(decontam.ngram_hashes(text_words, self.plan.eval_ngram), self.filters)
+            reason = self._contamination_reason(overlaps)
+            yield from self._report_overlaps(doc_id, url, overlaps, dropped=reason is not None)
+            if reason is not None:
+                yield beam.pvalue.TaggedOutput("rejects", (doc_id, beamio.reject(
+                    NAME, "contaminated", reason, url=url, item_id=doc_id)))
+                return
+        yield sketch_documents([(doc_id, url, row.get("score") or 0, text, text_words)], self.hasher)[0]
+
+    def _contamination_reason(self, overlaps: list[decontam.Overlap]) -> str | None:
+        """With --decontaminate, why the document goes: its largest overlap above the threshold; else None."""
+        over = [o for o in overlaps if o.share > self.plan.contamination_threshold]
+        if not self.plan.decontaminate or not over:
+            return None
+        worst = max(over, key=lambda o: (o.share, o.eval_set))
+        return (f"{worst.eval_set}: {worst.matched} of {worst.ngrams} distinct {self.plan.eval_ngram}-grams "
+                f"({worst.share:.1%}) > {self.plan.contamination_threshold:.1%}")
+
+    def _report_overlaps(self, doc_id: str, url: str, overlaps: list[decontam.Overlap], dropped: bool) -> Iterator:
+        """A contamination row per overlapping eval set, and each matched n-gram for the eval sets' shares."""
+        if overlaps:
+            self.with_overlap.inc()
+        for overlap in overlaps:
+            yield beam.pvalue.TaggedOutput("contamination", {
+                "doc_id": doc_id, "url": url, "eval_set": overlap.eval_set, "ngrams": overlap.ngrams,
+                "matched": overlap.matched, "overlap": overlap.share, "dropped": dropped})
+            for ngram in overlap.matched_hashes.view(np.int64).tolist():
+                yield beam.pvalue.TaggedOutput("ngram_hits", ((overlap.eval_set, ngram), not dropped))
+
+
+# -- step 2: exact duplicates ----------------------------------------------------------------------------------------
+
+
+@beam.typehints.with_output_types(DocSketch, members=tuple[str, tuple[str, str]])
+class PickExactSurvivor(beam.DoFn):
+    """All documents with one normalised text -> the survivor (main) and the others as (survivor_id, (id, url))."""
+
+    def setup(self):
+        self.groups = Metrics.counter(NAME, "clusters.exact")
+
+    def process(self, element) -> Iterator:
+        _, sketches = element
+        best = None
+        for sketch in sketches:
+            if best is None or sketch.rank.sort_key() < best.rank.sort_key():
+                best = sketch
+        yield best
+        duplicates = 0
+        for sketch in sketches:
+            if sketch.doc_id != best.doc_id:
+                duplicates += 1
+                yield beam.pvalue.TaggedOutput("members", (best.doc_id, (sketch.doc_id, sketch.url)))
+        if duplicates:
+            self.groups.inc()
+
+
+def exact_key(sketch: DocSketch) -> Iterator[tuple[str, DocSketch]]:
+    if sketch.has_shingles:  # a text without words is nobody's duplicate: it skips dedup and stays
+        yield sketch.text_hash, sketch
+
+
+# -- step 3: LSH candidate pairs -------------------------------------------------------------------------------------
+
+
+class BandKeys(beam.DoFn):
+    def __init__(self, banding: Banding):
+        self.banding = banding
+
+    def process(self, sketch: DocSketch) -> Iterator[tuple[bytes, DocRank]]:
+        rank = sketch.rank
+        for key in band_keys(sketch.signature_array(), self.banding):
+            yield key, rank
+
+
+class BucketPairs(beam.DoFn):
+    def __init__(self, max_bucket_size: int):
+        self.max_bucket_size = max_bucket_size
+
+    def setup(self):
+        self.stars = Metrics.counter(NAME, "lsh.buckets-paired-as-star")
+
+    def process(self, element) -> Iterator[tuple[str, str]]:
+        _, members = element
+        if sum(1 for _ in members) > self.max_bucket_size:
+            self.stars.inc()
+        yield from bucket_pairs(members, self.max_bucket_size)
+
+
+# -- step 4: verification of candidate pairs --------------------------------------------------------------------------
+
+
+def shingles_entry(sketch: DocSketch) -> tuple[str, tuple[DocRank, bytes]]:
+    """What verification needs of a document: its rank and shingle hashes (not its signature)."""
+    return sketch.doc_id, (sketch.rank, sketch.shingles)
+
+
+def signature_entry(sketch: DocSketch) -> tuple[str, tuple[DocRank, str, bytes]]:
+    """What a cluster needs of a member: its rank, URL (for the reject) and signature (not its shingles)."""
+    return sketch.doc_id, (sketch.rank, sketch.url, sketch.signature)
+
+
+def send_to_partners(element) -> Iterator[tuple[str, tuple[DocRank, bytes]]]:
+    """(a, {shingles: [a's], partner: [b, …]}) -> (b, a's rank and shingles) for each partner b."""
+    _, grouped = element
+    for entry in grouped["shingles"]:
+        for partner in grouped["partner"]:
+            yield partner, entry
+
+
+class VerifyPairs(beam.DoFn):
+    """(b, {shingles: [b's], half: [a's, …]}) -> the pairs whose exact shingle Jaccard reaches the threshold."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def setup(self):
+        self.candidates = Metrics.counter(NAME, "pairs.candidates")
+        self.verified = Metrics.counter(NAME, "pairs.verified")
+
+    def process(self, element) -> Iterator[tuple[DocRank, DocRank, float]]:
+        _, grouped = element
+        for second_rank, second_shingles in grouped["shingles"]:
+            second_hashes = np.frombuffer(second_shingles, dtype="<u4")
+            for first_rank, first_shingles in grouped["half"]:
+                self.candidates.inc()
+                similarity = jaccard(np.frombuffer(first_shingles, dtype="<u4"), second_hashes)
+                if similarity >= self.threshold:
+                    self.verified.inc()
+                    yield first_rank, second_rank, similarity
+
+
+# -- step 5: connected components (the one bounded step) ---------------------------------------------------------------
+
+
+class Components(beam.DoFn):
+    """All verified edges (one key) -> (member_id, survivor) for every member of every near-duplicate cluster.
+
+    Holds a union-find (or, for stars, the adjacency) of the documents that have an edge: memory grows with the
+    near-duplicate documents and their verified pairs only, never with the corpus.
+    """
+
+    def __init__(self, clustering: str):
+        self.clustering = clustering
+
+    def setup(self):
+        self.clusters = Metrics.counter(NAME, "clusters.near")
+
+    def process(self, element) -> Iterator[tuple[str, DocRank]]:
+        _, edges = element
+        find_clusters = star_clusters if self.clustering == "star" else clusters
+        for survivor, members in find_clusters((first, second) for first, second, _ in edges):
+            self.clusters.inc()
+            for member in members:
+                yield member.doc_id, survivor
+
+
+def send_to_cluster(element) -> Iterator[tuple[str, tuple[DocRank, str, bytes]]]:
+    """(doc_id, {signature: [(rank, url, signature)], survivor: [S]}) -> (S's id, (rank, url, signature))."""
+    _, grouped = element
+    for survivor in grouped["survivor"]:
+        for entry in grouped["signature"]:
+            yield survivor.doc_id, entry
+
+
+@beam.typehints.with_output_types(dict, rejects=tuple[str, dict], near=tuple[str, tuple[str, float]])
+class NearClusterRows(beam.DoFn):
+    """One near-duplicate cluster -> its clusters rows, near-duplicate rejects, and each member's (survivor, Jaccard)."""
+
+    def setup(self):
+        self.removed = Metrics.counter(NAME, "docs.near-duplicates")
+
+    def process(self, element) -> Iterator:
+        survivor_id, members = element
+        signatures = {rank.doc_id: np.frombuffer(signature, dtype="<u4") for rank, _, signature in members}
+        survivor_signature = signatures[survivor_id]
+        for rank, url, _ in members:
+            kept = rank.doc_id == survivor_id
+            similarity = estimated_jaccard(signatures[rank.doc_id], survivor_signature)
+            yield {"cluster_id": survivor_id, "doc_id": rank.doc_id, "kept": kept, "jaccard": similarity,
+                   "reason": "" if kept else "near-duplicate"}
+            yield beam.pvalue.TaggedOutput("near", (rank.doc_id, (survivor_id, similarity)))
+            if not kept:
+                self.removed.inc()
+                yield beam.pvalue.TaggedOutput("rejects", (rank.doc_id, beamio.reject(
+                    NAME, "near-duplicate", f"survivor {survivor_id} (estimated Jaccard {similarity:.3f})",
+                    url=url, item_id=rank.doc_id)))
+
+
+@beam.typehints.with_output_types(dict, rejects=tuple[str, dict])
+class ExactClusterRows(beam.DoFn):
+    """(exact survivor E, {members: [(id, url)…], near: [(S, Jaccard E~S)]}) -> rows and exact-duplicate rejects.
+
+    The members of E's exact group join E's near-duplicate cluster when E has one; otherwise E heads its own cluster.
+    """
+
+    def setup(self):
+        self.removed = Metrics.counter(NAME, "docs.exact-duplicates")
+
+    def process(self, element) -> Iterator:
+        exact_survivor, grouped = element
+        members = grouped["members"]
+        if not any(True for _ in members):
+            return
+        near = list(grouped["near"])
+        cluster_id, similarity = near[0] if near else (exact_survivor, 1.0)
+        if not near:
+            yield {"cluster_id": cluster_id, "doc_id": exact_survivor, "kept": True, "jaccard": 1.0, "reason": ""}
+        detail = f"survivor {cluster_id}" + ("" if cluster_id == exact_survivor else f" (same text as {exact_survivor})")
+        for doc_id, url in members:
+            self.removed.inc()
+            yield {"cluster_id": cluster_id, "doc_id": doc_id, "kept": False, "jaccard": similarity,
+                   "reason": "exact-duplicate"}
+            yield beam.pvalue.TaggedOutput("rejects", (doc_id, beamio.reject(
+                NAME, "exact-duplicate", detail, url=url, item_id=doc_id)))
+
+
+# -- step 6: survivors and rejects ------------------------------------------------------------------------------------
+
+
+@beam.typehints.with_output_types(dict, rejects=dict)
+class SplitSurvivors(beam.DoFn):
+    """(doc_id, {row: [the row], reject: [its reject, if any]}) -> the row (a survivor) or the reject."""
+
+    def setup(self):
+        self.written = Metrics.counter(NAME, "docs.written")
+        self.repeated = Metrics.counter(NAME, "docs.repeated-doc-id")
+
+    def process(self, element) -> Iterator:
+        _, grouped = element
+        rows = list(grouped["row"])
+        rejects = sorted(grouped["reject"], key=lambda r: (r["reason"], r["detail"]))
+        if len(rows) > 1:
+            self.repeated.inc(len(rows) - 1)
+        for row in rows:
+            if rejects:
+                yield beam.pvalue.TaggedOutput("rejects", rejects[0])
+            else:
+                self.written.inc()
+                yield row
+
+
+def merge_in_kept(flags: Iterable[bool]) -> bool:
+    return any(flags)
+
+
+def hit_row(element) -> dict:
+    (eval_set, ngram), in_kept = element
+    return {"eval_set": eval_set, "ngram": ngram, "in_kept": in_kept}
+
+
+# -- the pipeline -----------------------------------------------------------------------------------------------------
+
+
+@beam.ptransform_fn
+def ExactDuplicates(sketches):  # noqa: N802 (a PTransform)
+    """Sketches -> (survivors: one per normalised text, members: the others as (survivor_id, (id, url)))."""
+    return (sketches
+            | "KeyByTextHash" >> beam.FlatMap(exact_key).with_output_types(tuple[str, DocSketch])
+            | "GroupByTextHash" >> beam.GroupByKey()
+            | "PickSurvivor" >> beam.ParDo(PickExactSurvivor()).with_outputs("members", main="survivors"))
+
+
+@beam.ptransform_fn
+def CandidatePairs(sketches, banding: Banding, max_bucket_size: int):  # noqa: N802
+    """Sketches -> distinct (doc_id, doc_id) pairs that share at least one LSH band."""
+    return (sketches
+            | "BandKeys" >> beam.ParDo(BandKeys(banding))
+            | "GroupByBand" >> beam.GroupByKey()
+            | "BucketPairs" >> beam.ParDo(BucketPairs(max_bucket_size))
+            | "Distinct" >> beam.Distinct())
+
+
+@beam.ptransform_fn
+def VerifiedPairs(inputs, threshold: float):  # noqa: N802
+    """{pairs, sketches} -> (rank a, rank b, exact Jaccard) for the pairs at or above the threshold.
+
+    Two joins bring both shingle sets of a pair together: a's shingles travel to b, then meet b's.
+    """
+    pairs = inputs["pairs"] | "Typed" >> beam.Map(lambda pair: pair).with_output_types(tuple[str, str])
+    shingles_by_id = inputs["sketches"] | "ShinglesById" >> beam.Map(shingles_entry).with_output_types(
+        tuple[str, tuple[DocRank, bytes]])
+    halves = ({"shingles": shingles_by_id, "partner": pairs}
+              | "JoinFirst" >> beam.CoGroupByKey()
+              | "SendToPartner" >> beam.FlatMap(send_to_partners))
+    return ({"shingles": shingles_by_id, "half": halves}
+            | "JoinSecond" >> beam.CoGroupByKey()
+            | "Verify" >> beam.ParDo(VerifyPairs(threshold)))
+
+
+@beam.ptransform_fn
+def NearClusters(inputs, clustering: str):  # noqa: N802
+    """{edges, sketches} -> cluster rows, near-duplicate rejects, and (member_id, (survivor_id, Jaccard))."""
+    signatures_by_id = inputs["sketches"] | "SignaturesById" >> beam.Map(signature_entry).with_output_types(
+        tuple[str, tuple[DocRank, str, bytes]])
+    assignments = (inputs["edges"]
+                   | "OneKey" >> beam.Map(lambda edge: (0, edge))
+                   | "AllEdges" >> beam.GroupByKey()
+                   | "Components" >> beam.ParDo(Components(clustering)))
+    return ({"signature": signatures_by_id, "survivor": assignments}
+            | "JoinAssignments" >> beam.CoGroupByKey()
+            | "SendToCluster" >> beam.FlatMap(send_to_cluster)
+            | "GroupByCluster" >> beam.GroupByKey()
+            | "ClusterRows" >> beam.ParDo(NearClusterRows()).with_outputs("rejects", "near", main="rows"))
+
+
+@beam.ptransform_fn
+def SurvivorsAndRejects(inputs):  # noqa: N802
+    """{rows, rejects keyed by doc_id} -> (docs: the surviving rows, rejects: one reject per dropped row)."""
+    keyed_rows = inputs["rows"] | "KeyById" >> beam.Map(lambda row: (row["doc_id"], row)).with_output_types(
+        tuple[str, dict])
+    return ({"row": keyed_rows, "reject": inputs["rejects"]}
+            | "JoinDecisions" >> beam.CoGroupByKey()
+            | "Split" >> beam.ParDo(SplitSurvivors()).with_outputs("rejects", main="docs"))
+
+
+def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema: pa.Schema) -> None:
+    out = ctx.run.path(NAME)
+    rows = p | "ReadDocs" >> beam.io.ReadFromParquet(plan.input_pattern)
+    sketched = rows | "Sketch" >> beam.ParDo(SketchDocs(plan)).with_outputs(
+        "rejects", "contamination", "ngram_hits", main="sketches")
+    exact = sketched.sketches | "ExactDuplicates" >> ExactDuplicates()
+    pairs = exact.survivors | "CandidatePairs" >> CandidatePairs(plan.banding, plan.max_bucket_size)
+    edges = {"pairs": pairs, "sketches": exact.survivors} | "VerifiedPairs" >> VerifiedPairs(plan.threshold)
+    near = {"edges": edges, "sketches": exact.survivors} | "NearClusters" >> NearClusters(plan.clustering)
+    exact_clusters = ({"members": exact.members, "near": near.near}
+                      | "JoinExactGroups" >> beam.CoGroupByKey()
+                      | "ExactClusterRows" >> beam.ParDo(ExactClusterRows()).with_outputs("rejects", main="rows"))
+    rejects = ((sketched.rejects, exact_clusters.rejects, near.rejects)
+               | "AllRejects" >> beam.Flatten().with_output_types(tuple[str, dict]))
+    split = {"rows": rows, "rejects": rejects} | "SurvivorsAndRejects" >> SurvivorsAndRejects()
+
+    split.docs | "WriteDocs" >> beamio.WriteParquet(out, "docs", schema, plan.num_shards,
+                                                    shard_key=lambda r: r["doc_id"], sort_key=lambda r: r["doc_id"])
+    ((near.rows, exact_clusters.rows)
+     | "AllClusterRows" >> beam.Flatten()
+     | "WriteClusters" >> beamio.WriteParquet(out, "clusters", CLUSTER_SCHEMA, plan.num_shards,
+                                              shard_key=lambda r: r["cluster_id"],
+                                              sort_key=lambda r: (r["cluster_id"], not r["kept"], r["doc_id"])))
+    (edges
+     | "PairRows" >> beam.Map(lambda e: {"doc_id_a": e[0].doc_id, "doc_id_b": e[1].doc_id, "jaccard": e[2]})
+     | "WritePairs" >> beamio.WriteParquet(out, "pairs", PAIRS_SCHEMA, plan.num_shards,
+                                           shard_key=lambda r: r["doc_id_a"],
+                                           sort_key=lambda r: (r["doc_id_a"], r["doc_id_b"])))
+    (split.rejects
+     | "CountRejects" >> beam.ParDo(beamio.CountRejects(NAME))
+     | "WriteRejects" >> beamio.WriteRejects(ctx.run.path("rejects", NAME)))
+    if plan.eval_filters:
+        sketched.contamination | "WriteContamination" >> beamio.WriteParquet(
+            out, "contamination", CONTAMINATION_SCHEMA, plan.num_shards,
+            shard_key=lambda r: r["doc_id"], sort_key=lambda r: (r["doc_id"], r["eval_set"]))
+        (sketched.ngram_hits
+         | "InKept" >> beam.CombinePerKey(merge_in_kept)
+         | "HitRows" >> beam.Map(hit_row)
+         | "WriteHits" >> beamio.WriteParquet(rundir.join(out, WORK), "ngram-hits", NGRAM_HITS_SCHEMA, plan.num_shards,
+                                              shard_key=lambda r: r["eval_set"] + str(r["ngram"]),
+                                              sort_key=lambda r: (r["eval_set"], r["ngram"])))
+
+
+# -- the report ------------------------------------------------------------------------------------------------------
+
+
+def iter_parquet_rows(pattern: str, columns: list[str] | None = None) -> Iterator[dict]:
+    """Rows of every file matching a pattern, one row group at a time."""
+    for entry in rundir.match(pattern):
+        with FileSystems.open(entry.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            parquet = pq.ParquetFile(handle)
+            for index in range(parquet.num_row_groups):
+                yield from parquet.read_row_group(index, columns=columns).to_pylist()
+
+
+def contamination_report(ctx: StageContext, plan: DedupPlan, eval_sets: dict[str, decontam.EvalSet]) -> dict:
+    """Per eval set: the share of its n-grams found in the corpus (exact) and the documents that contain them."""
+    out = ctx.run.path(NAME)
+    found: dict[str, list[int]] = {name: [] for name in eval_sets}
+    found_in_kept: dict[str, list[int]] = {name: [] for name in eval_sets}
+    for row in iter_parquet_rows(rundir.join(out, WORK, "ngram-hits-*.parquet")):
+        found[row["eval_set"]].append(row["ngram"])
+        if row["in_kept"]:
+            found_in_kept[row["eval_set"]].append(row["ngram"])
+    docs = {name: {"documents": 0, "over_threshold": 0, "dropped": 0, "top": []} for name in eval_sets}
+    for row in iter_parquet_rows(rundir.join(out, "contamination-*.parquet")):
+        entry = docs[row["eval_set"]]
+        entry["documents"] += 1
+        entry["over_threshold"] += row["overlap"] > plan.contamination_threshold
+        entry["dropped"] += row["dropped"]
+        item = (row["overlap"], row["matched"], _reverse(row["doc_id"]), row)
+        (heapq.heappush if len(entry["top"]) < TOP_DOCUMENTS else heapq.heappushpop)(entry["top"], item)
+    report = {"ngram": plan.eval_ngram, "normalisation": "NFKC, case-folded letters/digits/marks, single spaces",
+              "decontaminate": plan.decontaminate, "contamination_threshold": plan.contamination_threshold,
+              "overlap": "share of a document's distinct n-grams found in the eval set's Bloom filter",
+              "eval_sets": {}}
+    for name, eval_set in eval_sets.items():
+        matched, share = decontam.matched_share(_as_hashes(found[name]), eval_set.ngrams)
+        matched_kept, share_kept = decontam.matched_share(_as_hashes(found_in_kept[name]), eval_set.ngrams)
+        top = [{k: row[k] for k in ("doc_id", "url", "ngrams", "matched", "overlap", "dropped")}
+               for *_, row in sorted(docs[name]["top"], key=lambda item: item[:3], reverse=True)]
+        report["eval_sets"][name] = {
+            **eval_set.summary(),
+            "ngrams_in_corpus": matched, "share_in_corpus": share,
+            "ngrams_in_output": matched_kept, "share_in_output": share_kept,
+            "documents_with_overlap": docs[name]["documents"],
+            "documents_over_threshold": docs[name]["over_threshold"],
+            "documents_dropped": docs[name]["dropped"],
+            "top_documents": top,
+        }
+        ctx.count(f"contamination.{name}.documents", docs[name]["documents"])
+    return report
+
+
+def _as_hashes(values: list[int]) -> np.ndarray:
+    return np.array(values, dtype=np.int64).view(np.uint64)
+
+
+def _reverse(doc_id: str) -> tuple:
+    """Sorts doc_ids descending inside an ascending heap, so ties keep the smallest doc_ids (1 ends the string)."""
+    return tuple(-ord(c) for c in doc_id) + (1,)
+
+
+def lsh_report(plan: DedupPlan) -> dict:
+    curve = {f"{s:.2f}": round(float(plan.banding.collision_probability(s)), 4)
+             for s in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)}
+    return {"threshold": plan.threshold, "num_perm": plan.minhash.num_perm, "seed": plan.minhash.seed,
+            "ngram": plan.minhash.ngram, "bands": plan.banding.bands, "rows": plan.banding.rows,
+            "candidate_probability_at_jaccard": curve,
+            "verification": "exact Jaccard of the shingle-hash sets >= threshold", "clustering": plan.clustering,
+            "survivor_rule": "highest score, then longest text, then smallest doc_id"}
+
+
+# -- the stage -------------------------------------------------------------------------------------------------------
+
+
+def execute(ctx: StageContext) -> None:
+    config = ctx.config
+    check_config(config)
+    files = input_files(ctx.run, config)
+    if not files:
+        raise StageError(f"no documents to dedup: nothing matches {input_pattern(ctx.run, config)} "
+                         "(run `webtext crawl RUN` first, or give --input-docs GLOB)")
+    schema = docs_schema(files)
+    eval_sets = load_eval_sets(ctx)
+    plan = DedupPlan(
+        input_pattern=input_pattern(ctx.run, config), threshold=config["threshold"],
+        minhash=MinHashConfig(config["num_perm"], config["minhash_seed"], config["ngram"]),
+        banding=resolve_banding(config), max_bucket_size=config["max_bucket_size"],
+        clustering=config["clustering"], eval_ngram=config["eval_ngram"],
+        eval_filters=save_filters(ctx, eval_sets), decontaminate=config["decontaminate"],
+        contamination_threshold=config["contamination_threshold"], num_shards=config["num_shards"])
+    log.info("dedup: %d input files, threshold %.2f, %d bands x %d rows of %d permutations", len(files),
+             plan.threshold, plan.banding.bands, plan.banding.rows, plan.minhash.num_perm)
+    ctx.run_pipeline(lambda p: build_pipeline(p, ctx, plan, schema))
+
+    out = ctx.run.path(NAME)
+    beamio.fill_empty_shards(out, "docs", schema, plan.num_shards)
+    beamio.fill_empty_shards(out, "clusters", CLUSTER_SCHEMA, plan.num_shards)
+    beamio.fill_empty_shards(out, "pairs", PAIRS_SCHEMA, plan.num_shards)
+    if eval_sets:
+        beamio.fill_empty_shards(out, "contamination", CONTAMINATION_SCHEMA, plan.num_shards)
+    ctx.run.write_json(contamination_report(ctx, plan, eval_sets), "stats", "contamination.json")
+    ctx.run.write_json(lsh_report(plan), NAME, "lsh.json")
+    ctx.run.clear(f"{NAME}/{WORK}")
+    rundir.delete([ctx.run.path(NAME, WORK)])
+    check_accounting(ctx.counters)
+
+
+def check_accounting(counters: dict[str, int]) -> None:
+    """Every document read is written or rejected under exactly one reason; doc_ids must be unique."""
+    if counters.get("docs.repeated-doc-id"):
+        raise StageError(f"dedup: {counters['docs.repeated-doc-id']:,} rows repeat another row's doc_id; "
+                         "doc_id must be unique in the input")
+    read, written = counters.get("docs.read", 0), counters.get("docs.written", 0)
+    rejected = sum(v for k, v in counters.items() if k.startswith("reject."))
+    if read != written + rejected:
+        raise RuntimeError(f"dedup: accounting broken: {read} documents read, {written} written, {rejected} rejected")
+
+
+STAGE = Stage(
+    name=NAME,
+    help="remove exact and near-duplicate documents (MinHash LSH) and measure or remove eval-set contamination",
+    options=OPTIONS,
+    execute=execute,
+    external_inputs=lambda run, config: input_files(run, config) + eval_files(config),
+    upstream=lambda run, config: upstream_fingerprints(run, ["crawl"]),
+    outputs=[NAME],
+)
