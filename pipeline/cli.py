@@ -93,6 +93,8 @@ def build_parser(stages: dict) -> argparse.ArgumentParser:
         _common_arguments(sub)
         for option in stage.options:
             option.add_to(sub)
+        for action in stage.actions:
+            sub.add_argument(action.flag, dest=action.key, action="store_true", help=action.help)
     build = commands.add_parser("build", help=f"run every data stage in order ({', '.join(stages)})", allow_abbrev=False)
     _common_arguments(build)
     _add_union_of_options(build, stages)
@@ -151,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from webtext.pipeline.demo import run_demo
             return run_demo(args.run, stages, submissions=args.submissions, beam_args=beam_args, force=args.force)
+        chosen = [a for a in getattr(stages.get(args.command), "actions", ()) if getattr(args, a.key, False)]
+        if chosen:
+            from webtext.pipeline.rundir import RunDir
+            return chosen[0].run(RunDir(args.run))
         flags = {k: v for k, v in vars(args).items() if k not in ("command", "run", "config", "force", "log_level")}
         names = list(stages) if args.command == "build" else [args.command]
         run_stages(names, stages, args.run, load_config_file(args.config), flags, beam_args, args.force)

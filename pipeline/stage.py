@@ -68,6 +68,19 @@ class Option:
         return self.type(value) if isinstance(value, str) else value
 
 
+@dataclass(frozen=True)
+class Action:
+    """A switch that runs instead of the stage and only reads RUN (e.g. `webtext shards RUN --verify`); returns an exit code."""
+
+    flag: str
+    help: str
+    run: Callable[[RunDir], int]
+
+    @property
+    def key(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
 @dataclass
 class StageContext:
     """Everything a stage needs to run: where, with which options, and how to start Beam."""
@@ -143,6 +156,7 @@ class Stage:
     external_inputs: Callable[[RunDir, dict], list[FileEntry]] = lambda run, config: []
     upstream: Callable[[RunDir, dict], list[str]] = lambda run, config: []
     outputs: Sequence[str] = ()  # folders under RUN that the stage rewrites (cleared before a run)
+    actions: Sequence[Action] = ()  # switches of this stage's subcommand that replace a run (not in `build`)
 
     def defaults(self) -> dict[str, Any]:
         return {o.key: o.empty_default() for o in self.options}

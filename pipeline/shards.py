@@ -1,0 +1,523 @@
+"""The `shards` stage: documents encoded with the run's tokenizer into Arrow token shards (train/val) plus manifest.json.
+
+A Beam job: encode in batches (tokenizer loaded once per worker), size every document, plan shards of about
+--shard-tokens tokens over the documents ordered by a hash of doc_id, group each shard's documents and write it.
+The same documents and tokenizer give the same files, whatever the runner or worker count.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.localfilesystem import LocalFileSystem
+from apache_beam.metrics import Metrics
+
+from webtext.pipeline import beamio, docsource, rundir
+from webtext.pipeline.encoder import ENGINES, Encoder
+from webtext.pipeline.rundir import FileEntry, RunDir
+from webtext.pipeline.stage import Action, Option, Stage, StageContext, StageError, upstream_fingerprints
+from webtext.train import shards as shard_format
+
+log = logging.getLogger(__name__)
+
+NAME = "shards"
+TOKENIZER_FILE = ("tokenizer", "tokenizer.json")
+ENCODE_BATCH_DOCS = 512
+SPLITS = ("val", "train")  # val takes the lowest doc_id hashes, train the rest
+
+
+def doc_hash(doc_id: str) -> int:
+    """The 64-bit hash of a document id that places it: split (as train.shards.split_for_doc) and shard order."""
+    return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+# -- records ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TokenBatch:
+    """Encoded documents: ids, placement hashes and one flat token array; document i is tokens[offsets[i]:offsets[i+1]]."""
+
+    doc_ids: list[str]
+    hashes: np.ndarray  # uint64
+    tokens: np.ndarray
+    offsets: np.ndarray  # int64, len(doc_ids) + 1
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def document(self, index: int) -> np.ndarray:
+        return self.tokens[self.offsets[index]:self.offsets[index + 1]]
+
+    def take(self, indices: Sequence[int]) -> "TokenBatch":
+        indices = list(indices)
+        lengths = self.lengths[indices] if indices else np.empty(0, np.int64)
+        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        tokens = (np.concatenate([self.document(i) for i in indices]) if indices
+                  else np.empty(0, self.tokens.dtype))
+        return TokenBatch([self.doc_ids[i] for i in indices], self.hashes[indices], tokens, offsets)
+
+    @staticmethod
+    def concat(batches: Iterable["TokenBatch"]) -> "TokenBatch":
+        batches = [b for b in batches if len(b)]
+        offsets, base = [np.zeros(1, np.int64)], 0
+        for batch in batches:
+            offsets.append(batch.offsets[1:] + base)
+            base += int(batch.offsets[-1])
+        return TokenBatch([d for b in batches for d in b.doc_ids],
+                          np.concatenate([b.hashes for b in batches]).astype(np.uint64),
+                          np.concatenate([b.tokens for b in batches]), np.concatenate(offsets))
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Shard i holds the documents whose hash lies in [starts[i], starts[i+1]); val shards come first."""
+
+    starts: np.ndarray  # uint64, ascending
+    names: list[str]
+    splits: list[str]
+
+    def locate(self, hashes: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.starts, hashes, side="right") - 1
+
+
+def _cut(hashes: np.ndarray, lengths: np.ndarray, shard_tokens: int) -> list[int]:
+    """Start hashes of near-equal shards of at most about `shard_tokens` tokens, over documents sorted by hash."""
+    total = int(lengths.sum())
+    count = max(1, min(-(-total // shard_tokens), len(lengths)))  # no more shards than documents
+    first_token = np.cumsum(lengths) - lengths
+    shard_of_doc = first_token * count // max(total, 1)
+    first_doc = np.flatnonzero(np.diff(shard_of_doc, prepend=-1))
+    return sorted({int(hashes[i]) for i in first_doc})
+
+
+def make_plan(sizes: tuple[np.ndarray, np.ndarray], val_fraction: float, shard_tokens: int) -> ShardPlan:
+    """Val: documents with hash/2**64 < val_fraction (at least the lowest one); each split cut into shards by tokens."""
+    hashes, lengths = sizes
+    order = np.argsort(hashes, kind="stable")
+    hashes, lengths = hashes[order], lengths[order]
+    if len(hashes) == 0:
+        return ShardPlan(np.empty(0, np.uint64), [], [])
+    in_val = int(np.count_nonzero(hashes.astype(np.float64) / 2.0**64 < val_fraction))
+    in_val = max(in_val, int(np.count_nonzero(hashes == hashes[0])))
+    starts, names, splits = [], [], []
+    for split, part in (("val", slice(0, in_val)), ("train", slice(in_val, None))):
+        if len(hashes[part]) == 0:
+            continue
+        for index, start in enumerate(_cut(hashes[part], lengths[part], shard_tokens)):
+            starts.append(start)
+            names.append(shard_format.shard_name(split, index))
+            splits.append(split)
+    return ShardPlan(np.array(starts, dtype=np.uint64), names, splits)
+
+
+class CollectSizes(beam.CombineFn):
+    """All (hash, tokens) pairs of the corpus as two arrays: 16 bytes a document, for planning the shards."""
+
+    def create_accumulator(self):
+        return [], []
+
+    def add_input(self, accumulator, batch: TokenBatch):
+        accumulator[0].append(batch.hashes)
+        accumulator[1].append(batch.lengths)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        hashes, lengths = [], []
+        for h, n in accumulators:
+            hashes += h
+            lengths += n
+        return [np.concatenate(hashes)] if hashes else [], [np.concatenate(lengths)] if lengths else []
+
+    def extract_output(self, accumulator):
+        hashes, lengths = accumulator
+        return (np.concatenate(hashes).astype(np.uint64) if hashes else np.empty(0, np.uint64),
+                np.concatenate(lengths).astype(np.int64) if lengths else np.empty(0, np.int64))
+
+
+# -- encoding -----------------------------------------------------------------------------------------------------
+
+
+def split_table(table: pa.Table, rows: int) -> Iterator[tuple[list, list]]:
+    """(doc_ids, texts) lists of at most `rows` documents: plain lists, since a pickled Arrow slice drags its
+    whole parent buffer along through every shuffle."""
+    for start in range(0, table.num_rows, rows):
+        part = table.slice(start, rows)
+        yield part.column("doc_id").to_pylist(), part.column("text").to_pylist()
+
+
+@beam.typehints.with_output_types(TokenBatch, rejects=dict)
+class EncodeDocuments(beam.DoFn):
+    """Encodes batches of (doc_ids, texts); the tokenizer is loaded once per worker in setup()."""
+
+    def __init__(self, tokenizer_path: str, engine: str):
+        self.tokenizer_path, self.engine = tokenizer_path, engine
+
+    def setup(self):
+        self.encoder = Encoder(rundir.read_bytes(self.tokenizer_path), engine=self.engine)
+        self.cross_checked = False
+        self.counters = {name: Metrics.counter(NAME, name)
+                         for name in ("docs.read", "docs.encoded", "bytes.encoded", "tokens.encoded", "docs.cross_checked")}
+
+    def _rejects(self, doc_ids: list, texts: list) -> tuple[list[int], list[dict]]:
+        """Indices of the documents to encode, and a reject for each of the others."""
+        kept, rejects = [], []
+        for index, (doc_id, text) in enumerate(zip(doc_ids, texts)):
+            if not doc_id:
+                detail = f"text begins {text[:80]!r}" if text else "no text either"
+                rejects.append(beamio.reject(NAME, "missing_doc_id", detail))
+            elif text is None:
+                rejects.append(beamio.reject(NAME, "missing_text", "text is null", item_id=doc_id))
+            elif not text:
+                rejects.append(beamio.reject(NAME, "empty_text", "text is empty", item_id=doc_id))
+            else:
+                kept.append(index)
+        return kept, rejects
+
+    def _cross_check(self, texts: list[str], encoded: list[list[int]]) -> None:
+        """Once per worker: the fast engine's ids must equal `tokenizers`' on real documents."""
+        if self.cross_checked or self.encoder.engine == "tokenizers":
+            return
+        self.cross_checked = True
+        sample = texts[:64]
+        expected = [e.ids for e in self.encoder.tokenizer.encode_batch_fast(sample, add_special_tokens=False)]
+        if expected != encoded[:len(sample)]:
+            raise RuntimeError(f"{self.encoder.engine} and tokenizers give different ids on a document; "
+                               "rerun with --encoder tokenizers and report the document")
+        self.counters["docs.cross_checked"].inc(len(sample))
+
+    def process(self, batch: tuple[list, list]):
+        doc_ids, texts = batch
+        self.counters["docs.read"].inc(len(doc_ids))
+        kept, rejects = self._rejects(doc_ids, texts)
+        for reject in rejects:
+            yield beam.pvalue.TaggedOutput("rejects", reject)
+        if not kept:
+            return
+        doc_ids, texts = [doc_ids[i] for i in kept], [texts[i] for i in kept]
+        encoded = self.encoder.encode(texts)
+        self._cross_check(texts, encoded)
+        documents = self.encoder.documents_from_ids(encoded)
+        self.counters["docs.encoded"].inc(len(texts))
+        self.counters["bytes.encoded"].inc(sum(len(t.encode("utf-8")) for t in texts))
+        self.counters["tokens.encoded"].inc(int(documents.tokens.size))
+        hashes = np.fromiter((doc_hash(d) for d in doc_ids), dtype=np.uint64, count=len(doc_ids))
+        yield TokenBatch(doc_ids, hashes, documents.tokens, documents.offsets)
+
+
+def split_by_shard(batch: TokenBatch, plan: ShardPlan) -> Iterator[tuple[str, TokenBatch]]:
+    positions = plan.locate(batch.hashes)
+    for position in np.unique(positions):
+        yield plan.names[int(position)], batch.take(np.flatnonzero(positions == position))
+
+
+# -- writing ------------------------------------------------------------------------------------------------------
+
+
+def _is_local(path: str) -> bool:
+    return isinstance(FileSystems.get_filesystem(path), LocalFileSystem)
+
+
+def _upload(local: Path, destination: str) -> None:
+    with open(local, "rb") as source, FileSystems.create(
+            destination, compression_type=CompressionTypes.UNCOMPRESSED) as target:
+        shutil.copyfileobj(source, target, 1 << 24)
+
+
+def write_shard_file(path: str, batch: TokenBatch, dtype: str, eot_id: int) -> shard_format.ShardStats:
+    """One shard written whole under its final name (directly on local disk, through a temp file elsewhere)."""
+    if _is_local(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return shard_format.write_shard_arrays(path, batch.tokens, batch.offsets, batch.doc_ids, dtype, eot_id=eot_id)
+    with tempfile.TemporaryDirectory(prefix="webtext-shard-") as temp:
+        local = Path(temp) / os.path.basename(path)
+        stats = shard_format.write_shard_arrays(local, batch.tokens, batch.offsets, batch.doc_ids, dtype, eot_id=eot_id)
+        _upload(local, path)
+    return stats
+
+
+def order_and_dedupe(batch: TokenBatch) -> tuple[TokenBatch, list[int]]:
+    """Documents sorted by (hash, doc_id); of several with one doc_id the one with the smallest tokens stays.
+
+    Returns the ordered batch and the indices (in `batch`) of the dropped duplicates.
+    """
+    order = sorted(range(len(batch)), key=lambda i: (int(batch.hashes[i]), batch.doc_ids[i]))
+    kept, dropped = [], []
+    run_start = 0
+    for position in range(1, len(order) + 1):
+        if position < len(order) and batch.doc_ids[order[position]] == batch.doc_ids[order[run_start]]:
+            continue
+        run = order[run_start:position]
+        if len(run) > 1:
+            run = sorted(run, key=lambda i: batch.document(i).tobytes())
+        kept.append(run[0])
+        dropped.extend(run[1:])
+        run_start = position
+    return batch.take(kept), dropped
+
+
+@beam.typehints.with_output_types(dict, rejects=dict)
+class WriteShard(beam.DoFn):
+    """Writes the documents grouped under one shard name; yields the shard's manifest entry."""
+
+    def __init__(self, directory: str, dtype: str, eot_id: int):
+        self.directory, self.dtype, self.eot_id = directory, dtype, eot_id
+
+    def process(self, element: tuple[str, Iterable[TokenBatch]], plan: ShardPlan):
+        name, pieces = element
+        merged = TokenBatch.concat(pieces)
+        batch, dropped = order_and_dedupe(merged)
+        for index in dropped:  # counted as reject.duplicate_doc_id by CountRejects
+            yield beam.pvalue.TaggedOutput("rejects", beamio.reject(
+                NAME, "duplicate_doc_id", f"another document with this doc_id is in {name}",
+                item_id=merged.doc_ids[index]))
+        split = plan.splits[plan.names.index(name)]
+        stats = write_shard_file(rundir.join(self.directory, name), batch, self.dtype, self.eot_id)
+        Metrics.counter(NAME, f"shards.{split}").inc()
+        Metrics.counter(NAME, f"docs.{split}").inc(stats.documents)
+        Metrics.counter(NAME, f"tokens.{split}").inc(stats.tokens)
+        yield {"name": name, "split": split, "documents": stats.documents, "tokens": stats.tokens,
+               "sha256": stats.sha256}
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """What the manifest records about the tokenizer the shards were made with."""
+
+    sha256: str
+    vocab_size: int
+    eot_id: int
+    dtype: str
+    engine: str
+
+
+def manifest_json(entries: list[dict], tokenizer: TokenizerInfo) -> bytes:
+    order = {split: rank for rank, split in enumerate(("train", "val"))}
+    infos = [shard_format.ShardInfo(**entry) for entry in sorted(entries, key=lambda e: (order[e["split"]], e["name"]))]
+    manifest = shard_format.Manifest(root=Path("."), tokenizer_sha256=tokenizer.sha256, vocab_size=tokenizer.vocab_size,
+                                     eot_id=tokenizer.eot_id, dtype=tokenizer.dtype, shards=infos)
+    return manifest.to_json().encode("utf-8")
+
+
+def write_manifest(entries: list[dict], path: str, tokenizer: TokenizerInfo) -> str:
+    rundir.write_bytes(path, manifest_json(entries, tokenizer))
+    return path
+
+
+# -- the pipeline ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    pattern: str  # the document Parquet files
+    tokenizer_path: str
+    output: str  # RUN/shards
+    rejects: str  # RUN/rejects/shards
+    tokenizer: TokenizerInfo
+    val_fraction: float
+    shard_tokens: int
+
+
+def build_pipeline(p: beam.Pipeline, job: ShardJob) -> None:
+    # No Reshuffle before encoding: the Parquet read already splits over files and row groups, and shuffling the
+    # raw text would move the whole corpus once more.
+    encoded = (p
+               | "ReadDocs" >> beam.io.ReadFromParquetBatched(job.pattern, columns=docsource.COLUMNS)
+               | "SplitBatches" >> beam.FlatMap(split_table, ENCODE_BATCH_DOCS)
+               | "Encode" >> beam.ParDo(EncodeDocuments(job.tokenizer_path, job.tokenizer.engine))
+               .with_outputs("rejects", main="encoded"))
+    plan = (encoded.encoded
+            | "Sizes" >> beam.CombineGlobally(CollectSizes())
+            | "Plan" >> beam.Map(make_plan, job.val_fraction, job.shard_tokens))
+    plan_view = beam.pvalue.AsSingleton(plan)
+    written = (encoded.encoded
+               | "Assign" >> beam.FlatMap(split_by_shard, plan=plan_view).with_output_types(tuple[str, Any])
+               | "GroupShard" >> beam.GroupByKey()
+               | "WriteShard" >> beam.ParDo(WriteShard(job.output, job.tokenizer.dtype, job.tokenizer.eot_id),
+                                            plan=plan_view).with_outputs("rejects", main="entries"))
+    _ = (written.entries
+         | "AllShards" >> beam.combiners.ToList()
+         | "WriteManifest" >> beam.Map(write_manifest, rundir.join(job.output, shard_format.MANIFEST_NAME),
+                                       job.tokenizer))
+    _ = ((encoded.rejects, written.rejects)
+         | "AllRejects" >> beam.Flatten()
+         | "CountRejects" >> beam.ParDo(beamio.CountRejects(NAME))
+         | "WriteRejects" >> beamio.WriteRejects(job.rejects))
+
+
+# -- verification -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verified:
+    shards: int
+    documents: dict[str, int]
+    tokens: dict[str, int]
+
+
+def _check_manifest(manifest: shard_format.Manifest, where: str, tokenizer_sha256: str | None) -> None:
+    if tokenizer_sha256 is not None and manifest.tokenizer_sha256 != tokenizer_sha256:
+        raise shard_format.ShardFormatError(
+            f"{where}: made with tokenizer {manifest.tokenizer_sha256[:12]}…, but the run's tokenizer.json is "
+            f"{tokenizer_sha256[:12]}… (rerun the shards stage)")
+    for split in SPLITS:
+        if not manifest.split(split):
+            raise shard_format.ShardFormatError(f"{where}: no {split} shard")
+
+
+def _download(source: str, destination: Path) -> None:
+    with FileSystems.open(source, compression_type=CompressionTypes.UNCOMPRESSED) as handle, \
+            open(destination, "wb") as target:
+        shutil.copyfileobj(handle, target, 1 << 24)
+
+
+def _verify_remote(directory: str, manifest_path: str, tokenizer_sha256: str | None) -> shard_format.Manifest:
+    """Shards elsewhere than local disk are copied, one at a time, beside a local copy of the manifest."""
+    with tempfile.TemporaryDirectory(prefix="webtext-verify-") as temp:
+        local = Path(temp)
+        if not rundir.exists(manifest_path):
+            raise shard_format.ShardFormatError(f"{manifest_path}: no shard manifest here (run the shards stage first)")
+        _download(manifest_path, local / shard_format.MANIFEST_NAME)
+        manifest = shard_format.Manifest.load(local)
+        _check_manifest(manifest, manifest_path, tokenizer_sha256)
+        for info in manifest.shards:
+            remote = rundir.join(directory, info.name)
+            if not rundir.exists(remote):
+                raise shard_format.ShardFormatError(f"{remote}: shard listed in the manifest is missing")
+            _download(remote, local / info.name)
+            try:
+                shard_format.verify_shard(manifest, info)
+            except shard_format.ShardFormatError as error:
+                raise shard_format.ShardFormatError(str(error).replace(str(local / info.name), remote)) from None
+            (local / info.name).unlink()
+        return manifest
+
+
+def verify_shards(run: RunDir) -> Verified:
+    """Checks every shard of RUN/shards against the manifest, and the manifest against the run's tokenizer.
+
+    Checksums, dtype, documents ending with eot, ids below the vocabulary size, document and token totals;
+    raises ShardFormatError naming the first bad file.
+    """
+    directory = run.path(NAME)
+    manifest_path = rundir.join(directory, shard_format.MANIFEST_NAME)
+    tokenizer_path = run.path(*TOKENIZER_FILE)
+    tokenizer_sha256 = (hashlib.sha256(rundir.read_bytes(tokenizer_path)).hexdigest()
+                        if rundir.exists(tokenizer_path) else None)
+    if _is_local(directory):
+        manifest = shard_format.Manifest.load(directory)
+        _check_manifest(manifest, manifest_path, tokenizer_sha256)
+        shard_format.verify(manifest)
+    else:
+        manifest = _verify_remote(directory, manifest_path, tokenizer_sha256)
+    return Verified(len(manifest.shards), {s: sum(i.documents for i in manifest.split(s)) for s in SPLITS},
+                    {s: manifest.split_tokens(s) for s in SPLITS})
+
+
+def verify_command(run: RunDir) -> int:
+    """`webtext shards RUN --verify`: checks the shards already written; exit 0 when all is well."""
+    try:
+        result = verify_shards(run)
+    except shard_format.ShardFormatError as error:
+        raise StageError(f"verification failed: {error}") from None
+    print(f"shards: {result.shards} shards verified against {run.path(NAME, shard_format.MANIFEST_NAME)}: "
+          + ", ".join(f"{s} {result.documents[s]:,} documents / {result.tokens[s]:,} tokens" for s in SPLITS))
+    return 0
+
+
+# -- the stage ----------------------------------------------------------------------------------------------------
+
+
+def tokenizer_info(run: RunDir, engine: str) -> tuple[str, TokenizerInfo]:
+    path = run.path(*TOKENIZER_FILE)
+    if not rundir.exists(path):
+        raise StageError(f"{path} not found: run `webtext tokenizer {run.root}` first")
+    data = rundir.read_bytes(path)
+    try:
+        encoder = Encoder(data, engine=engine)
+    except (ValueError, ImportError) as error:
+        raise StageError(f"{path}: cannot encode with engine {engine!r}: {error}") from None
+    return path, TokenizerInfo(hashlib.sha256(data).hexdigest(), encoder.vocab_size, encoder.eot_id,
+                               encoder.dtype, encoder.engine)
+
+
+def check_splits(ctx: StageContext, rows: int) -> None:
+    """Errors for a corpus that gave no shards at all, or no train shard, named as the user can fix them."""
+    written = json.loads(rundir.read_bytes(ctx.run.path(NAME, shard_format.MANIFEST_NAME)))["shards"]
+    if not written:
+        raise StageError(f"no documents left to encode: all {rows} were rejected (see {ctx.run.path('rejects', NAME)})")
+    if not any(entry["split"] == "train" for entry in written):
+        raise StageError(f"every document fell into the val split; lower --val-fraction "
+                         f"(now {ctx.config['val_fraction']}) or add documents")
+
+
+def execute(ctx: StageContext) -> None:
+    config = ctx.config
+    if not 0.0 <= config["val_fraction"] < 1.0:
+        raise StageError(f"--val-fraction must lie in [0, 1), got {config['val_fraction']}")
+    if config["shard_tokens"] < 1:
+        raise StageError(f"--shard-tokens must be positive, got {config['shard_tokens']}")
+    source = docsource.require_documents(ctx.run)
+    rows = docsource.check_files(source.files)
+    if rows < 2:
+        raise StageError(f"{source.pattern}: {rows} document(s); a train and a val shard need at least 2")
+    tokenizer_path, tokenizer = tokenizer_info(ctx.run, config["encoder"])
+    log.info("shards: %d documents from %s, vocabulary %d (eot %d, %s), encoding with %s",
+             rows, source.pattern, tokenizer.vocab_size, tokenizer.eot_id, tokenizer.dtype, tokenizer.engine)
+    job = ShardJob(source.pattern, tokenizer_path, ctx.run.path(NAME), ctx.run.path("rejects", NAME), tokenizer,
+                   config["val_fraction"], config["shard_tokens"])
+    ctx.run_pipeline(lambda p: build_pipeline(p, job))
+    check_splits(ctx, rows)
+    try:
+        result = verify_shards(ctx.run)
+    except shard_format.ShardFormatError as error:
+        raise StageError(f"verification after writing failed: {error}") from None
+    ctx.count("shards.verified", result.shards)
+    log.info("shards: %d shards verified: %s", result.shards,
+             ", ".join(f"{s} {result.documents[s]:,} docs / {result.tokens[s]:,} tokens" for s in SPLITS))
+
+
+def external_inputs(run: RunDir, config: dict) -> list[FileEntry]:
+    source = docsource.find_documents(run)
+    return (source.files if source else []) + rundir.match(run.path(*TOKENIZER_FILE))
+
+
+def upstream(run: RunDir, config: dict) -> list[str]:
+    source = docsource.find_documents(run)
+    return upstream_fingerprints(run, ([source.stage] if source else []) + ["tokenizer"])
+
+
+STAGE = Stage(
+    name=NAME,
+    help="encode the documents with the run's tokenizer into Arrow token shards (train/val) and manifest.json",
+    options=[
+        Option("--val-fraction", "share of documents (by a hash of doc_id) in the val split; at least one document",
+               float, 0.0005),
+        Option("--shard-tokens", "about this many tokens per shard", int, 100_000_000),
+        Option("--encoder", "encoding engine: tiktoken on our BPE files (ids checked equal), tokenizers, or auto",
+               str, "auto", choices=ENGINES),
+    ],
+    execute=execute,
+    external_inputs=external_inputs,
+    upstream=upstream,
+    outputs=[NAME],
+    actions=[Action("--verify", "only check the written shards against manifest.json (checksums, dtype, eot, "
+                                "vocabulary, totals) and exit", verify_command)],
+)

@@ -1,0 +1,348 @@
+"""Tests for the shards stage: the Beam job, the manifest, the train/val split, determinism and --verify."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tests.tokenizer_corpus import real_pages, tricky_docs, write_docs
+from webtext.pipeline import bpe, shards as shards_stage
+from webtext.pipeline.beamio import read_parquet_rows
+from webtext.pipeline.cli import main as webtext
+from webtext.pipeline.encoder import Encoder
+from webtext.pipeline.rundir import RunDir
+from webtext.train import shards as shard_format
+from webtext.train.shards import Manifest, Shard
+
+SHARD_TOKENS = 20_000
+VAL_FRACTION = 0.05
+FNAPI = "--runner=FnApiRunner"
+MULTIPROCESS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+
+
+def corpus_rows(shared_data: Path) -> list[dict]:
+    """Real pages and tricky texts, plus one document per reject reason and a duplicated doc_id."""
+    rows = real_pages(shared_data) + tricky_docs()
+    rows += [{"doc_id": "empty", "text": "", "url": None},
+             {"doc_id": "null-text", "text": None, "url": None},
+             {"doc_id": None, "text": "a document without an id", "url": None},
+             {"doc_id": "", "text": "a document with an empty id", "url": None},
+             {"doc_id": "tricky-0", "text": "a second document claiming the id tricky-0", "url": None}]
+    return rows
+
+
+def make_run(root: Path, rows: list[dict], files: int, *shard_args: str, vocab_size: int = 1000) -> Path:
+    write_docs(root / "docs", rows, files=files)
+    assert webtext(["tokenizer", str(root), "--vocab-size", str(vocab_size)]) == 0
+    assert webtext(["shards", str(root), "--shard-tokens", str(SHARD_TOKENS), "--val-fraction", str(VAL_FRACTION),
+                    *shard_args]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, shared_data) -> Path:
+    return make_run(tmp_path_factory.mktemp("shards") / "run", corpus_rows(shared_data), 2, FNAPI)
+
+
+def shard_bytes(run: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted((run / "shards").glob("*")) if path.name != "_SUCCESS"}
+
+
+def stats(run: Path) -> dict[str, int]:
+    return json.loads((run / "stats" / "shards.json").read_text())["counters"]
+
+
+def copy_run(run: Path, destination: Path) -> Path:
+    shutil.copytree(run, destination)
+    return destination
+
+
+# -- what the stage writes ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.realdata
+def test_manifest_describes_the_shards(run):
+    manifest = Manifest.load(run / "shards")
+    tokenizer_json = (run / "tokenizer" / "tokenizer.json").read_bytes()
+    assert manifest.tokenizer_sha256 == hashlib.sha256(tokenizer_json).hexdigest()
+    assert (manifest.vocab_size, manifest.eot_id, manifest.dtype) == (1000, 999, "uint16")
+    raw = json.loads((run / "shards" / "manifest.json").read_text())
+    assert raw["format"] == "webtext-shards" and raw["version"] == 1
+    assert [s["name"] for s in raw["shards"]] == sorted(s["name"] for s in raw["shards"] if s["split"] == "train") + \
+        sorted(s["name"] for s in raw["shards"] if s["split"] == "val")
+    names = {path.name for path in (run / "shards").glob("*.arrow")}
+    assert names == {info.name for info in manifest.shards}
+    for info in manifest.shards:
+        assert shard_format.sha256_file(run / "shards" / info.name) == info.sha256
+        shard = Shard(run / "shards" / info.name)
+        assert (shard.num_documents, shard.num_tokens, shard.dtype) == (info.documents, info.tokens, "uint16")
+    shard_format.verify(manifest)
+
+
+@pytest.mark.realdata
+def test_every_document_decodes_back_to_its_text(run, shared_data):
+    texts = {row["doc_id"]: {row["text"]} for row in real_pages(shared_data) + tricky_docs()}
+    texts["tricky-0"].add("a second document claiming the id tricky-0")  # one of the two stays
+    encoder = Encoder((run / "tokenizer" / "tokenizer.json").read_bytes())
+    seen = []
+    for path in sorted((run / "shards").glob("*.arrow")):
+        shard = Shard(path)
+        for index in range(len(shard)):
+            tokens = shard.document(index)
+            assert np.shares_memory(tokens, shard.tokens)  # a view of the memory map
+            assert tokens[-1] == encoder.eot_id and encoder.eot_id not in tokens[:-1]
+            assert encoder.decode(tokens[:-1]) in texts[shard.doc_id(index)]
+            seen.append(shard.doc_id(index))
+    assert sorted(seen) == sorted(texts)  # each kept document exactly once; the second "tricky-0" was dropped
+
+
+@pytest.mark.realdata
+def test_split_is_a_stable_hash_of_doc_id_with_a_val_shard(run):
+    manifest = Manifest.load(run / "shards")
+    assert manifest.split("val") and manifest.split("train")
+    for info in manifest.shards:
+        for doc_id in Shard(run / "shards" / info.name).doc_ids.to_pylist():
+            assert shard_format.split_for_doc(doc_id, VAL_FRACTION) == info.split
+
+
+@pytest.mark.realdata
+def test_shards_hold_about_shard_tokens_in_hash_order(run):
+    manifest = Manifest.load(run / "shards")
+    for split in ("train", "val"):
+        infos = manifest.split(split)
+        total = manifest.split_tokens(split)
+        assert len(infos) == max(1, -(-total // SHARD_TOKENS))
+        assert [info.name for info in infos] == [shard_format.shard_name(split, i) for i in range(len(infos))]
+        previous_last = -1
+        for info in infos:
+            shard = Shard(run / "shards" / info.name)
+            longest = int(np.diff(shard.offsets).max())
+            assert info.tokens <= total / len(infos) + longest
+            hashes = [shards_stage.doc_hash(d) for d in shard.doc_ids.to_pylist()]
+            assert hashes == sorted(hashes) and hashes[0] > previous_last
+            previous_last = hashes[-1]
+
+
+@pytest.mark.realdata
+def test_rejects_and_counters(run):
+    rejects = [row for path in sorted((run / "rejects" / "shards").glob("*.parquet")) for row in read_parquet_rows(str(path))]
+    reasons = sorted(row["reason"] for row in rejects)
+    assert reasons == ["duplicate_doc_id", "empty_text", "missing_doc_id", "missing_doc_id", "missing_text"]
+    assert {row["item_id"] for row in rejects if row["reason"] == "duplicate_doc_id"} == {"tricky-0"}
+    counters = stats(run)
+    manifest = Manifest.load(run / "shards")
+    kept = 91 + 6
+    assert counters["docs.read"] == kept + 5 and counters["docs.encoded"] == kept + 1
+    assert counters["reject.duplicate_doc_id"] == 1 and counters["reject.missing_doc_id"] == 2
+    assert counters["reject.empty_text"] == 1 and counters["reject.missing_text"] == 1
+    assert counters["docs.train"] + counters["docs.val"] == kept
+    assert counters["tokens.train"] == manifest.split_tokens("train")
+    assert counters["tokens.val"] == manifest.split_tokens("val")
+    assert counters["shards.verified"] == len(manifest.shards)
+    assert counters["docs.cross_checked"] > 0  # tiktoken's ids were compared with tokenizers' on real documents
+
+
+# -- determinism --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_same_files_with_two_workers_and_the_tokenizers_engine(run, tmp_path, shared_data):
+    other = make_run(tmp_path / "run", corpus_rows(shared_data), 2, *MULTIPROCESS, "--encoder", "tokenizers")
+    assert shard_bytes(other) == shard_bytes(run)
+    assert stats(other).get("docs.cross_checked", 0) == 0  # no second engine to compare with
+
+
+@pytest.mark.realdata
+def test_same_files_whatever_the_input_layout(run, tmp_path, shared_data):
+    other = make_run(tmp_path / "run", corpus_rows(shared_data)[::-1], 5, FNAPI)
+    assert shard_bytes(other) == shard_bytes(run)
+
+
+# -- the original GPT-2 vocabulary --------------------------------------------------------------------------------
+
+
+@pytest.mark.realdata
+def test_gpt2_vocabulary_shards_hold_openai_ids(tmp_path, shared_data, webtext_cli, beam_args):
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    run = tmp_path / "run"
+    pages = real_pages(shared_data)[:30] + tricky_docs()
+    write_docs(run / "docs", pages)
+    gpt2_dir = shared_data / "gpt2-tokenizer"
+    assert webtext_cli("tokenizer", run, "--from-gpt2", gpt2_dir) == 0
+    assert webtext_cli("shards", run, "--val-fraction", "0.1", *beam_args) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TIKTOKEN_CACHE_DIR", "")
+        ranks = data_gym_to_mergeable_bpe_ranks(str(gpt2_dir / "vocab.bpe"), str(gpt2_dir / "encoder.json"))
+    reference = tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                                  special_tokens={"<|endoftext|>": 50256})
+    texts = {page["doc_id"]: page["text"] for page in pages}
+    manifest = Manifest.load(run / "shards")
+    assert (manifest.vocab_size, manifest.eot_id, manifest.dtype) == (50257, 50256, "uint16")
+    for info in manifest.shards:
+        for doc_id, tokens in Shard(run / "shards" / info.name):
+            assert tokens.tolist() == reference.encode_ordinary(texts.pop(doc_id)) + [50256]
+    assert not texts
+
+
+# -- verification -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.realdata
+def test_verify_passes_on_good_shards(run, webtext_cli, capsys):
+    assert webtext_cli("shards", run, "--verify") == 0
+    out = capsys.readouterr().out
+    assert "verified" in out and "train" in out and "val" in out
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_verify_names_a_damaged_shard(run, tmp_path, webtext_cli, capsys, damage):
+    copy = copy_run(run, tmp_path / "run")
+    victim = copy / "shards" / "train-00001.arrow"
+    data = bytearray(victim.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
+    elif damage == "truncate":
+        victim.write_bytes(bytes(data[: len(data) // 3]))
+    else:
+        victim.unlink()
+    assert webtext_cli("shards", copy, "--verify") == 2
+    err = capsys.readouterr().err
+    assert "verification failed" in err and str(victim) in err
+    assert {"flip": "sha256", "truncate": "sha256", "delete": "missing"}[damage] in err
+
+
+@pytest.mark.realdata
+def test_verify_checks_contents_not_only_checksums(run, tmp_path):
+    copy = copy_run(run, tmp_path / "run")
+    manifest = Manifest.load(copy / "shards")
+    info = manifest.split("train")[0]
+    shard = Shard(copy / "shards" / info.name)
+    tokens = shard.tokens.copy()
+    tokens[shard.offsets[1] - 1] = 5  # the first document no longer ends with eot
+    stats_ = shard_format.write_shard_arrays(copy / "shards" / info.name, tokens, shard.offsets,
+                                             shard.doc_ids.to_pylist(), "uint16")
+    manifest.shards[manifest.shards.index(info)] = shard_format.ShardInfo.from_stats(info.name, "train", stats_)
+    manifest.save()
+    with pytest.raises(shard_format.ShardFormatError, match=f"{info.name}.*does not end with the end-of-text id"):
+        shards_stage.verify_shards(RunDir(str(copy)))
+
+
+@pytest.mark.realdata
+def test_verify_refuses_shards_of_another_tokenizer(run, tmp_path, webtext_cli, capsys):
+    copy = copy_run(run, tmp_path / "run")
+    tokenizer = copy / "tokenizer" / "tokenizer.json"
+    tokenizer.write_bytes(tokenizer.read_bytes() + b"\n")
+    assert webtext_cli("shards", copy, "--verify") == 2
+    assert "rerun the shards stage" in capsys.readouterr().err
+
+
+def test_verify_without_shards_says_so(tmp_path, webtext_cli, capsys):
+    assert webtext_cli("shards", tmp_path / "run", "--verify") == 2
+    assert "no shard manifest here" in capsys.readouterr().err
+
+
+# -- planning -----------------------------------------------------------------------------------------------------
+
+
+def test_plan_cuts_near_equal_shards_and_keeps_equal_hashes_together():
+    hashes = np.array([2**63 + i * 1000 for i in range(100)] + [5], dtype=np.uint64)
+    lengths = np.full(101, 10, dtype=np.int64)
+    plan = shards_stage.make_plan((hashes, lengths), val_fraction=0.0, shard_tokens=250)
+    assert plan.names[0] == "val-00000" + ".arrow" and plan.splits.count("val") == 1
+    located = plan.locate(hashes)
+    assert located[-1] == 0 and (located[:-1] > 0).all()  # the lowest hash alone is val: at least one val document
+    sizes = np.bincount(located[:-1])[1:] * 10
+    assert len(sizes) == 4 and sizes.sum() == 1000 and sizes.max() - sizes.min() <= 10
+
+    doubled = np.repeat(np.arange(1, 51, dtype=np.uint64) * 2**57, 2)  # pairs of equal hashes
+    plan = shards_stage.make_plan((doubled, np.full(100, 7, np.int64)), val_fraction=0.0, shard_tokens=33)
+    located = plan.locate(doubled)
+    assert (located[0::2] == located[1::2]).all()
+    assert plan.splits.count("val") == 1 and (located[:2] == 0).all() and (located[2:] > 0).all()
+
+
+def test_plan_never_makes_more_shards_than_documents():
+    hashes = np.arange(1, 11, dtype=np.uint64) * 2**60
+    plan = shards_stage.make_plan((hashes, np.full(10, 1000, np.int64)), val_fraction=0.0, shard_tokens=1)
+    assert plan.splits == ["val"] + ["train"] * 9
+    assert list(plan.locate(hashes)) == list(range(10))
+
+
+def test_plan_val_fraction_matches_train_split_for_doc():
+    doc_ids = [f"doc-{i}" for i in range(2000)]
+    hashes = np.array([shards_stage.doc_hash(d) for d in doc_ids], dtype=np.uint64)
+    plan = shards_stage.make_plan((hashes, np.ones(2000, np.int64)), val_fraction=0.1, shard_tokens=10**9)
+    located = plan.locate(hashes)
+    for doc_id, position in zip(doc_ids, located):
+        assert plan.splits[position] == shard_format.split_for_doc(doc_id, 0.1)
+
+
+def test_plan_of_nothing_is_empty():
+    plan = shards_stage.make_plan((np.empty(0, np.uint64), np.empty(0, np.int64)), 0.1, 100)
+    assert plan.names == []
+
+
+# -- errors ---------------------------------------------------------------------------------------------------------
+
+
+def test_stage_errors_are_clear(tmp_path, webtext_cli, capsys, beam_args):
+    run = tmp_path / "run"
+    rows = [{"doc_id": f"d{i}", "text": f"text number {i} " * 20, "url": None} for i in range(8)]
+    write_docs(run / "docs", rows)
+    assert webtext_cli("shards", run, *beam_args) == 2
+    assert "tokenizer.json not found" in capsys.readouterr().err
+
+    assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0
+    assert webtext_cli("shards", run, "--val-fraction", "1.0", *beam_args) == 2
+    assert "--val-fraction must lie in [0, 1)" in capsys.readouterr().err
+
+    write_docs(run / "docs", [{"doc_id": f"d{i}", "text": "", "url": None} for i in range(3)])
+    assert webtext_cli("shards", run, *beam_args) == 2
+    assert "all 3 were rejected" in capsys.readouterr().err
+
+    write_docs(run / "docs", rows[:3])
+    assert webtext_cli("shards", run, "--val-fraction", "0.999", *beam_args) == 2
+    assert "every document fell into the val split" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_shards_on_a_non_local_filesystem_go_through_a_temporary_file(run, tmp_path, monkeypatch, beam_args):
+    """The gs:// path: shards written to a local temp file and copied through Beam's FileSystems, and verified
+    after copying them back one at a time (exercised here on local disk by treating it as remote)."""
+    copy = copy_run(run, tmp_path / "run")
+    monkeypatch.setattr(shards_stage, "_is_local", lambda path: False)
+    assert webtext(["shards", str(copy), "--force", "--shard-tokens", str(SHARD_TOKENS),
+                    "--val-fraction", str(VAL_FRACTION), *beam_args]) == 0
+    assert shard_bytes(copy) == shard_bytes(run)
+    assert shards_stage.verify_shards(RunDir(str(copy))).shards == len(Manifest.load(run / "shards").shards)
+    victim = copy / "shards" / "val-00000.arrow"
+    victim.write_bytes(victim.read_bytes()[:-10])
+    with pytest.raises(shard_format.ShardFormatError, match=f"{victim}: sha256"):
+        shards_stage.verify_shards(RunDir(str(copy)))
+
+
+def test_small_corpus_makes_one_train_and_one_val_shard(tmp_path, webtext_cli, beam_args):
+    run = tmp_path / "run"
+    rows = [{"doc_id": f"d{i}", "text": f"short document {i} with a few words", "url": None} for i in range(20)]
+    schema = pa.schema([("doc_id", pa.string()), ("text", pa.large_string()), ("url", pa.string())])
+    write_docs(run / "dedup", rows, schema=schema)
+    assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0
+    assert webtext_cli("shards", run, *beam_args) == 0
+    manifest = Manifest.load(run / "shards")
+    assert [info.name for info in manifest.shards] == ["train-00000.arrow", "val-00000.arrow"]
+    assert manifest.split("val")[0].documents == 1 and manifest.split("train")[0].documents == 19
+    encoder = Encoder((run / "tokenizer" / "tokenizer.json").read_bytes())
+    val_doc, tokens = next(iter(Shard(run / "shards" / "val-00000.arrow")))
+    assert encoder.decode(tokens[:-1]) == rows[int(val_doc[1:])]["text"]
+    assert bpe.ENDOFTEXT == encoder.decode(tokens[-1:])
