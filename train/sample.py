@@ -91,9 +91,12 @@ def find_tokenizer(checkpoint: Path, meta: dict, explicit: str | None = None) ->
 
 
 def load_tokenizer(path: Path):
+    """The run's tokenizer; a literal "<|endoftext|>" typed in a prompt stays text, as in the corpus encoding."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(path))
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.encode_special_tokens = True
+    return tokenizer
 
 
 def eot_id_of(tokenizer, meta: dict) -> int | None:
