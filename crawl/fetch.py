@@ -1,0 +1,617 @@
+"""The HTTP fetcher: polite, bounded and guarded fetching of HTML pages, with robots.txt, redirects and retries.
+
+Every response is handed to an `archive` callback (the WARC writer) as it was received. Each outcome that is not a
+page ready for extraction carries a reject reason (`timeout`, `too-large`, `robots-disallowed`, `http-404`, …).
+"""
+from __future__ import annotations
+
+import email.utils
+import http.client
+import logging
+import random
+import socket
+import ssl
+import threading
+import time
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3.exceptions
+
+from webtext.crawl.addresses import (AddressBlocked, AddressGuard, PinnedAdapter, ResolveFailed, observe_sockets,
+                                     system_resolve)
+from webtext.crawl.politeness import HostScheduler
+from webtext.crawl.robots import ROBOTS_MAX_BYTES, RobotsRules, robots_url, rules_for_status
+from webtext.crawl.warc import HttpExchange
+
+log = logging.getLogger(__name__)
+
+DEFAULT_USER_AGENT = "webtext-crawler/0.1 (+https://github.com/webtext-corpus/webtext/blob/main/docs/crawl.md)"
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+PAGE_STATUSES = frozenset({200, 203})
+SMALL_BODY_BYTES = 64 * 1024  # what we keep of error pages and redirect bodies
+ROBOTS_CACHE_SECONDS = 24 * 3600  # RFC 9309: a cached robots.txt should not be used for longer than 24 hours
+NETWORK_FAILURES = frozenset({"timeout", "connection-error", "dns-error", "tls-error"})
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    """How to fetch: identity, limits, timeouts, retries, politeness and the address policy."""
+
+    user_agent: str = DEFAULT_USER_AGENT
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    page_deadline: float = 60.0  # the most one exchange may take, first byte to last: slow drips end here
+    max_bytes: int = 5_000_000  # body bytes as received
+    max_decompressed_bytes: int = 25_000_000
+    max_redirects: int = 5
+    retries: int = 3
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    retry_after_max: float = 120.0
+    host_delay: float = 1.0
+    max_crawl_delay: float = 60.0
+    allow_private_addresses: bool = False
+    allowed_networks: tuple[str, ...] = ()
+    ca_bundle: str | None = None  # a CA file instead of the system's (tests with their own certificates)
+
+
+class FetchFailure(Exception):
+    """Why a fetch ended without a page; `retryable` failures are tried again up to the retry limit."""
+
+    def __init__(self, reason: str, detail: str = "", retryable: bool = False, exchange: HttpExchange | None = None):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.retryable, self.exchange = reason, detail, retryable, exchange
+
+
+@dataclass
+class FetchResult:
+    """The outcome of fetching one link: a page ready for extraction (`reason` is None) or why not."""
+
+    url: str
+    reason: str | None = None
+    detail: str = ""
+    final_url: str | None = None
+    status: int | None = None
+    content_type: str = ""
+    body: bytes = b""  # content-decoded
+    bytes_received: int = 0  # as received, over all exchanges of this link
+    elapsed: float = 0.0
+    attempts: int = 0
+    redirects: int = 0
+    fetched_at: float = 0.0  # epoch seconds
+    warc_file: str | None = None
+    warc_offset: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+# -- small pure helpers, shared with the WARC replay ------------------------------------------------------------------
+
+def host_key(url: str) -> str:
+    """The politeness key of a URL: its lower-cased host, with the port unless it is the scheme's default."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return host if port in (None, default) else f"{host}:{port}"
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_html(content_type: str | None) -> bool:
+    """HTML or XHTML; a missing Content-Type is given the benefit of the doubt (the body is sniffed later)."""
+    kind = media_type(content_type)
+    return kind == "" or kind in HTML_TYPES
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None when absent or invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment is None:
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def redirect_target(base: str, exchange: HttpExchange) -> str | None:
+    """The absolute URL a redirect points to; None when the response is not a redirect."""
+    if exchange.status not in REDIRECT_STATUSES:
+        return None
+    location = (exchange.header("location") or "").strip()
+    if not location:
+        raise FetchFailure("bad-redirect", f"{exchange.status} without a Location header")
+    target = urljoin(base, location).split("#", 1)[0]
+    if urlsplit(target).scheme.lower() not in ("http", "https"):
+        raise FetchFailure("bad-redirect", f"redirect to a non-HTTP URL: {location[:200]}")
+    return target
+
+
+def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """The body with its Content-Encoding (gzip, deflate, identity) undone, refusing more than `limit` bytes."""
+    encodings = [e.strip().lower() for e in (content_encoding or "").split(",") if e.strip()]
+    data = raw
+    for encoding in reversed(encodings):
+        if encoding in ("identity", "none"):
+            continue
+        if encoding in ("gzip", "x-gzip"):
+            data = _inflate(data, zlib.MAX_WBITS | 16, limit)
+        elif encoding == "deflate":
+            try:
+                data = _inflate(data, zlib.MAX_WBITS, limit)
+            except FetchFailure as failure:
+                if failure.reason != "bad-encoding":
+                    raise
+                data = _inflate(data, -zlib.MAX_WBITS, limit)  # raw deflate without the zlib header, as IIS sends
+        else:
+            raise FetchFailure("bad-encoding", f"unsupported Content-Encoding {encoding!r}")
+    if len(data) > limit:
+        raise FetchFailure("too-large", f"body of {len(data):,} bytes is over {limit:,}")
+    return data
+
+
+def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
+    output = bytearray()
+    remaining = data
+    try:
+        while remaining:
+            inflater = zlib.decompressobj(wbits)
+            output += inflater.decompress(remaining, limit - len(output) + 1)
+            if len(output) > limit:
+                raise FetchFailure("decompression-bomb", f"decompresses to more than {limit:,} bytes "
+                                   f"from {len(data):,}")
+            if not inflater.eof:
+                break  # a truncated stream: keep what decompressed
+            remaining = inflater.unused_data if wbits & 16 else b""  # gzip may have several members
+    except zlib.error as error:
+        raise FetchFailure("bad-encoding", f"corrupt compressed body: {error}") from None
+    return bytes(output)
+
+
+def page_outcome(exchange: HttpExchange, config: FetchConfig) -> bytes:
+    """The decoded HTML body of a final (non-redirect) response; raises FetchFailure when it is not a usable page."""
+    if exchange.status not in PAGE_STATUSES:
+        phrase = exchange.reason_phrase or http.client.responses.get(exchange.status, "")
+        raise FetchFailure(f"http-{exchange.status}", phrase)
+    content_type = exchange.header("content-type", "")
+    if not is_html(content_type):
+        raise FetchFailure("not-html", content_type or "")
+    if exchange.truncated == "length":
+        raise FetchFailure("too-large", f"body over {config.max_bytes:,} bytes")
+    if exchange.truncated == "time":
+        raise FetchFailure("timeout", "body not complete within the page deadline")
+    if exchange.truncated:
+        raise FetchFailure("connection-error", f"body truncated ({exchange.truncated})")
+    return decode_body(exchange.body, exchange.header("content-encoding"), config.max_decompressed_bytes)
+
+
+def backoff_seconds(attempt: int, config: FetchConfig, rng: random.Random) -> float:
+    """Exponential backoff with jitter: base·2^attempt, capped, times a random factor in [0.5, 1)."""
+    return min(config.backoff_max, config.backoff_base * (2 ** attempt)) * (0.5 + rng.random() / 2)
+
+
+def _retryable_status(status: int) -> bool:
+    return status == 429 or (500 <= status < 600 and status not in (501, 505))
+
+
+# -- the deadline watchdog ------------------------------------------------------------------------------------------
+
+class _Deadline:
+    """One exchange's deadline; the sockets it used are shut down when it passes, which ends any blocked read."""
+
+    def __init__(self, at: float):
+        self.at = at
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def attach(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shutdown(sock)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class Watchdog:
+    """A thread that enforces exchange deadlines, so no read can outlive its deadline (a header that drips in
+    byte by byte never trips a read timeout)."""
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._active: set[_Deadline] = set()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @contextmanager
+    def deadline(self, at: float) -> Iterator[_Deadline]:
+        guard = _Deadline(at)
+        with self._condition:
+            self._active.add(guard)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fetch-watchdog", daemon=True)
+                self._thread.start()
+            self._condition.notify()
+        try:
+            yield guard
+        finally:
+            with self._condition:
+                self._active.discard(guard)
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify()
+
+    def _run(self) -> None:
+        with self._condition:
+            while not self._closed:
+                now = time.monotonic()
+                for guard in [g for g in self._active if g.at <= now]:
+                    self._active.discard(guard)
+                    guard.expire()
+                nearest = min((g.at for g in self._active), default=None)
+                self._condition.wait(None if nearest is None else max(0.0, nearest - now))
+
+
+# -- robots.txt verdicts --------------------------------------------------------------------------------------------
+
+@dataclass
+class RobotsVerdict:
+    """What robots.txt of an origin says, or why it cannot tell (`failure` becomes the links' reject reason)."""
+
+    rules: RobotsRules
+    failure: str | None = None
+    detail: str = ""
+    fetched_at: float = field(default_factory=time.monotonic)
+
+
+# -- the fetcher ----------------------------------------------------------------------------------------------------
+
+class Fetcher:
+    """Fetches pages politely and safely. Thread-safe: one instance serves all host threads of a worker."""
+
+    def __init__(self, config: FetchConfig, archive: Callable[[HttpExchange], tuple[str, int]] | None = None,
+                 scheduler: HostScheduler | None = None, resolver: Callable[[str, int], list[str]] | None = None,
+                 seed: int | None = None):
+        self.config = config
+        self.archive = archive
+        self.scheduler = scheduler or HostScheduler(config.host_delay)
+        self.guard = AddressGuard(allow_private=config.allow_private_addresses,
+                                  allowed_networks=config.allowed_networks, resolver=resolver or system_resolve)
+        self.session = self._session()
+        self.watchdog = Watchdog()
+        self._rng = random.Random(seed)
+        self._robots: dict[str, RobotsVerdict] = {}
+        self._robots_locks: dict[str, threading.Lock] = {}
+        self._robots_lock = threading.Lock()
+
+    def _session(self) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False  # no proxies or .netrc from the environment: they would bypass the guard
+        adapter = PinnedAdapter(self.guard, pool_connections=256, pool_maxsize=4, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers.clear()
+        session.headers.update({
+            "User-Agent": self.config.user_agent,
+            "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
+            "Accept-Encoding": "gzip, deflate",
+        })
+        session.verify = self.config.ca_bundle or True
+        return session
+
+    def close(self) -> None:
+        self.session.close()
+        self.watchdog.close()
+
+    # -- pages ------------------------------------------------------------------------------------------------------
+
+    def fetch_page(self, url: str) -> FetchResult:
+        """Fetches one link: robots.txt and the address guard at every hop, redirects by hand, retries, limits."""
+        started = time.monotonic()
+        result = FetchResult(url=url, fetched_at=time.time())
+        current, seen = url, {url}
+        try:
+            for hop in range(self.config.max_redirects + 1):
+                if urlsplit(current).scheme.lower() not in ("http", "https"):
+                    raise FetchFailure("bad-url", f"not an http(s) URL: {current[:200]}")
+                self._check_robots(current)
+                exchange = self._attempts(current, result, page=True)
+                result.final_url, result.status = current, exchange.status
+                target = redirect_target(current, exchange)
+                if target is None:
+                    result.content_type = exchange.header("content-type", "") or ""
+                    result.body = page_outcome(exchange, self.config)
+                    return result
+                if hop == self.config.max_redirects:
+                    raise FetchFailure("too-many-redirects", f"more than {self.config.max_redirects} redirects")
+                if target in seen:
+                    raise FetchFailure("redirect-loop", f"{current} -> {target}")
+                seen.add(target)
+                current = target
+                result.redirects += 1
+            raise AssertionError("unreachable")
+        except FetchFailure as failure:
+            result.reason, result.detail = failure.reason, failure.detail[:500]
+        finally:
+            result.elapsed = time.monotonic() - started
+        return result
+
+    def _check_robots(self, url: str) -> None:
+        verdict = self.robots(url)
+        if verdict.failure:
+            raise FetchFailure(verdict.failure, verdict.detail)
+        if not verdict.rules.allowed(url):
+            raise FetchFailure("robots-disallowed", urlsplit(url).path[:200])
+
+    # -- robots.txt -------------------------------------------------------------------------------------------------
+
+    def robots(self, url: str) -> RobotsVerdict:
+        """The cached robots.txt verdict of the URL's origin, fetched once (per day) even with many threads asking."""
+        origin = robots_url(url)
+        with self._robots_lock:
+            lock = self._robots_locks.setdefault(origin, threading.Lock())
+        with lock:
+            verdict = self._robots.get(origin)
+            if verdict is None or time.monotonic() - verdict.fetched_at > ROBOTS_CACHE_SECONDS:
+                verdict = self._fetch_robots(origin)
+                self._robots[origin] = verdict
+        return verdict
+
+    def _fetch_robots(self, robots_address: str) -> RobotsVerdict:
+        current = robots_address
+        for hop in range(6):  # RFC 9309: follow at least five redirects
+            try:
+                exchange = self._attempts(current, None, page=False)
+                target = redirect_target(current, exchange)
+            except FetchFailure as failure:
+                if hop == 0 and failure.reason in ("address-blocked", "dns-error", "tls-error", "bad-url"):
+                    return RobotsVerdict(RobotsRules.disallowing_all(), failure.reason, failure.detail)
+                return RobotsVerdict(RobotsRules.disallowing_all(), "robots-unreachable",
+                                     f"robots.txt: {failure.reason} {failure.detail}".strip())
+            if target is None:
+                return self._robots_verdict(robots_address, exchange)
+            current = target
+        return RobotsVerdict(RobotsRules.allowing_all())  # too many redirects: unavailable, so allowed
+
+    def _robots_verdict(self, robots_address: str, exchange: HttpExchange) -> RobotsVerdict:
+        try:
+            body = decode_body(exchange.body, exchange.header("content-encoding"), ROBOTS_MAX_BYTES * 4)
+        except FetchFailure:
+            body = b""
+        rules = rules_for_status(exchange.status, body, self.config.user_agent)
+        if rules.disallow_all:
+            return RobotsVerdict(rules, "robots-unreachable", f"robots.txt answered {exchange.status}")
+        delay = rules.crawl_delay
+        if delay is not None and delay > self.config.host_delay:
+            if delay > self.config.max_crawl_delay:
+                return RobotsVerdict(rules, "crawl-delay-too-long",
+                                     f"Crawl-delay {delay:g}s is over --max-crawl-delay {self.config.max_crawl_delay:g}s")
+            self.scheduler.set_delay(host_key(robots_address), delay)
+        return RobotsVerdict(rules)
+
+    # -- one URL, with retries --------------------------------------------------------------------------------------
+
+    def _attempts(self, url: str, result: FetchResult | None, page: bool) -> HttpExchange:
+        """Requests a URL until it answers with something other than a retryable error, or the retries run out."""
+        host = host_key(url)
+        not_before = 0.0
+        for attempt in range(self.config.retries + 1):
+            failure: FetchFailure | None = None
+            with self.scheduler.turn(host, not_before=not_before):
+                try:
+                    exchange = self._exchange(url, page)
+                except FetchFailure as error:
+                    failure, exchange = error, error.exchange
+            if result is not None:
+                result.attempts += 1
+            if exchange is not None:
+                self._archive(exchange, result)
+            last = attempt == self.config.retries
+            if failure is not None:
+                if not failure.retryable or last:
+                    raise failure
+                wait = backoff_seconds(attempt, self.config, self._rng)
+            elif _retryable_status(exchange.status) and not last:
+                retry_after = parse_retry_after(exchange.header("retry-after"))
+                if retry_after is not None and retry_after > self.config.retry_after_max:
+                    return exchange  # the server asks for a longer pause than we wait: give up on this link
+                wait = retry_after if retry_after is not None else backoff_seconds(attempt, self.config, self._rng)
+            else:
+                return exchange
+            log.debug("retrying %s in %.2fs (attempt %d)", url, wait, attempt + 1)
+            not_before = time.monotonic() + wait
+        raise AssertionError("unreachable")
+
+    def _archive(self, exchange: HttpExchange, result: FetchResult | None) -> None:
+        if result is not None:
+            result.bytes_received += len(exchange.body)
+        if self.archive is None:
+            return
+        try:
+            exchange.warc_file, exchange.warc_offset = self.archive(exchange)
+        except Exception:  # an archive problem must be loud but not lose the link's accounting
+            log.exception("could not archive the response of %s", exchange.url)
+            raise
+        if result is not None:
+            result.warc_file, result.warc_offset = exchange.warc_file, exchange.warc_offset
+
+    # -- one HTTP exchange ------------------------------------------------------------------------------------------
+
+    def _exchange(self, url: str, page: bool) -> HttpExchange:
+        """One GET with a streamed, size-capped body, all of it within the page deadline."""
+        config = self.config
+        started = time.time()
+        deadline = time.monotonic() + config.page_deadline
+        peers: list[str] = []
+
+        def watch(sock: socket.socket) -> None:
+            guard.attach(sock)
+            try:
+                peers.append(sock.getpeername()[0])
+            except OSError:
+                pass
+
+        with self.watchdog.deadline(deadline) as guard, observe_sockets(watch):
+            try:
+                response = self.session.get(url, stream=True, allow_redirects=False,
+                                            timeout=(config.connect_timeout, config.read_timeout))
+            except Exception as error:
+                raise self._failure(error, guard) from None
+            exchange = self._start_exchange(url, response, started, peers[-1] if peers else None)
+            limit, skipped = self._body_limit(exchange, page)
+            try:
+                complete = self._read_body(response, exchange, limit, skipped, deadline)
+            except Exception as error:
+                response.raw.close()
+                exchange.truncated = "time" if guard.expired else "disconnect"
+                failure = self._failure(error, guard)
+                failure.exchange = exchange
+                raise failure from None
+            if guard.expired:  # the watchdog closed the socket: what looked like the end of the body was not
+                complete, exchange.truncated = False, "time"
+            if complete:
+                response.raw.release_conn()
+            else:
+                response.raw.close()  # unread data stays on the socket: do not reuse the connection
+        return exchange
+
+    def _body_limit(self, exchange: HttpExchange, page: bool) -> tuple[int, str | None]:
+        """How much of the body to read, or why it is not read at all (a WARC-Truncated value)."""
+        if not page:
+            return (ROBOTS_MAX_BYTES if 200 <= exchange.status < 300 else SMALL_BODY_BYTES), None
+        if exchange.status in PAGE_STATUSES:
+            if not is_html(exchange.header("content-type")):
+                return 0, "unspecified"  # only HTML is downloaded
+            declared = exchange.header("content-length")
+            if declared and declared.isdigit() and int(declared) > self.config.max_bytes:
+                return 0, "length"
+            return self.config.max_bytes, None
+        return SMALL_BODY_BYTES, None
+
+    @staticmethod
+    def _start_exchange(url: str, response: requests.Response, started: float, ip: str | None) -> HttpExchange:
+        raw = response.raw
+        request_headers = [("Host", urlsplit(url).netloc.rpartition("@")[2])]
+        request_headers += list(response.request.headers.items())
+        return HttpExchange(
+            url=url, status=response.status_code, reason_phrase=response.reason or "",
+            http_version={10: "HTTP/1.0", 11: "HTTP/1.1"}.get(getattr(raw, "version", 11), "HTTP/1.1"),
+            response_headers=list(raw.headers.items()), request_headers=request_headers,
+            ip=ip, started_at=started)
+
+    @staticmethod
+    def _read_body(response: requests.Response, exchange: HttpExchange, limit: int, skipped: str | None,
+                   deadline: float) -> bool:
+        """Reads the body as received into the exchange; returns whether it was read to the end."""
+        if skipped:
+            exchange.truncated = skipped
+            return False
+        chunks, size = [], 0
+        while True:
+            if time.monotonic() > deadline:
+                exchange.body, exchange.truncated = b"".join(chunks), "time"
+                return False
+            chunk = response.raw.read1(64 * 1024, decode_content=False) or b""
+            if not chunk:
+                break
+            if size + len(chunk) > limit:
+                chunks.append(chunk[: limit - size])
+                exchange.body, exchange.truncated = b"".join(chunks), "length"
+                return False
+            chunks.append(chunk)
+            size += len(chunk)
+        exchange.body = b"".join(chunks)
+        return True
+
+    def _failure(self, error: Exception, guard: _Deadline) -> FetchFailure:
+        """The reject reason of an exception raised while requesting or reading."""
+        if guard.expired:
+            return FetchFailure("timeout", f"no complete response within {self.config.page_deadline:g}s")
+        if isinstance(error, FetchFailure):
+            return error
+        if isinstance(error, AddressBlocked):
+            return FetchFailure("address-blocked", str(error))
+        if isinstance(error, ResolveFailed):
+            return FetchFailure("dns-error", str(error))
+        if isinstance(error, requests.exceptions.ConnectTimeout):
+            return FetchFailure("timeout", f"connect timeout ({self.config.connect_timeout:g}s)", retryable=True)
+        timeouts = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, socket.timeout, TimeoutError)
+        if isinstance(error, timeouts):
+            return FetchFailure("timeout", f"read timeout ({self.config.read_timeout:g}s)")
+        if isinstance(error, (requests.exceptions.SSLError, urllib3.exceptions.SSLError, ssl.SSLError)):
+            return FetchFailure("tls-error", _short(error))
+        bad_url = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+                   urllib3.exceptions.LocationParseError, UnicodeError)
+        if isinstance(error, bad_url):
+            return FetchFailure("bad-url", _short(error))
+        connection = (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                      urllib3.exceptions.ProtocolError, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+        if isinstance(error, connection):
+            return FetchFailure("connection-error", _short(error), retryable=True)
+        return FetchFailure("fetch-error", _short(error))
+
+
+def _short(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:300]
+
+
+# -- a host's links, one after another ----------------------------------------------------------------------------
+
+def crawl_host(fetcher: Fetcher, links: Iterable[dict], max_pages: int = 0,
+               max_network_failures: int = 0) -> Iterator[tuple[dict, FetchResult]]:
+    """Fetches one host's links in order of `url_key`, yielding (link, result) for every link.
+
+    After `max_pages` links (0: no cap) the rest are rejected `host-cap`; after `max_network_failures` consecutive
+    network failures (0: never) the host counts as down and the rest are rejected `host-unreachable`."""
+    failures_in_a_row = 0
+    for index, link in enumerate(sorted(links, key=lambda row: (row.get("url_key") or "", row["url"]))):
+        url = link["url"]
+        if max_pages and index >= max_pages:
+            yield link, FetchResult(url=url, reason="host-cap", detail=f"more than {max_pages} links on this host")
+            continue
+        if max_network_failures and failures_in_a_row >= max_network_failures:
+            yield link, FetchResult(url=url, reason="host-unreachable",
+                                    detail=f"{failures_in_a_row} network failures in a row on this host")
+            continue
+        try:
+            result = fetcher.fetch_page(url)
+        except Exception as error:  # a bug: keep the link in the accounting and go on with the host
+            log.exception("fetching %s failed unexpectedly", url)
+            result = FetchResult(url=url, reason="fetch-error", detail=_short(error))
+        failures_in_a_row = failures_in_a_row + 1 if result.reason in NETWORK_FAILURES else 0
+        yield link, result

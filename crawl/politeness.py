@@ -1,0 +1,138 @@
+"""Politeness and concurrency: one request in flight per host with a delay between requests, many hosts at once.
+
+`HostScheduler` hands out turns per host; `HostPool` runs one thread per host in flight, so a worker crawls many hosts
+concurrently while each host's pages are fetched strictly one after another.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+
+class HostScheduler:
+    """At most one request in flight per host, and at least the host's delay from the end of one request to the
+    start of the next. Shared by all threads of a process, so redirects across hosts are polite too."""
+
+    def __init__(self, default_delay: float = 1.0):
+        self.default_delay = default_delay
+        self._condition = threading.Condition()
+        self._busy: set[str] = set()
+        self._free_at: dict[str, float] = {}
+        self._delays: dict[str, float] = {}
+
+    def set_delay(self, host: str, delay: float) -> None:
+        """A longer delay for one host (its robots.txt Crawl-delay); applies from its last request on."""
+        with self._condition:
+            previous = self.delay(host)
+            self._delays[host] = max(delay, self.default_delay)
+            if host in self._free_at:
+                self._free_at[host] += self._delays[host] - previous
+            self._condition.notify_all()
+
+    def delay(self, host: str) -> float:
+        return self._delays.get(host, self.default_delay)
+
+    @contextmanager
+    def turn(self, host: str, not_before: float = 0.0) -> Iterator[None]:
+        """Waits until the host is idle and its delay (and `not_before`, a monotonic time) has passed; holds it."""
+        with self._condition:
+            while True:
+                if host not in self._busy:
+                    ready_at = max(self._free_at.get(host, 0.0), not_before)
+                    wait = ready_at - time.monotonic()
+                    if wait <= 0:
+                        self._busy.add(host)
+                        break
+                    self._condition.wait(wait)
+                else:
+                    self._condition.wait()
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._busy.discard(host)
+                self._free_at[host] = time.monotonic() + self.delay(host)
+                self._prune()
+                self._condition.notify_all()
+
+    def _prune(self) -> None:
+        if len(self._free_at) > 100_000:  # forget hosts whose delay is long over
+            now = time.monotonic()
+            for host in [h for h, t in self._free_at.items() if t < now and h not in self._busy]:
+                del self._free_at[host]
+
+
+@dataclass
+class HostDone:
+    """Marks the end of one host's results in a `HostPool`'s output."""
+
+    host: str
+    error: str | None = None
+
+
+class HostPool:
+    """Crawls hosts concurrently: `submit` a host and its items, read results with `ready()` or `drain()`.
+
+    Each host runs in its own pool thread; `crawl_host(host, items)` yields results that are queued for the caller.
+    The caller must keep reading: a full result queue makes the host threads wait (back-pressure)."""
+
+    def __init__(self, crawl_host: Callable[[str, list], Iterable[Any]], max_hosts: int = 64, max_queued: int = 256):
+        self.crawl_host = crawl_host
+        self.max_hosts = max(1, max_hosts)
+        self._executor = ThreadPoolExecutor(max_workers=self.max_hosts, thread_name_prefix="host")
+        self._results: queue.Queue = queue.Queue(maxsize=max_queued)
+        self.in_flight = 0
+
+    def submit(self, host: str, items: list) -> Iterator[Any]:
+        """Starts a host; while all threads are busy, first yields results until one host finishes."""
+        while self.in_flight >= self.max_hosts:
+            yield from self._take(block=True)
+        self.in_flight += 1
+        self._executor.submit(self._run, host, items)
+
+    def ready(self) -> Iterator[Any]:
+        """The results available now, without waiting."""
+        yield from self._take(block=False)
+
+    def drain(self) -> Iterator[Any]:
+        """All remaining results, waiting for every submitted host to finish."""
+        while self.in_flight:
+            yield from self._take(block=True)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _take(self, block: bool) -> Iterator[Any]:
+        """One result (waiting for it if `block`), then whatever else is already queued."""
+        try:
+            item = self._results.get(block=block)
+        except queue.Empty:
+            return
+        while True:
+            if isinstance(item, HostDone):
+                self.in_flight -= 1
+                if item.error:
+                    log.error("host %s failed: %s", item.host, item.error)
+            yield item
+            try:
+                item = self._results.get_nowait()
+            except queue.Empty:
+                return
+
+    def _run(self, host: str, items: list) -> None:
+        error = None
+        try:
+            for result in self.crawl_host(host, items):
+                self._results.put(result)
+        except Exception as exc:  # a bug must not lose the host's accounting: the caller sees HostDone.error
+            log.exception("crawling %s failed", host)
+            error = f"{type(exc).__name__}: {exc}"
+        self._results.put(HostDone(host, error))

@@ -1,0 +1,172 @@
+"""robots.txt per RFC 9309: groups by product token, longest-match allow/disallow with `*` and `$`, and Crawl-delay.
+
+urllib.robotparser is not enough: it applies the first matching rule instead of the longest, ignores `*` and `$`
+inside paths and treats an unreachable file as allow-all. Fetching and caching live in `webtext.crawl.fetch`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309 asks crawlers to parse at least 500 KiB
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def product_token(user_agent: str) -> str:
+    """The robots.txt product token of a User-Agent string: its first word before any '/' (e.g. 'webtext-crawler')."""
+    token = user_agent.strip().split()[0] if user_agent.strip() else ""
+    return token.split("/")[0].lower()
+
+
+def normalize_path(path: str) -> str:
+    """Percent-encoding made comparable: non-ASCII and spaces encoded as UTF-8, escapes of unreserved characters
+    decoded, other escapes upper-cased (RFC 9309 section 2.2.2)."""
+    def unescape(match: re.Match) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+    encoded = "".join(c if 0x20 < ord(c) < 0x7F else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in path)
+    return _ESCAPE_RE.sub(unescape, encoded)
+
+
+@dataclass(frozen=True)
+class Rule:
+    allow: bool
+    pattern: str  # normalised; may contain `*` and a final `$`
+
+    @property
+    def priority(self) -> int:
+        """Longest match wins: the length of the pattern in octets (RFC 9309 section 2.2.2)."""
+        return len(self.pattern)
+
+    def matches(self, path: str) -> bool:
+        return _compile(self.pattern).match(path) is not None
+
+
+_PATTERN_CACHE: dict[str, re.Pattern] = {}
+
+
+def _compile(pattern: str) -> re.Pattern:
+    compiled = _PATTERN_CACHE.get(pattern)
+    if compiled is None:
+        anchored = pattern.endswith("$")
+        body = pattern[:-1] if anchored else pattern
+        regex = ".*".join(re.escape(part) for part in body.split("*"))
+        compiled = re.compile(regex + ("$" if anchored else ""), re.DOTALL)
+        if len(_PATTERN_CACHE) < 10_000:
+            _PATTERN_CACHE[pattern] = compiled
+    return compiled
+
+
+@dataclass
+class RobotsRules:
+    """The rules that apply to one crawler on one origin."""
+
+    rules: list[Rule] = field(default_factory=list)
+    crawl_delay: float | None = None
+    allow_all: bool = False
+    disallow_all: bool = False
+
+    @classmethod
+    def allowing_all(cls) -> RobotsRules:
+        return cls(allow_all=True)
+
+    @classmethod
+    def disallowing_all(cls) -> RobotsRules:
+        return cls(disallow_all=True)
+
+    def allowed(self, url: str) -> bool:
+        """Whether the crawler may fetch this URL (its path and query); /robots.txt itself is always allowed."""
+        parts = urlsplit(url)
+        path = parts.path or "/"
+        if path == "/robots.txt":
+            return True
+        if self.allow_all:
+            return True
+        if self.disallow_all:
+            return False
+        target = normalize_path(path + ("?" + parts.query if parts.query else ""))
+        best: Rule | None = None
+        for rule in self.rules:
+            if rule.matches(target):
+                better = best is None or rule.priority > best.priority
+                tie_goes_to_allow = best is not None and rule.priority == best.priority and rule.allow
+                if better or tie_goes_to_allow:
+                    best = rule
+        return best is None or best.allow
+
+
+@dataclass
+class _Group:
+    agents: list[str] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)
+    crawl_delay: float | None = None
+
+
+def _parse_groups(text: str) -> list[_Group]:
+    groups: list[_Group] = []
+    current: _Group | None = None
+    last_was_agent = False
+    for raw_line in text.splitlines():
+        line = raw_line.split("#", 1)[0].strip()
+        if ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        key, value = key.strip().lower().replace("_", "-"), value.strip()
+        if key in ("user-agent", "useragent"):
+            if current is None or not last_was_agent:
+                current = _Group()
+                groups.append(current)
+            current.agents.append(value.lower())
+            last_was_agent = True
+            continue
+        last_was_agent = False
+        if current is None:
+            continue  # rules before any user-agent line belong to no group
+        if key in ("allow", "disallow"):
+            if value:  # an empty Disallow allows everything; an empty Allow says nothing
+                current.rules.append(Rule(allow=key == "allow", pattern=normalize_path(value)))
+        elif key in ("crawl-delay", "crawldelay"):
+            try:
+                delay = float(value)
+            except ValueError:
+                continue
+            if delay >= 0 and delay == delay:  # not NaN
+                current.crawl_delay = delay if current.crawl_delay is None else max(current.crawl_delay, delay)
+    return groups
+
+
+def _agent_matches(agent: str, token: str) -> bool:
+    agent = agent.split("/")[0].strip()
+    return bool(agent) and agent != "*" and agent == token
+
+
+def parse_robots(text: str, user_agent: str) -> RobotsRules:
+    """The rules of the groups for our product token (all of them merged), else of the `*` groups, else none."""
+    token = product_token(user_agent)
+    groups = _parse_groups(text)
+    chosen = [g for g in groups if any(_agent_matches(a, token) for a in g.agents)]
+    if not chosen:
+        chosen = [g for g in groups if "*" in g.agents]
+    rules = [rule for group in chosen for rule in group.rules]
+    delays = [g.crawl_delay for g in chosen if g.crawl_delay is not None]
+    return RobotsRules(rules=rules, crawl_delay=max(delays) if delays else None)
+
+
+def robots_url(url: str) -> str:
+    """The robots.txt URL of the origin (scheme, host, port) of a URL."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/robots.txt"
+
+
+def rules_for_status(status: int, body: bytes, user_agent: str) -> RobotsRules:
+    """What a robots.txt response means (RFC 9309 section 2.3.1): 2xx parse it, 4xx allow all, other codes
+    (5xx, and 429 which is a server asking us to slow down) disallow all."""
+    if 200 <= status < 300:
+        text = body[:ROBOTS_MAX_BYTES].decode("utf-8", errors="replace").lstrip("\ufeff")
+        return parse_robots(text, user_agent)
+    if 400 <= status < 500 and status != 429:
+        return RobotsRules.allowing_all()
+    return RobotsRules.disallowing_all()

@@ -1,0 +1,483 @@
+"""The crawl stage: RUN/links to RUN/crawl/warc (responses), RUN/crawl/fetch-log (one row per link) and RUN/docs.
+
+Links are grouped by host, so one worker fetches a host, one request at a time with the delay between; each worker
+crawls many hosts at once in threads. `--from-warc` replays archived responses instead of the network.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from typing import Iterable, Iterator
+from urllib.parse import urljoin
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import GlobalWindows
+
+from webtext.crawl.extract import ExtractConfig, ExtractionSandbox, InlineExtractor, Page, PageResult
+from webtext.crawl.fetch import (DEFAULT_USER_AGENT, REDIRECT_STATUSES, FetchConfig, Fetcher, FetchFailure, FetchResult,
+                                 crawl_host, host_key, page_outcome)
+from webtext.crawl.filters import RULES, QualityConfig
+from webtext.crawl.politeness import HostDone, HostPool
+from webtext.crawl.urls import InvalidUrl, normalize_url, url_domain
+from webtext.crawl.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
+from webtext.pipeline import beamio, rundir
+from webtext.pipeline.stage import Option, Stage, StageContext, StageError, upstream_fingerprints
+
+log = logging.getLogger(__name__)
+
+NAME = "crawl"
+
+DOC_SCHEMA = pa.schema([
+    ("doc_id", pa.string()),
+    ("url", pa.string()),
+    ("url_key", pa.string()),
+    ("final_url", pa.string()),
+    ("domain", pa.string()),
+    ("title", pa.string()),
+    ("date", pa.string()),
+    ("text", pa.string()),
+    ("language", pa.string()),
+    ("language_score", pa.float64()),
+    ("score", pa.int64()),
+    ("score_sum", pa.int64()),
+    ("num_submissions", pa.int64()),
+    ("created_utc", pa.int64()),
+    ("subreddits", pa.list_(pa.string())),
+    ("submission_ids", pa.list_(pa.string())),
+    ("reddit_title", pa.string()),
+    ("fetched_at", pa.int64()),
+    ("n_words", pa.int64()),
+    ("charset", pa.string()),
+    ("warc_file", pa.string()),
+    ("warc_offset", pa.int64()),
+])
+
+FETCH_LOG_SCHEMA = pa.schema([
+    ("url", pa.string()),
+    ("url_key", pa.string()),
+    ("final_url", pa.string()),
+    ("outcome", pa.string()),  # "page" (went on to extraction) or "rejected"
+    ("status", pa.int32()),
+    ("bytes", pa.int64()),
+    ("elapsed", pa.float64()),
+    ("attempts", pa.int32()),
+    ("redirects", pa.int32()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+    ("warc_file", pa.string()),
+    ("warc_offset", pa.int64()),
+    ("fetched_at", pa.int64()),
+])
+
+_Q = QualityConfig()
+OPTIONS = [
+    # fetching
+    Option("--user-agent", "User-Agent with a contact URL; name your own crawl here", default=DEFAULT_USER_AGENT),
+    Option("--host-delay", "seconds between the end of one request to a host and the start of the next",
+           type=float, default=1.0),
+    Option("--max-crawl-delay", "honour robots.txt Crawl-delay up to this many seconds; hosts asking more are skipped",
+           type=float, default=60.0),
+    Option("--connect-timeout", "seconds to connect", type=float, default=10.0),
+    Option("--read-timeout", "seconds without a byte from the server", type=float, default=30.0),
+    Option("--page-deadline", "seconds one response may take in all, headers and body", type=float, default=60.0),
+    Option("--max-bytes", "largest body as received", type=int, default=5_000_000),
+    Option("--max-decompressed-bytes", "largest body after gzip/deflate (bigger: a decompression bomb)",
+           type=int, default=25_000_000),
+    Option("--max-redirects", "redirects followed per link", type=int, default=5),
+    Option("--retries", "retries after connection errors, 429 and 5xx", type=int, default=3),
+    Option("--backoff-base", "first retry waits about this many seconds, doubling each time", type=float, default=1.0),
+    Option("--retry-after-max", "longest Retry-After we wait for; longer means giving up", type=float, default=120.0),
+    Option("--allow-private-addresses", "allow loopback, private, link-local … addresses (tests, the demo)",
+           switch=True),
+    Option("--allowed-networks", "CIDR networks allowed despite the address guard (e.g. 127.0.0.0/8)", multiple=True),
+    Option("--hosts-in-flight", "hosts each worker crawls at once (one thread each)", type=int, default=256),
+    Option("--max-pages-per-host", "links fetched per host, the rest rejected host-cap (0: all)", type=int, default=0),
+    Option("--max-host-failures", "network failures in a row after which a host's other links are rejected "
+           "host-unreachable (0: never)", type=int, default=5),
+    Option("--warc-max-bytes", "start a new WARC file after this many bytes", type=int, default=1_000_000_000),
+    Option("--from-warc", "replay responses from these WARC files (globs) instead of fetching", multiple=True),
+    # extraction
+    Option("--extraction", "trafilatura's trade-off", default="precision", choices=["precision", "balanced", "recall"]),
+    Option("--extract-timeout", "seconds per page in the extraction sandbox (0: no sandbox, no limit)",
+           type=float, default=30.0),
+    Option("--extract-memory-mb", "address-space limit of the extraction process, so a page that needs too much "
+           "memory is a reject, not a killed worker (0: none)", type=int, default=2048),
+    Option("--languages", "languages kept (ISO 639-1 codes), or 'all'", multiple=True, default=["en"]),
+    Option("--min-language-score", "lowest language-ID probability kept", type=float, default=0.5),
+    # quality rules (docs/crawl.md)
+    Option("--min-words", "rule too-few-words", type=int, default=_Q.min_words),
+    Option("--max-words", "rule too-many-words", type=int, default=_Q.max_words),
+    Option("--min-mean-word-length", "rule mean-word-length: lower bound", type=float, default=_Q.min_mean_word_length),
+    Option("--max-mean-word-length", "rule mean-word-length: upper bound", type=float, default=_Q.max_mean_word_length),
+    Option("--max-symbol-ratio", "rule symbol-ratio: (# and ellipses) per word", type=float, default=_Q.max_symbol_ratio),
+    Option("--max-bullet-lines", "rule bullet-lines: share of lines", type=float, default=_Q.max_bullet_lines),
+    Option("--max-ellipsis-lines", "rule ellipsis-lines: share of lines", type=float, default=_Q.max_ellipsis_lines),
+    Option("--min-alpha-words", "rule alpha-words: share of words with a letter", type=float, default=_Q.min_alpha_words),
+    Option("--min-stop-words", "rule stop-words (English)", type=int, default=_Q.min_stop_words),
+    Option("--max-duplicate-lines", "rule repeated-lines: share of lines", type=float, default=_Q.max_duplicate_lines),
+    Option("--max-duplicate-line-chars", "rule repeated-lines: share of characters", type=float,
+           default=_Q.max_duplicate_line_chars),
+    Option("--top-ngram-limits", "rule top-ngram: limits for n = 2, 3, 4", type=float, multiple=True,
+           default=list(_Q.top_ngram_limits)),
+    Option("--duplicate-ngram-limits", "rule duplicate-ngrams: limits for n = 5 … 10", type=float, multiple=True,
+           default=list(_Q.duplicate_ngram_limits)),
+    Option("--skip-rules", "quality rules not applied ('none' applies all, 'all' none)", multiple=True,
+           choices=sorted(RULES) + ["none", "all"], default=sorted(_Q.disabled)),
+    # output
+    Option("--docs-shards", "docs-*.parquet files", type=int, default=8),
+    Option("--fetch-log-shards", "fetch-log-*.parquet files", type=int, default=4),
+]
+
+
+# -- configuration ---------------------------------------------------------------------------------------------------
+
+def fetch_config(config: dict) -> FetchConfig:
+    return FetchConfig(
+        user_agent=config["user_agent"], connect_timeout=config["connect_timeout"], read_timeout=config["read_timeout"],
+        page_deadline=config["page_deadline"], max_bytes=config["max_bytes"],
+        max_decompressed_bytes=config["max_decompressed_bytes"], max_redirects=config["max_redirects"],
+        retries=config["retries"], backoff_base=config["backoff_base"], retry_after_max=config["retry_after_max"],
+        host_delay=config["host_delay"], max_crawl_delay=config["max_crawl_delay"],
+        allow_private_addresses=bool(config["allow_private_addresses"]),
+        allowed_networks=tuple(config.get("allowed_networks") or ()))
+
+
+def extract_config(config: dict) -> ExtractConfig:
+    languages = [code.lower() for code in config.get("languages") or []]
+    skipped = set(config.get("skip_rules") or [])
+    disabled = set(RULES) if "all" in skipped else skipped - {"none"}
+    quality = QualityConfig.from_dict({**config, "disabled": disabled})
+    mode = config.get("extraction", "precision")
+    return ExtractConfig(favor_precision=mode == "precision", favor_recall=mode == "recall",
+                         languages=() if "all" in languages else tuple(languages),
+                         min_language_score=config["min_language_score"], quality=quality)
+
+
+def doc_id(url_key: str) -> str:
+    """A stable document id: 128 bits of BLAKE2b of the link's url_key."""
+    return hashlib.blake2b(url_key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+# -- records ---------------------------------------------------------------------------------------------------------
+
+def log_row(link: dict, result: FetchResult) -> dict:
+    return {
+        "url": link["url"], "url_key": link.get("url_key"), "final_url": result.final_url,
+        "outcome": "page" if result.ok else "rejected", "status": result.status, "bytes": result.bytes_received,
+        "elapsed": round(result.elapsed, 4), "attempts": result.attempts, "redirects": result.redirects,
+        "reason": result.reason, "detail": result.detail or None, "warc_file": result.warc_file,
+        "warc_offset": result.warc_offset, "fetched_at": int(result.fetched_at) if result.fetched_at else None,
+    }
+
+
+def page_record(link: dict, result: FetchResult) -> dict:
+    """What extraction needs: the link row and the fetched body."""
+    return {"link": link, "final_url": result.final_url or link["url"], "content_type": result.content_type,
+            "body": result.body, "fetched_at": int(result.fetched_at), "warc_file": result.warc_file,
+            "warc_offset": result.warc_offset}
+
+
+def link_reject(link: dict, reason: str, detail: str) -> dict:
+    return beamio.reject(NAME, reason, detail, url=link["url"], item_id=link.get("url_key"))
+
+
+def _int(value) -> int:
+    return int(value) if value is not None else 0
+
+
+def doc_row(page: dict, result: PageResult) -> dict:
+    link = page["link"]
+    url_key = link.get("url_key") or link["url"]
+    return {
+        "doc_id": doc_id(url_key), "url": link["url"], "url_key": url_key, "final_url": page["final_url"],
+        "domain": link.get("domain") or url_domain(url_key), "title": result.title, "date": result.date,
+        "text": result.text, "language": result.language, "language_score": round(result.language_score, 4),
+        "score": _int(link.get("score")), "score_sum": _int(link.get("score_sum")),
+        "num_submissions": _int(link.get("num_submissions")), "created_utc": _int(link.get("created_utc")),
+        "subreddits": list(link.get("subreddits") or []), "submission_ids": list(link.get("submission_ids") or []),
+        "reddit_title": link.get("title"), "fetched_at": page["fetched_at"], "n_words": result.n_words,
+        "charset": result.charset, "warc_file": page["warc_file"], "warc_offset": page["warc_offset"],
+    }
+
+
+# -- fetching from the network ---------------------------------------------------------------------------------------
+
+def _global(value):
+    return GlobalWindows.windowed_value(value)
+
+
+@beam.typehints.with_output_types(dict, log=dict, rejects=dict)
+class FetchHosts(beam.DoFn):
+    """(host, links) to fetched pages (main), fetch-log rows (`log`) and rejects (`rejects`).
+
+    Each host runs in a thread of a pool shared by the bundle, so many hosts are crawled at once; a host's links are
+    fetched one after another. Results are emitted as they arrive, the rest when the bundle finishes."""
+
+    def __init__(self, config: FetchConfig, warc_dir: str, warc_max_bytes: int, hosts_in_flight: int,
+                 max_pages: int, max_failures: int):
+        self.config, self.warc_dir, self.warc_max_bytes = config, warc_dir, warc_max_bytes
+        self.hosts_in_flight, self.max_pages, self.max_failures = hosts_in_flight, max_pages, max_failures
+        self.links_read = Metrics.counter(NAME, "links.read")
+        self.hosts = Metrics.counter(NAME, "hosts")
+        self.pages = Metrics.counter(NAME, "pages.fetched")
+        self.received = Metrics.counter(NAME, "bytes.received")
+        self.attempts = Metrics.counter(NAME, "fetch.attempts")
+        self.redirects = Metrics.counter(NAME, "fetch.redirects")
+
+    def setup(self) -> None:
+        self.writer: WarcWriter | None = None
+        self.fetcher = Fetcher(self.config, archive=self._archive)
+        self.pool = HostPool(self._crawl_host, max_hosts=self.hosts_in_flight)
+        self.unfinished: dict[str, dict[str, dict]] = {}
+
+    def start_bundle(self) -> None:
+        prefix = f"webtext-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:10]}"
+        self.writer = WarcWriter(self.warc_dir, prefix, self.warc_max_bytes, open_file=_create_file)
+
+    def _archive(self, exchange: HttpExchange) -> tuple[str, int]:
+        assert self.writer is not None
+        return self.writer.write(exchange)
+
+    def _crawl_host(self, host: str, links: list[dict]) -> Iterator[tuple[dict, FetchResult]]:
+        return crawl_host(self.fetcher, links, self.max_pages, self.max_failures)
+
+    def process(self, element: tuple[str, Iterable[dict]]):
+        host, links = element
+        links = list(links)
+        self.links_read.inc(len(links))
+        self.hosts.inc()
+        self.unfinished[host] = {id(link): link for link in links}
+        for item in self.pool.submit(host, links):
+            yield from self._outputs(item)
+        for item in self.pool.ready():
+            yield from self._outputs(item)
+
+    def finish_bundle(self):
+        for item in self.pool.drain():
+            for output in self._outputs(item):
+                yield TaggedOutput(output.tag, _global(output.value)) if isinstance(output, TaggedOutput) \
+                    else _global(output)
+        if self.writer is not None:
+            self.writer.close()
+
+    def teardown(self) -> None:
+        self.pool.close()
+        self.fetcher.close()
+
+    def _outputs(self, item) -> Iterator:
+        if isinstance(item, HostDone):
+            for link in self.unfinished.pop(item.host, {}).values():  # only after a crash inside the host's thread
+                yield TaggedOutput("rejects", link_reject(link, "fetch-error", item.error or "host thread ended early"))
+            return
+        link, result = item
+        self.unfinished.get(host_key(link["url"]), {}).pop(id(link), None)
+        self.attempts.inc(result.attempts)
+        self.redirects.inc(result.redirects)
+        self.received.inc(result.bytes_received)
+        yield TaggedOutput("log", log_row(link, result))
+        if result.ok:
+            self.pages.inc()
+            yield page_record(link, result)
+        else:
+            yield TaggedOutput("rejects", link_reject(link, result.reason, result.detail))
+
+
+def _create_file(path: str):
+    return FileSystems.create(path, mime_type="application/warc", compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _open_file(path: str):
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+# -- replaying from WARC files ---------------------------------------------------------------------------------------
+
+def _keys(url: str) -> list[str]:
+    """The index keys of a URL: as it is and normalised (Common Crawl's URLs and ours differ in small ways)."""
+    keys = [url]
+    try:
+        normalized = normalize_url(url)
+    except InvalidUrl:
+        return keys
+    return keys if normalized == url else keys + [normalized]
+
+
+def index_warc(path: str) -> Iterator[tuple[str, tuple]]:
+    """(url key, (path, offset, status, location, date)) for every response record of one WARC file."""
+    with _open_file(path) as handle:
+        for exchange in iter_responses(handle, path, with_body=False):
+            ref = (path, exchange.warc_offset, exchange.status, exchange.header("location"), exchange.started_at)
+            for key in _keys(exchange.url):
+                yield key, ref
+
+
+def best_ref(refs: Iterable[tuple]) -> tuple:
+    """Of several records of one URL: the latest final answer (retried 5xx/429 records lose to later ones)."""
+    def rank(ref):
+        status = ref[2]
+        final = not (status == 429 or status >= 500)
+        return (final, ref[4], ref[0], ref[1])
+    return max(refs, key=rank)
+
+
+@beam.typehints.with_output_types(dict, log=dict, rejects=dict)
+class ReplayLinks(beam.DoFn):
+    """A link to its archived response (following archived redirects), as if it had been fetched."""
+
+    def __init__(self, config: FetchConfig):
+        self.config = config
+        self.links_read = Metrics.counter(NAME, "links.read")
+        self.pages = Metrics.counter(NAME, "pages.replayed")
+
+    def process(self, link: dict, index: dict):
+        self.links_read.inc()
+        result = self.replay(link, index)
+        yield TaggedOutput("log", log_row(link, result))
+        if result.ok:
+            self.pages.inc()
+            yield page_record(link, result)
+        else:
+            yield TaggedOutput("rejects", link_reject(link, result.reason, result.detail))
+
+    def replay(self, link: dict, index: dict) -> FetchResult:
+        started = time.monotonic()
+        result = FetchResult(url=link["url"])
+        current, seen = link["url"], {link["url"]}
+        try:
+            for hop in range(self.config.max_redirects + 1):
+                keys = _keys(current) + ([link["url_key"]] if hop == 0 and link.get("url_key") else [])
+                ref = next((index[key] for key in keys if key in index), None)
+                if ref is None:
+                    raise FetchFailure("not-in-warc", f"no archived response for {current[:200]}")
+                path, offset, status, location, date = ref
+                result.final_url, result.status, result.fetched_at = current, status, date
+                result.warc_file, result.warc_offset = path, offset
+                if status in REDIRECT_STATUSES and location:
+                    target = urljoin(current, location.strip()).split("#", 1)[0]
+                    if hop == self.config.max_redirects:
+                        raise FetchFailure("too-many-redirects", f"more than {self.config.max_redirects} redirects")
+                    if target in seen:
+                        raise FetchFailure("redirect-loop", f"{current} -> {target}")
+                    seen.add(target)
+                    current = target
+                    result.redirects += 1
+                    continue
+                with _open_file(path) as handle:
+                    exchange = read_response_at(handle, path, offset)
+                result.bytes_received = len(exchange.body)
+                result.content_type = exchange.header("content-type", "") or ""
+                result.body = page_outcome(exchange, self.config)
+                return result
+        except FetchFailure as failure:
+            result.reason, result.detail = failure.reason, failure.detail[:500]
+        finally:
+            result.elapsed = time.monotonic() - started
+        return result
+
+
+# -- extraction ------------------------------------------------------------------------------------------------------
+
+@beam.typehints.with_output_types(dict, rejects=dict)
+class ExtractDocs(beam.DoFn):
+    """Fetched pages to documents (main) or rejects, in a sandbox process with a per-page time limit."""
+
+    def __init__(self, config: ExtractConfig, timeout: float, memory_mb: int):
+        self.config, self.timeout, self.memory_mb = config, timeout, memory_mb
+        self.docs = Metrics.counter(NAME, "docs.written")
+        self.words = Metrics.counter(NAME, "docs.words")
+        self.extract_ms = Metrics.counter(NAME, "extract.milliseconds")
+
+    def setup(self) -> None:
+        if self.timeout > 0:
+            self.extractor = ExtractionSandbox(self.config, self.timeout, self.memory_mb)
+            self.extractor.start()  # the child imports trafilatura while the pipeline starts up
+        else:
+            self.extractor = InlineExtractor(self.config)
+
+    def process(self, page: dict):
+        link = page["link"]
+        result = self.extractor.process(Page(page["final_url"], page["body"], page["content_type"]))
+        self.extract_ms.inc(int(result.seconds * 1000))
+        if result.ok:
+            self.docs.inc()
+            self.words.inc(result.n_words)
+            yield doc_row(page, result)
+        else:
+            yield TaggedOutput("rejects", link_reject(link, result.reason, result.detail))
+
+    def teardown(self) -> None:
+        self.extractor.close()
+
+
+# -- the stage -------------------------------------------------------------------------------------------------------
+
+def warc_inputs(config: dict) -> list[rundir.FileEntry]:
+    entries: list[rundir.FileEntry] = []
+    for pattern in config.get("from_warc") or []:
+        matched = rundir.match(pattern)
+        if not matched:
+            raise StageError(f"--from-warc {pattern}: no file matches")
+        entries += matched
+    return sorted(set(entries), key=lambda e: e.path)
+
+
+def execute(ctx: StageContext) -> None:
+    config = ctx.config
+    links_glob = ctx.run.path("links", "links-*.parquet")
+    if not rundir.match(links_glob):
+        raise StageError(f"no links in {links_glob}; run `webtext links {ctx.run.root}` first")
+    fetching = fetch_config(config)
+    extraction = extract_config(config)
+    warc_files = [e.path for e in warc_inputs(config)]
+    docs_dir, log_dir = ctx.run.path("docs"), ctx.run.path("crawl", "fetch-log")
+
+    def build(p: beam.Pipeline) -> None:
+        links = p | "ReadLinks" >> beam.io.ReadFromParquet(links_glob)
+        if warc_files:
+            index = (p | "WarcFiles" >> beam.Create(warc_files)
+                     | "SpreadFiles" >> beam.Reshuffle()
+                     | "IndexWarc" >> beam.FlatMap(index_warc).with_output_types(tuple[str, tuple])
+                     | "BestRecord" >> beam.CombinePerKey(best_ref))
+            fetched = links | "Replay" >> beam.ParDo(ReplayLinks(fetching), index=beam.pvalue.AsDict(index)) \
+                .with_outputs("log", "rejects", main="pages")
+        else:
+            fetch_hosts = FetchHosts(fetching, ctx.run.path("crawl", "warc"), config["warc_max_bytes"],
+                                     config["hosts_in_flight"], config["max_pages_per_host"], config["max_host_failures"])
+            fetched = (links
+                       | "KeyByHost" >> beam.Map(lambda link: (host_key(link["url"]), link))
+                       .with_output_types(tuple[str, dict])
+                       | "GroupByHost" >> beam.GroupByKey()
+                       | "Fetch" >> beam.ParDo(fetch_hosts).with_outputs("log", "rejects", main="pages"))
+        extract_docs = ExtractDocs(extraction, config["extract_timeout"], config["extract_memory_mb"])
+        extracted = fetched.pages | "Extract" >> beam.ParDo(extract_docs).with_outputs("rejects", main="docs")
+        extracted.docs | "WriteDocs" >> beamio.WriteParquet(
+            docs_dir, "docs", DOC_SCHEMA, config["docs_shards"], shard_key=lambda r: r["doc_id"],
+            sort_key=lambda r: r["doc_id"])
+        fetched.log | "WriteFetchLog" >> beamio.WriteParquet(
+            log_dir, "fetch-log", FETCH_LOG_SCHEMA, config["fetch_log_shards"], shard_key=lambda r: r["url"],
+            sort_key=lambda r: (r["url_key"] or "", r["url"]))
+        ((fetched.rejects, extracted.rejects) | "AllRejects" >> beam.Flatten()
+         | "CountRejects" >> beam.ParDo(beamio.CountRejects(NAME))
+         | "WriteRejects" >> beamio.WriteRejects(ctx.run.path("rejects", NAME)))
+
+    ctx.run_pipeline(build)
+    beamio.fill_empty_shards(docs_dir, "docs", DOC_SCHEMA, config["docs_shards"])
+    beamio.fill_empty_shards(log_dir, "fetch-log", FETCH_LOG_SCHEMA, config["fetch_log_shards"])
+
+
+STAGE = Stage(
+    name=NAME,
+    help="fetch the links politely into WARC files, extract the main text, keep documents that pass the filters",
+    options=OPTIONS,
+    execute=execute,
+    external_inputs=lambda run, config: warc_inputs(config),
+    upstream=lambda run, config: upstream_fingerprints(run, ["links"]),
+    outputs=["crawl", "docs"],
+)

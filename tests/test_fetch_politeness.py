@@ -1,0 +1,112 @@
+"""Politeness: one request in flight per host, the delay between requests, many hosts at once."""
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.testweb import sleep_then
+from webtext.crawl.fetch import FetchConfig, Fetcher, crawl_host
+from webtext.crawl.politeness import HostDone, HostPool, HostScheduler
+from webtext.crawl.sampleweb import LoopbackWeb, Response, Site
+
+PAGE = b"<html><body><p>page</p></body></html>"
+
+
+def test_scheduler_one_turn_at_a_time_per_host_with_the_delay_between():
+    scheduler = HostScheduler(default_delay=0.03)
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(4):
+            with scheduler.turn("example.com"):
+                start = time.monotonic()
+                time.sleep(0.005)
+                end = time.monotonic()
+            with lock:
+                spans.append((start, end))
+
+    threads = [threading.Thread(target=worker) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spans.sort()
+    assert len(spans) == 20
+    gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:])]
+    assert min(gaps) >= 0.03 - 0.002
+
+
+def test_scheduler_runs_different_hosts_at_once_and_honours_not_before():
+    scheduler = HostScheduler(default_delay=1.0)
+    started = time.monotonic()
+
+    def hold(host):
+        with scheduler.turn(host):
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=hold, args=(f"host{i}",)) for i in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert time.monotonic() - started < 1.0
+    with scheduler.turn("other", not_before=time.monotonic() + 0.1):
+        assert time.monotonic() - started >= 0.3
+
+
+def test_a_longer_crawl_delay_extends_the_wait():
+    scheduler = HostScheduler(default_delay=0.01)
+    with scheduler.turn("h"):
+        pass
+    ended = time.monotonic()
+    scheduler.set_delay("h", 0.15)
+    with scheduler.turn("h"):
+        assert time.monotonic() - ended >= 0.15 - 0.002
+
+
+def test_host_pool_crawls_hosts_concurrently_each_in_sequence():
+    """20 hosts that answer after 0.2 s, 2 pages each: in sequence that is over 8 s; concurrently under 2 s."""
+    sites = [Site(f"h{i}", robots=None, routes={f"/p{j}.html": sleep_then(0.2, Response(PAGE)) for j in range(2)})
+             for i in range(20)]
+    config = FetchConfig(allowed_networks=("127.0.0.0/8",), host_delay=0.05, retries=0)
+    with LoopbackWeb(sites) as web:
+        fetcher = Fetcher(config)
+        pool = HostPool(lambda host, links: crawl_host(fetcher, links), max_hosts=32)
+        started = time.monotonic()
+        results, done = [], []
+        for site in sites:
+            links = [{"url": site.url(f"/p{j}.html"), "url_key": str(j)} for j in range(2)]
+            for item in pool.submit(site.name, links):
+                (done if isinstance(item, HostDone) else results).append(item)
+        for item in pool.drain():
+            (done if isinstance(item, HostDone) else results).append(item)
+        elapsed = time.monotonic() - started
+        pool.close()
+        fetcher.close()
+        assert web.overlaps() == {}
+        assert web.too_soon(0.05) == {}
+    assert len(results) == 40 and all(result.ok for _, result in results)
+    assert len(done) == 20 and not any(d.error for d in done)
+    assert elapsed < 2.0, elapsed
+
+
+def test_host_pool_applies_back_pressure_and_reports_crashes():
+    def crawl(host, items):
+        if host == "bad":
+            yield "first"
+            raise RuntimeError("boom")
+        for item in items:
+            time.sleep(0.01)
+            yield item
+
+    pool = HostPool(crawl, max_hosts=2)
+    outputs = []
+    for host in ("a", "bad", "c", "d"):
+        outputs += list(pool.submit(host, [host + "1", host + "2"]))
+        assert pool.in_flight <= 2
+    outputs += list(pool.drain())
+    pool.close()
+    done = {item.host: item.error for item in outputs if isinstance(item, HostDone)}
+    assert done == {"a": None, "bad": "RuntimeError: boom", "c": None, "d": None}
+    assert sorted(item for item in outputs if isinstance(item, str)) == ["a1", "a2", "c1", "c2", "d1", "d2", "first"]
