@@ -280,12 +280,12 @@ def _decompressed_chunks(chunks: Iterable[bytes], codec: str) -> Iterator[bytes]
         raise _Truncated(f"{codec} stream ends inside a frame")
 
 
-def iter_dump_lines(fileobj: BinaryIO, name: str) -> Iterator[tuple[int, bytes | DumpLine]]:
-    """Stream the raw, non-blank lines of one dump file opened in binary mode, with their line numbers.
+def iter_dump_blocks(fileobj: BinaryIO, name: str) -> Iterator[tuple[int, list[bytes | DumpLine]]]:
+    """Stream one dump file opened in binary mode as blocks of consecutive raw lines: (first line number, lines).
 
-    Parsing is left to the caller (so it can run elsewhere, e.g. on other workers). An overlong line
-    comes as a `bad-json` DumpLine, and a truncated or corrupt compressed stream ends with one
-    `truncated-file` DumpLine; nothing is raised for bad content."""
+    Blank lines stay in (as empty or white-space bytes) so numbering is positional; an overlong line is a
+    `bad-json` DumpLine, and a truncated or corrupt compressed stream ends with a block holding one
+    `truncated-file` DumpLine. Nothing is raised for bad content; parsing is left to the caller."""
     chunks = _raw_chunks(fileobj)
     codec = dump_codec(name)
     if codec is None:
@@ -293,16 +293,23 @@ def iter_dump_lines(fileobj: BinaryIO, name: str) -> Iterator[tuple[int, bytes |
     line_no = 0
     try:
         for batch in _line_batches(_decompressed_chunks(chunks, codec)):
-            for line in batch:
-                line_no += 1
-                if line is None:
-                    yield line_no, DumpLine(name, line_no, None, "bad-json",
-                                            f"{name}:{line_no}: line longer than {MAX_LINE_BYTES} bytes")
-                elif line and not line.isspace():
-                    yield line_no, line
+            if None in batch:
+                batch = [DumpLine(name, line_no + i + 1, None, "bad-json",
+                                  f"{name}:{line_no + i + 1}: line longer than {MAX_LINE_BYTES} bytes")
+                         if line is None else line for i, line in enumerate(batch)]
+            yield line_no + 1, batch
+            line_no += len(batch)
     except _Truncated as exc:
-        yield line_no + 1, DumpLine(name, line_no + 1, None, "truncated-file",
-                                    f"{name}: readable up to line {line_no}; {exc}")
+        yield line_no + 1, [DumpLine(name, line_no + 1, None, "truncated-file",
+                                     f"{name}: readable up to line {line_no}; {exc}")]
+
+
+def iter_dump_lines(fileobj: BinaryIO, name: str) -> Iterator[tuple[int, bytes | DumpLine]]:
+    """The raw, non-blank lines of one dump file with their line numbers (see `iter_dump_blocks`)."""
+    for first, block in iter_dump_blocks(fileobj, name):
+        for offset, line in enumerate(block):
+            if isinstance(line, DumpLine) or (line and not line.isspace()):
+                yield first + offset, line
 
 
 def parse_dump_line(name: str, line_no: int, line: bytes) -> DumpLine:

@@ -41,7 +41,10 @@ def shard_name(prefix: str, index: int, num_shards: int) -> str:
 
 def write_parquet_file(path: str, rows: list[dict], schema: pa.Schema) -> None:
     """One Parquet file written whole to a temporary name and renamed (works on any Beam filesystem)."""
-    table = pa.Table.from_pylist(rows, schema=schema)
+    write_parquet_table(path, pa.Table.from_pylist(rows, schema=schema))
+
+
+def write_parquet_table(path: str, table: pa.Table) -> None:
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd", row_group_size=64 * 1024)
     rundir.write_bytes(path, buffer.getvalue())

@@ -5,10 +5,12 @@ import dataclasses
 import datetime as dt
 import logging
 import pickle
+import zlib
 from collections import Counter, defaultdict
 from typing import Iterable, Iterator
 
 import apache_beam as beam
+import zstandard
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -111,24 +113,17 @@ class ReadDumpChunks(beam.DoFn):
     """One dump file to chunks of raw lines; a truncated or corrupt file ends in a `truncated-file` line."""
 
     def process(self, path: str) -> Iterator[tuple]:
-        chunk, first, line_no = [], 1, 0
         log.info("reading %s", path)
+        lines = next_progress = 0
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            for line_no, line in reddit.iter_dump_lines(handle, path):
-                if line_no % PROGRESS_LINES == 0:
-                    log.info("%s: %s lines read", path, f"{line_no:,}")
-                if not chunk:
-                    first = line_no
-                elif line_no != first + len(chunk):  # keep chunks contiguous so line numbers stay exact
-                    yield path, first, chunk
-                    chunk, first = [], line_no
-                chunk.append(line)
-                if len(chunk) >= CHUNK_LINES:
-                    yield path, first, chunk
-                    chunk = []
-        if chunk:
-            yield path, first, chunk
-        log.info("%s: done, %s lines", path, f"{line_no:,}")
+            for first, block in reddit.iter_dump_blocks(handle, path):
+                for start in range(0, len(block), CHUNK_LINES):
+                    yield path, first + start, join_lines(block[start:start + CHUNK_LINES])
+                lines = first + len(block) - 1
+                if lines >= next_progress:
+                    log.info("%s: %s lines read", path, f"{lines:,}")
+                    next_progress += PROGRESS_LINES
+        log.info("%s: done, %s lines", path, f"{lines:,}")
 
 
 class FetchPraw(beam.DoFn):
@@ -166,14 +161,33 @@ class FetchPraw(beam.DoFn):
 SUBMISSION_FIELDS = [f.name for f in dataclasses.fields(reddit.Submission)]  # shuffled as plain tuples: cheaper to pickle
 
 
+def join_lines(lines: list) -> bytes | list:
+    """Raw lines cross the shuffle as one zstd-compressed bytes object (far cheaper to move than thousands of
+    objects, or than the raw text); a chunk holding an unreadable stretch stays a list."""
+    if all(type(line) is bytes for line in lines):
+        return zstandard.ZstdCompressor(level=1).compress(b"\n".join(lines))
+    return lines
+
+
+def split_lines(payload: bytes | list) -> list:
+    if isinstance(payload, bytes):
+        return zstandard.ZstdDecompressor().decompress(payload).split(b"\n")
+    return payload
+
+
+def reject_shard(item_id: str) -> int:
+    return zlib.crc32(item_id.encode("utf-8", "surrogatepass")) % beamio.REJECT_SHARDS
+
+
 def pack(batch: list) -> bytes:
-    """A batch crosses the shuffle as one pickle: Beam's default coder would pickle each object on its own."""
-    return pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+    """A batch crosses the shuffle as one compressed pickle: Beam's default coder would pickle each object on its own."""
+    return zstandard.ZstdCompressor(level=1).compress(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def unpack(batches: Iterable[bytes]) -> Iterator:
+    decompressor = zstandard.ZstdDecompressor()
     for batch in batches:
-        yield from pickle.loads(batch)
+        yield from pickle.loads(decompressor.decompress(batch))
 
 
 @beam.typehints.with_output_types(tuple[int, bytes], rejects=tuple[int, bytes])
@@ -197,7 +211,8 @@ class ParseAndFilter(beam.DoFn):
             self.reject_counters[reason].inc(count)
 
     def process(self, element: tuple) -> Iterator:
-        source, first, lines = element
+        source, first, payload = element
+        lines = split_lines(payload)
         kept: dict[int, list] = defaultdict(list)
         rejects: dict[int, list] = defaultdict(list)
         reasons: Counter = Counter()
@@ -206,12 +221,13 @@ class ParseAndFilter(beam.DoFn):
 
         def drop(reason: str, detail: str, url: str | None, item_id: str) -> None:
             reasons[reason] += 1
-            row = beamio.reject(NAME, reason, detail, url=url, item_id=item_id)
-            rejects[beamio.stable_shard(f"{reason}|{url or ''}|{item_id}", beamio.REJECT_SHARDS)].append(row)
+            rejects[reject_shard(item_id)].append((reason, detail, url, item_id))
 
         for offset, line in enumerate(lines):
             line_no = first + offset
             if isinstance(line, bytes):
+                if not line or line.isspace():
+                    continue
                 line = reddit.parse_dump_line(source, line_no, line)
             if isinstance(line, reddit.DumpLine):
                 if line.error is not None:  # bad-json, or a truncated / corrupt stream after the last line
@@ -269,37 +285,39 @@ class MergeAndWriteShard(beam.DoFn):
         by_url: dict[str, list] = defaultdict(list)
         for url_key, *values in unpack(batches):
             by_url[url_key].append(reddit.Submission(*values))
-        rows, rejects = [], []
+        rows: list = []
+        rejects: dict[int, list] = defaultdict(list)
         for url_key in sorted(by_url):
             row, dropped = merge_link(url_key, by_url[url_key], self.rules)
             if row is not None:
-                rows.append(row.to_dict())
-                self.merged.inc(row.num_submissions)
+                rows.append(row)
             for submission, reason, detail in dropped:
                 if reason not in self.reject_counters:
                     self.reject_counters[reason] = Metrics.counter(NAME, f"reject.{reason}")
                 self.reject_counters[reason].inc()
-                rejects.append(beamio.reject(NAME, reason, detail, url=submission.url, item_id=submission.id))
+                rejects[reject_shard(submission.id)].append((reason, detail, submission.url, submission.id))
         self.written.inc(len(rows))
+        self.merged.inc(sum(row.num_submissions for row in rows))
         path = rundir.join(self.directory, beamio.shard_name("links", shard, self.config["num_shards"]))
-        beamio.write_parquet_file(path, rows, LINKS_SCHEMA)
-        by_shard: dict[int, list] = defaultdict(list)
-        for row in rejects:
-            by_shard[beamio.stable_shard(f"{row['reason']}|{row['url'] or ''}|{row['item_id']}", beamio.REJECT_SHARDS)].append(row)
-        for reject_shard, batch in sorted(by_shard.items()):
-            yield reject_shard, pack(batch)
+        columns = [[getattr(row, name) for row in rows] for name in LINKS_SCHEMA.names]
+        beamio.write_parquet_table(path, pa.table(columns, schema=LINKS_SCHEMA))
+        for shard_index, batch in sorted(rejects.items()):
+            yield shard_index, pack(batch)
 
 
 class WriteRejectShard(beam.DoFn):
+    """One rejects shard, sorted by reason, URL and id; rows travel as (reason, detail, url, item_id) tuples."""
+
     def __init__(self, directory: str):
         self.directory = directory
 
     def process(self, element) -> Iterator[str]:
         shard, batches = element
-        rows = list(unpack(batches))
-        rows.sort(key=lambda r: (r["reason"], r["url"] or "", r["item_id"] or "", r["detail"] or ""))
+        rows = sorted(unpack(batches), key=lambda r: (r[0], r[2] or "", r[3] or "", r[1] or ""))
+        reasons, details, urls, item_ids = (list(column) for column in zip(*rows)) if rows else ([], [], [], [])
+        table = pa.table([[NAME] * len(rows), reasons, details, urls, item_ids], schema=beamio.REJECT_SCHEMA)
         path = rundir.join(self.directory, beamio.shard_name("rejects", shard, beamio.REJECT_SHARDS))
-        beamio.write_parquet_file(path, rows, beamio.REJECT_SCHEMA)
+        beamio.write_parquet_table(path, table)
         yield path
 
 
