@@ -133,6 +133,16 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
+def follow_redirect(current: str, target: str, hop: int, seen: set[str], max_redirects: int) -> str:
+    """The next URL of a redirect chain; a chain longer than `max_redirects` or a loop is a FetchFailure."""
+    if hop == max_redirects:
+        raise FetchFailure("too-many-redirects", f"more than {max_redirects} redirects")
+    if target in seen:
+        raise FetchFailure("redirect-loop", f"{current} -> {target}")
+    seen.add(target)
+    return target
+
+
 def redirect_target(base: str, exchange: HttpExchange) -> str | None:
     """The absolute URL a redirect points to; None when the response is not a redirect."""
     if exchange.status not in REDIRECT_STATUSES:
@@ -357,12 +367,7 @@ class Fetcher:
                     result.content_type = exchange.header("content-type", "") or ""
                     result.body = page_outcome(exchange, self.config)
                     return result
-                if hop == self.config.max_redirects:
-                    raise FetchFailure("too-many-redirects", f"more than {self.config.max_redirects} redirects")
-                if target in seen:
-                    raise FetchFailure("redirect-loop", f"{current} -> {target}")
-                seen.add(target)
-                current = target
+                current = follow_redirect(current, target, hop, seen, self.config.max_redirects)
                 result.redirects += 1
             raise AssertionError("unreachable")
         except FetchFailure as failure:

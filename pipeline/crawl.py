@@ -22,7 +22,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from webtext.crawl.extract import ExtractConfig, ExtractionSandbox, InlineExtractor, Page, PageResult
 from webtext.crawl.fetch import (DEFAULT_USER_AGENT, REDIRECT_STATUSES, FetchConfig, Fetcher, FetchFailure, FetchResult,
-                                 crawl_host, host_key, page_outcome)
+                                 crawl_host, follow_redirect, host_key, page_outcome)
 from webtext.crawl.filters import RULES, QualityConfig
 from webtext.crawl.politeness import HostDone, HostPool
 from webtext.crawl.urls import InvalidUrl, normalize_url, url_domain
@@ -361,12 +361,7 @@ class ReplayLinks(beam.DoFn):
                 result.warc_file, result.warc_offset = path, offset
                 if status in REDIRECT_STATUSES and location:
                     target = urljoin(current, location.strip()).split("#", 1)[0]
-                    if hop == self.config.max_redirects:
-                        raise FetchFailure("too-many-redirects", f"more than {self.config.max_redirects} redirects")
-                    if target in seen:
-                        raise FetchFailure("redirect-loop", f"{current} -> {target}")
-                    seen.add(target)
-                    current = target
+                    current = follow_redirect(current, target, hop, seen, self.config.max_redirects)
                     result.redirects += 1
                     continue
                 with _open_file(path) as handle:
