@@ -32,6 +32,10 @@ class _QuietBeamImports(logging.Filter):
         return not record.getMessage().startswith("apitools not found")
 
 
+# Beam's GCP modules warn about a missing optional client at import time; that says nothing about a webtext run.
+logging.getLogger().addFilter(_QuietBeamImports())
+
+
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
