@@ -8,6 +8,7 @@ from __future__ import annotations
 import heapq
 import io
 import logging
+import math
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -86,7 +87,8 @@ OPTIONS = [
     Option("--bloom-fp-rate", "target false-positive rate of each eval set's Bloom filter", type=float, default=1e-6),
     Option("--bloom-max-mb", "memory cap of each Bloom filter (a fuller filter has a higher false-positive rate)",
            type=int, default=256),
-    Option("--num-shards", "files of each output (docs, clusters, pairs, contamination)", type=int, default=8),
+    Option("--num-shards", "files of each output (docs, clusters, pairs, contamination); each is sorted in one "
+           "worker's memory (0: one per 256 MiB of input documents)", type=int, default=0),
 ]
 
 
@@ -166,21 +168,30 @@ def resolve_banding(config: dict) -> Banding:
             raise StageError(f"--bands {bands} x --rows {rows} needs {bands * rows} MinHash values; "
                              f"--num-perm is {config['num_perm']}")
         return Banding(bands, rows)
-    return optimal_bands(config["threshold"], config["num_perm"], config["false_negative_weight"])
+    try:
+        return optimal_bands(config["threshold"], config["num_perm"], config["false_negative_weight"])
+    except ValueError as error:
+        raise StageError(f"cannot choose LSH bands for --threshold {config['threshold']}: {error} "
+                         "(or set --bands and --rows)") from None
 
 
 def check_config(config: dict) -> None:
     if not 0.0 < config["threshold"] <= 1.0:
         raise StageError(f"--threshold must be in (0, 1], got {config['threshold']}")
-    for key in ("ngram", "num_perm", "eval_ngram", "num_shards", "max_bucket_size"):
+    for key in ("ngram", "num_perm", "eval_ngram", "max_bucket_size"):
         if config[key] < 1:
             raise StageError(f"--{key.replace('_', '-')} must be at least 1")
+    if config["num_shards"] < 0:
+        raise StageError("--num-shards must be at least 1, or 0 for one per 256 MiB of input")
+    if not 0.0 < config["false_negative_weight"] < 1.0:
+        raise StageError(f"--false-negative-weight must be between 0 and 1, got {config['false_negative_weight']}")
     if not 0.0 < config["bloom_fp_rate"] < 1.0:
         raise StageError("--bloom-fp-rate must be between 0 and 1")
     if not 0.0 <= config["contamination_threshold"] < 1.0:
         raise StageError("--contamination-threshold must be in [0, 1)")
     if config["decontaminate"] and not config.get("eval_set"):
         raise StageError("--decontaminate needs at least one --eval-set NAME=PATH")
+    resolve_banding(config)  # an impossible banding fails before anything is read
 
 
 def load_eval_sets(ctx: StageContext) -> dict[str, decontam.EvalSet]:
@@ -678,6 +689,14 @@ def lsh_report(plan: DedupPlan) -> dict:
 # -- the stage -------------------------------------------------------------------------------------------------------
 
 
+AUTO_SHARD_BYTES = 256 << 20
+
+
+def auto_shards(files: list[rundir.FileEntry]) -> int:
+    """Output files so that each holds about 256 MiB of (compressed) input: the writer sorts one in memory."""
+    return max(1, math.ceil(sum(f.size for f in files) / AUTO_SHARD_BYTES))
+
+
 def execute(ctx: StageContext) -> None:
     config = ctx.config
     check_config(config)
@@ -693,7 +712,8 @@ def execute(ctx: StageContext) -> None:
         banding=resolve_banding(config), max_bucket_size=config["max_bucket_size"],
         clustering=config["clustering"], eval_ngram=config["eval_ngram"],
         eval_filters=save_filters(ctx, eval_sets), decontaminate=config["decontaminate"],
-        contamination_threshold=config["contamination_threshold"], num_shards=config["num_shards"])
+        contamination_threshold=config["contamination_threshold"],
+        num_shards=config["num_shards"] or auto_shards(files))
     log.info("dedup: %d input files, threshold %.2f, %d bands x %d rows of %d permutations", len(files),
              plan.threshold, plan.banding.bands, plan.banding.rows, plan.minhash.num_perm)
     ctx.run_pipeline(lambda p: build_pipeline(p, ctx, plan, schema))

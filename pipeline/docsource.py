@@ -28,11 +28,18 @@ class DocumentSource:
 
 
 def find_documents(run: RunDir) -> DocumentSource | None:
-    """The deduplicated documents when the dedup stage wrote any, else the crawl's documents; None if neither."""
+    """The deduplicated documents when the dedup stage wrote any, else the crawl's documents; None if neither.
+
+    Output of a stage of ours that started but did not finish (its folder has files but no _SUCCESS) is refused
+    rather than read: it may be partial. Documents put in RUN/docs by hand (a corpus made elsewhere) are fine."""
     for stage, pattern in SOURCES:
         files = run.stage_files(pattern)
-        if files:
-            return DocumentSource(stage, run.path(pattern), files)
+        if not files:
+            continue
+        if run.read_success(stage) is None and run.stage_files(f"{stage}/*"):
+            raise StageError(f"{run.path(stage)} holds output of a {stage} run that did not finish (no _SUCCESS): "
+                             f"run `webtext {stage}` again, or delete {run.path(stage)}")
+        return DocumentSource(stage, run.path(pattern), files)
     return None
 
 

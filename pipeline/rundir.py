@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -46,8 +47,10 @@ def read_bytes(path: str) -> bytes:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """Writes to a temporary name and renames, so readers never see a half-written file."""
-    tmp = path + ".tmp"
+    """Writes to a temporary name and renames, so readers never see a half-written file.
+
+    The temporary name is unique, so two attempts at the same file (a retried bundle on Dataflow) cannot collide."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
     with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         handle.write(data)
     if FileSystems.exists(path):

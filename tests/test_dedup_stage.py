@@ -187,7 +187,7 @@ def test_empty_corpus(tmp_path, webtext_cli, beam_args):
     assert webtext_cli("dedup", tmp_path, "--eval-set", f"toy={eval_file}", *beam_args) == 0
     out = outputs(tmp_path)
     assert out == {"docs": [], "clusters": [], "rejects": []}
-    assert len(list((tmp_path / "dedup").glob("docs-*.parquet"))) == 8
+    assert len(list((tmp_path / "dedup").glob("docs-*.parquet"))) == 1  # --num-shards 0: one per 256 MiB of input
     report = json.loads((tmp_path / "stats" / "contamination.json").read_text())
     assert report["eval_sets"]["toy"]["share_in_corpus"] == 0.0
     assert report["eval_sets"]["toy"]["documents_with_overlap"] == 0
@@ -316,3 +316,15 @@ def test_unreadable_parquet_is_a_clear_error(tmp_path, webtext_cli, beam_args, c
     (tmp_path / "docs" / "docs-00000-of-00001.parquet").write_bytes(b"not parquet at all")
     assert webtext_cli("dedup", tmp_path, *beam_args) == 2
     assert "not a readable Parquet file" in capsys.readouterr().err
+
+
+def test_bad_options_are_clear_errors_and_shards_follow_the_input_size(tmp_path, webtext_cli, beam_args, capsys):
+    from webtext.pipeline.dedup import AUTO_SHARD_BYTES, auto_shards
+    from webtext.pipeline.rundir import FileEntry
+
+    assert auto_shards([FileEntry("a", 10)]) == 1
+    assert auto_shards([FileEntry("a", AUTO_SHARD_BYTES), FileEntry("b", AUTO_SHARD_BYTES + 1)]) == 3
+    assert webtext_cli("dedup", tmp_path / "nothing", "--threshold", "1.0", *beam_args) == 2
+    assert "--threshold" in capsys.readouterr().err
+    assert webtext_cli("dedup", tmp_path / "nothing", "--false-negative-weight", "1.5", *beam_args) == 2
+    assert "--false-negative-weight" in capsys.readouterr().err

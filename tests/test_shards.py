@@ -336,7 +336,7 @@ def test_small_corpus_makes_one_train_and_one_val_shard(tmp_path, webtext_cli, b
     run = tmp_path / "run"
     rows = [{"doc_id": f"d{i}", "text": f"short document {i} with a few words", "url": None} for i in range(20)]
     schema = pa.schema([("doc_id", pa.string()), ("text", pa.large_string()), ("url", pa.string())])
-    write_docs(run / "dedup", rows, schema=schema)
+    write_docs(run / "docs", rows, schema=schema)
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0
     assert webtext_cli("shards", run, *beam_args) == 0
     manifest = Manifest.load(run / "shards")

@@ -288,10 +288,21 @@ def test_stage_prefers_deduplicated_documents(tmp_path, webtext_cli):
     run = tmp_path / "run"
     write_docs(run / "docs", [{"doc_id": f"c{i}", "text": "crawl words " * 50, "url": None} for i in range(5)])
     write_docs(run / "dedup", [{"doc_id": f"d{i}", "text": "dedup text " * 50, "url": None} for i in range(3)])
+    (run / "dedup" / "_SUCCESS").write_text('{"fingerprint": "x"}')
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0
     stats = json.loads((run / "stats" / "tokenizer.json").read_text())["counters"]
     assert stats["docs.read"] == 3
     assert "Ġdedup" in json.loads((run / "tokenizer" / "vocab.json").read_text())
+
+
+def test_stage_refuses_output_of_an_unfinished_dedup(tmp_path, webtext_cli, capsys):
+    run = tmp_path / "run"
+    write_docs(run / "docs", [{"doc_id": f"c{i}", "text": "crawl words " * 50, "url": None} for i in range(5)])
+    write_docs(run / "dedup", [{"doc_id": f"d{i}", "text": "partial " * 50, "url": None} for i in range(2)])
+    assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 2
+    err = capsys.readouterr().err
+    assert "did not finish" in err and str(run / "dedup") in err
+    assert not (run / "tokenizer" / "_SUCCESS").exists()
 
 
 def test_stage_accepts_any_parquet_with_doc_id_and_text(tmp_path, webtext_cli):
