@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 DEMO_PAGES = 60
 DEMO_SITES = 4
+DEMO_TRAINING = "demo"
 
 
 def demo_config(dump: Path, stages: dict) -> dict:
@@ -38,7 +40,7 @@ def demo_training(root: str) -> list[str]:
     """A few steps of a tiny GPT-2 on the demo shards, enough to see the trainer run end to end on a CPU."""
     return ["train", root, "--n-layer", "2", "--n-head", "2", "--n-embd", "64", "--block-size", "64",
             "--micro-batch", "4", "--batch-tokens", "256", "--max-steps", "20", "--warmup", "2", "--eval-every", "10",
-            "--ckpt-every", "20", "--device", "cpu", "--name", "demo"]
+            "--ckpt-every", "20", "--device", "cpu", "--name", DEMO_TRAINING]
 
 
 def run_demo(root: str, stages: dict, submissions: int = 400, beam_args: list[str] | None = None,
@@ -60,6 +62,7 @@ def run_demo(root: str, stages: dict, submissions: int = 400, beam_args: list[st
         run_stages(list(stages), stages, root, demo_config(dump, stages), {}, list(beam_args or []), force)
     if "shards" in stages:
         from webtext.train.cli import main as train_main
+        shutil.rmtree(Path(root) / "train" / DEMO_TRAINING, ignore_errors=True)  # the demo's own scratch model
         code = train_main(demo_training(root))
         if code:
             return code

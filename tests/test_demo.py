@@ -39,3 +39,7 @@ def test_demo_builds_every_stage_and_trains(tmp_path, webtext_cli, capsys):
     capsys.readouterr()
     assert webtext_cli("stats", run) == 0
     assert "links" in capsys.readouterr().out
+
+    assert webtext_cli("demo", run) == 0  # the README's command again, on the same directory
+    log = [json.loads(line) for line in (run / "train" / "demo" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 20

@@ -104,6 +104,39 @@ def test_errors_are_reported_with_exit_code_2(tmp_path, caplog):
         main(["train"])  # argparse: RUN is required
 
 
+def test_bad_keep_and_warmup_are_argparse_errors(tmp_path, capsys):
+    for flag, value, message in [("--keep", "0", "must be a positive integer"),
+                                 ("--keep", "-2", "must be a positive integer"),
+                                 ("--warmup", "-1", "must be a non-negative integer")]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", str(tmp_path), flag, value])
+        assert exit_info.value.code == 2 and f"{flag}: {message}" in capsys.readouterr().err
+
+
+def test_a_new_run_over_existing_checkpoints_is_refused(trained, caplog):
+    train_dir = trained / "train" / "cli"
+    before = sorted(p.name for p in train_dir.iterdir())
+    assert main(["train", str(trained), *TINY, "--max-steps", "20", "--name", "cli"]) == 2
+    assert "already holds checkpoints" in caplog.text and "--resume" in caplog.text
+    assert sorted(p.name for p in train_dir.iterdir()) == before
+
+
+def test_only_the_projects_errors_are_turned_into_exit_code_2(tmp_path, monkeypatch, caplog):
+    from webtext.train import cli
+    from webtext.train.model import ConfigError
+
+    def fails(error):
+        def handler(args):
+            raise error
+        return handler
+
+    monkeypatch.setitem(cli.HANDLERS, "sample", fails(ConfigError("a bad setting")))
+    assert main(["sample", str(tmp_path)]) == 2 and "a bad setting" in caplog.text
+    monkeypatch.setitem(cli.HANDLERS, "sample", fails(ValueError("an internal bug")))
+    with pytest.raises(ValueError, match="an internal bug"):  # a bug keeps its traceback
+        main(["sample", str(tmp_path)])
+
+
 def test_module_entry_point_and_import_graph():
     help_text = subprocess.run([sys.executable, "-m", "webtext.train", "train", "--help"], cwd=REPO,
                                capture_output=True, text=True, timeout=120)

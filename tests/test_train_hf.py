@@ -8,7 +8,7 @@ import torch
 import transformers  # the reference (a dev dependency); random weights only, no download
 
 from webtext.train import checkpoint as ckpt
-from webtext.train.hf import HFConversionError, export_hf, import_hf
+from webtext.train.hf import HFConversionError, export_hf, from_hf_state, import_hf, to_hf_state
 from webtext.train.model import GPT, GPTConfig
 
 
@@ -82,3 +82,15 @@ def test_import_refuses_a_model_that_is_not_plain_gpt2(tmp_path):
         import_hf(tmp_path / "hf", tmp_path / "ckpt")
     with pytest.raises(HFConversionError, match="no config.json"):
         import_hf(tmp_path / "nothing", tmp_path / "ckpt")
+
+
+def test_import_checks_the_embedding_shape():
+    model = our_model()  # vocab 333, padded to 384
+    state = to_hf_state(model)
+    wte = state["transformer.wte.weight"]
+    for bad in (wte[:-1], torch.cat([wte, wte[:1]]), wte[:, :32]):
+        with pytest.raises(HFConversionError, match=r"transformer.wte.weight has shape .* expected \(333, 64\)"):
+            from_hf_state({**state, "transformer.wte.weight": bad}, model.config, "hf")
+    padded = torch.cat([wte, torch.ones(384 - 333, 64)])
+    imported = from_hf_state({**state, "transformer.wte.weight": padded}, model.config, "hf")
+    assert torch.equal(imported.transformer.wte.weight, model.transformer.wte.weight)  # padded rows stay zero

@@ -95,6 +95,26 @@ def test_chunked_loss_equals_full_loss_and_gradients():
     assert no_grad_loss.item() == pytest.approx(full.item(), rel=1e-6)
 
 
+def test_chunked_loss_uses_the_padded_weight_but_never_the_padded_rows():
+    model = tiny()
+    with torch.no_grad():
+        model.transformer.wte.weight[300:] = 100.0  # huge padded rows: outside the softmax, so no effect
+    idx, targets = torch.randint(0, 300, (2, 40)), torch.randint(0, 300, (2, 40))
+    logits = model.lm_head(model.hidden_states(idx))[..., :300]
+    reference = F.cross_entropy(logits.reshape(-1, 300), targets.reshape(-1))
+    reference.backward()
+    reference_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.loss_chunk_rows = 32
+    _, chunked = model(idx, targets)
+    chunked.backward()
+    assert chunked.item() == pytest.approx(reference.item(), rel=1e-6)
+    wte_grad = model.transformer.wte.weight.grad
+    assert wte_grad.shape == (384, 64) and torch.all(wte_grad[300:] == 0)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, reference_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_kv_cache_decoding_equals_full_recompute():
     model = tiny().eval()
     idx = torch.randint(0, 300, (2, 40))
@@ -119,6 +139,28 @@ def test_greedy_generation_matches_argmax_without_cache():
             logits = model.logits(model.hidden_states(torch.tensor([ids])))
             ids.append(int(logits[0, -1].argmax()))
     assert generated == ids[3:]
+
+
+@pytest.mark.parametrize("prompt_len", [50, 80])
+def test_generation_past_the_context_slides_the_window(prompt_len):
+    model = tiny().eval()  # block_size 64
+    prompt = torch.randint(0, 300, (prompt_len,)).tolist()
+    [generated] = generate(model, prompt, SamplingConfig(max_new_tokens=40, temperature=0.0))
+    assert len(generated) == 40  # not capped at block_size - len(prompt)
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(40):
+            logits = model.logits(model.hidden_states(torch.tensor([ids[-64:]])))
+            ids.append(int(logits[0, -1].argmax()))
+    assert generated == ids[prompt_len:]
+
+
+def test_generation_runs_no_forward_for_the_unused_last_token():
+    model = tiny().eval()
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    [generated] = generate(model, [1, 2, 3], SamplingConfig(max_new_tokens=5, temperature=0.0))
+    assert len(generated) == 5 and len(calls) == 5  # the prefill and four single-token steps
 
 
 def test_sampling_is_seeded_and_stops_at_eot():

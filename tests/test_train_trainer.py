@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +16,9 @@ import torch
 
 from tests.train_support import make_run
 from webtext.train import checkpoint as ckpt
+from webtext.train import trainer
 from webtext.train.model import GPT, named_config
-from webtext.train.trainer import TrainConfig, accumulation_steps, lr_at, train
+from webtext.train.trainer import Distributed, TrainConfig, accumulation_steps, lr_at, optimizer_step, train
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +47,9 @@ def test_training_learns_and_logs(run_dir):
     assert [r["step"] for r in records if "val_loss" in r] == [10, 20, 30, 40]
     assert all(r["tokens_per_s"] > 0 for r in records) and records[-1]["mfu"] is None  # no peak known on CPU
     assert records[-1]["loss"] < records[0]["loss"] - 1.0
+    lrs = [r["lr"] for r in records]  # warmup=3: the peak at step 3 only, the minimum at the last step
+    assert lrs[:3] == pytest.approx([1e-3, 2e-3, 3e-3]) and lrs.count(max(lrs)) == 1
+    assert lrs[-1] == pytest.approx(3e-4, rel=1e-12)
     assert records[-1]["val_loss"] < records[9]["val_loss"]
     csv_lines = (result.train_dir / "log.csv").read_text().splitlines()
     assert csv_lines[0].startswith("step,loss,val_loss,lr") and len(csv_lines) == 41
@@ -93,13 +98,82 @@ def test_resume_refuses_another_model_config(run_dir):
         ckpt.load_weights(model, ckpt.resolve_checkpoint(run_dir / "train" / "shape"))
 
 
-def test_resume_without_checkpoint_starts_fresh_and_init_from_loads_weights(run_dir):
-    result = train(tiny_config(run_dir, "fresh", resume=True, max_steps=4))
+def test_resume_without_checkpoint_is_refused_and_init_from_loads_weights(run_dir):
+    with pytest.raises(ckpt.CheckpointError, match=r"--resume: no checkpoint in .*fresh to resume from"):
+        train(tiny_config(run_dir, "fresh", resume=True, max_steps=4))
+    assert not (run_dir / "train" / "fresh").exists()
+    result = train(tiny_config(run_dir, "fresh", max_steps=4))
     assert sorted(result.losses) == [1, 2, 3, 4]
     again = train(tiny_config(run_dir, "warm", init_from=str(result.train_dir), max_steps=1, lr=0.0, warmup=0,
                               model=None))
     # with lr 0 the first loss of the new run is the loss of the loaded weights, far below an untrained model's
     assert again.losses[1] < result.losses[1]
+
+
+def test_a_new_run_into_a_directory_with_checkpoints_is_refused(run_dir):
+    first = train(tiny_config(run_dir, "taken", max_steps=8, stop_after=4))
+    log_before = (first.train_dir / "log.jsonl").read_text()
+    with pytest.raises(ckpt.CheckpointError, match=r"already holds checkpoints \(latest ckpt-00000004\); pass --resume"):
+        train(tiny_config(run_dir, "taken", max_steps=8))
+    assert [p.name for p in ckpt.list_checkpoints(first.train_dir)] == ["ckpt-00000004"]
+    assert (first.train_dir / "log.jsonl").read_text() == log_before
+    resumed = train(tiny_config(run_dir, "taken", max_steps=8, resume=True))
+    assert sorted(resumed.losses) == [5, 6, 7, 8]
+
+
+def test_default_name_follows_the_shape():
+    assert TrainConfig(run="r").train_dir == Path("r/train/gpt2")
+    assert TrainConfig(run="r", model="tiny").train_dir.name == "tiny"
+    assert TrainConfig(run="r", model="gpt2", n_layer=12).train_dir.name == "gpt2"  # the named shape itself
+    assert TrainConfig(run="r", n_layer=6).train_dir.name == "l6-h12-e768"
+    assert TrainConfig(run="r", model="tiny", n_embd=128).train_dir.name == "l2-h2-e128"
+    assert TrainConfig(run="r", n_layer=6, name="mine").train_dir.name == "mine"
+
+
+class _FixedBatches:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def next(self):
+        return self.x, self.y
+
+
+@pytest.mark.parametrize("grad_clip", [0.0, -1.0, 1e-3])
+def test_grad_clip_zero_turns_clipping_off(grad_clip):
+    model = GPT(named_config("tiny", vocab_size=50, block_size=8))
+    x, y = torch.randint(0, 50, (2, 8)), torch.randint(0, 50, (2, 8))
+    model(x, y)[1].backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    before = [p.detach().clone() for p in model.parameters()]
+    model.zero_grad()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    _, grad_norm = optimizer_step(model, model, optimizer, _FixedBatches(x, y), 1, torch.device("cpu"),
+                                  Distributed(), grad_clip)
+    assert grad_norm.item() == pytest.approx(norm.item(), rel=1e-5)  # the norm before clipping, for the log
+    scale = 1.0 if grad_clip <= 0 else grad_clip / norm.item()
+    for p, p0, g in zip(model.parameters(), before, grads):
+        torch.testing.assert_close(p0 - p.detach(), scale * g, rtol=1e-3, atol=1e-7)
+
+
+def test_tokens_per_second_excludes_eval_and_checkpoint_time(run_dir, monkeypatch):
+    real_evaluate, real_save = trainer.evaluate, ckpt.save_checkpoint
+
+    def slow_evaluate(*args, **kwargs):
+        time.sleep(1.0)
+        return real_evaluate(*args, **kwargs)
+
+    def slow_save(*args, **kwargs):
+        time.sleep(1.0)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", slow_evaluate)
+    monkeypatch.setattr(ckpt, "save_checkpoint", slow_save)
+    result = train(tiny_config(run_dir, "timing", max_steps=6, eval_every=2, ckpt_every=2))
+    records = read_log(result.train_dir)
+    assert [r["step"] for r in records if "val_loss" in r] == [2, 4, 6]
+    # a step of this model takes milliseconds: a second of eval or save inside an interval would show
+    assert all(4 * 32 / r["tokens_per_s"] < 0.5 for r in records), [r["tokens_per_s"] for r in records]
 
 
 def test_training_state_is_loaded_weights_only(tmp_path):
@@ -168,13 +242,49 @@ def test_a_run_killed_while_writing_leaves_the_previous_checkpoint_intact(tmp_pa
     assert not list(train_dir.glob(".tmp-*"))
 
 
+def test_an_interrupted_replacement_is_recovered_at_startup(tmp_path):
+    model = GPT(named_config("tiny", vocab_size=50, block_size=8))
+    first = ckpt.save_checkpoint(tmp_path, 1, model, {"val_loss": 2.0})
+    second = ckpt.save_checkpoint(tmp_path, 2, model, {"val_loss": 1.0})
+    # killed between the two renames of a replacement of ckpt-2: the old copy is in the trash, the new one a temp
+    second.rename(tmp_path / ".trash-ckpt-00000002-4242")
+    (tmp_path / ".tmp-ckpt-00000002-4242").mkdir()
+    (tmp_path / ".tmp-ckpt-00000003-4242").mkdir()  # an unfinished write: no meta.json
+    ckpt.remove_stale_temps(tmp_path)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["ckpt-00000001", "ckpt-00000002"]
+    assert ckpt.read_meta(second)["val_loss"] == 1.0 and not list(tmp_path.glob(".t*"))
+    # killed after the temp was complete but before its rename: it is promoted
+    done = ckpt.save_checkpoint(tmp_path, 3, model, {"val_loss": 0.5})
+    done.rename(tmp_path / ".tmp-ckpt-00000003-4242")
+    ckpt.remove_stale_temps(tmp_path)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["ckpt-00000001", "ckpt-00000002", "ckpt-00000003"]
+    # a trash copy whose checkpoint is in place is only deleted
+    shutil.copytree(first, tmp_path / ".trash-ckpt-00000001-7")
+    ckpt.remove_stale_temps(tmp_path)
+    assert not list(tmp_path.glob(".t*")) and ckpt.is_checkpoint(first)
+
+
+def test_keep_must_be_at_least_one(tmp_path):
+    ckpt.save_checkpoint(tmp_path, 1, GPT(named_config("tiny", vocab_size=50, block_size=8)), {})
+    for keep in (0, -1):
+        with pytest.raises(ValueError, match="keep must be at least 1"):
+            ckpt.prune_checkpoints(tmp_path, keep)
+    assert len(ckpt.list_checkpoints(tmp_path)) == 1
+    with pytest.raises(ValueError, match="keep must be at least 1"):
+        train(TrainConfig(run=str(tmp_path), keep=0, device="cpu"))
+
+
 def test_learning_rate_schedule():
+    """Steps are 1-based: the peak is used once (at the last warmup step), min_lr exactly at max_steps."""
     cfg = TrainConfig(run=".", lr=1.0, warmup=10, max_steps=110, min_lr_ratio=0.1)
-    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
-    assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(60, cfg) == pytest.approx(0.55)
-    assert lr_at(110, cfg) == pytest.approx(0.1) and lr_at(500, cfg) == pytest.approx(0.1)
-    values = [lr_at(s, cfg) for s in range(10, 111)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    values = [lr_at(s, cfg) for s in range(1, cfg.max_steps + 1)]
+    assert values[0] == pytest.approx(0.1) and values[8] == pytest.approx(0.9) and values[9] == 1.0
+    assert values.count(1.0) == 1 and values[10] < 1.0 and lr_at(60, cfg) == pytest.approx(0.55)
+    assert values[-1] == pytest.approx(0.1, rel=1e-12) and lr_at(500, cfg) == pytest.approx(0.1, rel=1e-12)
+    assert all(a > b for a, b in zip(values[9:], values[10:]))
+    no_warmup = replace(cfg, warmup=0, max_steps=5)
+    values = [lr_at(s, no_warmup) for s in range(1, 6)]
+    assert values[0] == 1.0 and values.count(1.0) == 1 and values[-1] == pytest.approx(0.1, rel=1e-12)
 
 
 def test_batch_tokens_must_be_a_multiple_of_one_micro_step():

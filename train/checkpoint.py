@@ -24,6 +24,7 @@ CHECKPOINT_FORMAT = "webtext-checkpoint"
 CHECKPOINT_VERSION = 1
 PREFIX = "ckpt-"
 TEMP_PREFIX = ".tmp-ckpt-"
+TRASH_PREFIX = ".trash-"
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.pt"
 STATE = "state.pt"
@@ -74,7 +75,7 @@ def save_checkpoint(train_dir: Path, step: int, model: GPT, meta: dict,
     _fsync_file(temp / META)
     fsync_dir(temp)
     if final.exists():  # the same step written again (e.g. an import over an older one)
-        trash = train_dir / f".trash-{final.name}-{os.getpid()}"
+        trash = train_dir / f"{TRASH_PREFIX}{final.name}-{os.getpid()}"
         os.rename(final, trash)
         os.rename(temp, final)
         shutil.rmtree(trash)
@@ -173,9 +174,11 @@ def load_training_state(checkpoint: Path, map_location: str | torch.device = "cp
 
 def prune_checkpoints(train_dir: Path, keep: int) -> list[Path]:
     """Delete all but the last `keep` checkpoints and the best one (lowest val_loss); returns the deleted."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
     found = list_checkpoints(train_dir)
     best = best_checkpoint(train_dir)
-    keep_set = set(found[-keep:]) if keep > 0 else set()
+    keep_set = set(found[-keep:])
     if best is not None:
         keep_set.add(best)
     deleted = []
@@ -196,14 +199,35 @@ def best_checkpoint(train_dir: Path) -> Path | None:
 
 
 def remove_stale_temps(train_dir: Path) -> None:
-    """Temp directories of writes that never finished (a killed run)."""
+    """Clean up after writes that never finished (a killed run), recovering checkpoints first.
+
+    A run killed between the two renames of a replacement leaves the old copy in `.trash-NAME-PID`
+    and NAME missing: the copy is put back. A complete temp (meta.json is written last) whose
+    checkpoint is missing is promoted. Whatever remains is deleted.
+    """
     train_dir = Path(train_dir)
     if not train_dir.is_dir():
         return
+    for path in sorted(train_dir.iterdir()):
+        if path.name.startswith(TRASH_PREFIX) and path.is_dir():
+            final = train_dir / path.name[len(TRASH_PREFIX):].rsplit("-", 1)[0]
+            if not final.exists() and is_checkpoint(path):
+                log.warning("restoring %s from the interrupted replacement %s", final, path)
+                os.rename(path, final)
+    for path in sorted(train_dir.iterdir()):
+        if path.name.startswith(TEMP_PREFIX) and is_checkpoint(path):
+            try:
+                final = train_dir / checkpoint_name(int(read_meta(path)["step"]))
+            except (CheckpointError, KeyError, TypeError, ValueError):
+                continue
+            if not final.exists():
+                log.warning("promoting the complete checkpoint write %s to %s", path, final)
+                os.rename(path, final)
     for path in train_dir.iterdir():
-        if path.name.startswith((TEMP_PREFIX, ".trash-")) and path.is_dir():
+        if path.name.startswith((TEMP_PREFIX, TRASH_PREFIX)) and path.is_dir():
             log.info("removing unfinished checkpoint write %s", path)
             shutil.rmtree(path, ignore_errors=True)
+    fsync_dir(train_dir)
 
 
 @dataclass

@@ -25,6 +25,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train GPT-2 on RUN/shards, writing RUN/train/NAME/")
     p.add_argument("run", help="the run directory (reads RUN/shards/manifest.json)")
@@ -39,13 +46,13 @@ def _add_train(sub) -> None:
     p.add_argument("--max-steps", type=_positive_int, default=1000)
     p.add_argument("--lr", type=float, default=6e-4, help="peak learning rate")
     p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final lr as a fraction of the peak")
-    p.add_argument("--warmup", type=int, default=100, help="linear warmup steps")
+    p.add_argument("--warmup", type=_non_negative_int, default=100, help="linear warmup steps")
     p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: no clipping)")
     p.add_argument("--eval-every", type=_positive_int, default=250)
     p.add_argument("--eval-batches", type=_positive_int, default=20)
     p.add_argument("--ckpt-every", type=_positive_int, default=500)
-    p.add_argument("--keep", type=int, default=3, help="keep the last K checkpoints (and the best)")
+    p.add_argument("--keep", type=_positive_int, default=3, help="keep the last K checkpoints (and the best)")
     p.add_argument("--log-every", type=_positive_int, default=1)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of RUN/train/NAME")
     p.add_argument("--init-from", metavar="CKPT", help="start from these weights (e.g. an imported HF model), new optimizer")
@@ -57,7 +64,7 @@ def _add_train(sub) -> None:
     p.add_argument("--verify-shards", action="store_true", help="check every shard's sha256 and contents first")
     p.add_argument("--peak-flops", type=float, help="peak FLOP/s for MFU when the device is not in the table")
     p.add_argument("--stop-after", type=_positive_int, help="stop after this step, keeping the schedule of --max-steps")
-    p.add_argument("--name", help="training name (default: the model name)")
+    p.add_argument("--name", help="training name (default: the model name, or lL-hH-eC for a custom shape)")
 
 
 def _add_sample(sub) -> None:
@@ -195,14 +202,15 @@ def main(argv: list[str] | None = None) -> int:
             level = logging.WARNING  # under torchrun, rank 0 reports
         logging.basicConfig(level=level,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from webtext.train.checkpoint import CheckpointError  # all ValueErrors; named for the reader
+    from webtext.train.checkpoint import CheckpointError
     from webtext.train.hf import HFConversionError
+    from webtext.train.model import ConfigError
     from webtext.train.safetensors import SafetensorsError
     from webtext.train.shards import ShardFormatError
 
     try:
         return HANDLERS[args.command](args)
-    except (CheckpointError, ShardFormatError, HFConversionError, SafetensorsError, FileNotFoundError,
-            ValueError) as error:
+    except (CheckpointError, ConfigError, ShardFormatError, HFConversionError, SafetensorsError,
+            FileNotFoundError) as error:  # the user's mistakes; anything else is a bug and keeps its traceback
         log.error("%s", error)
         return 2

@@ -77,7 +77,7 @@ class TrainBatches:
     def __init__(self, index: WindowIndex, micro_batch: int, rank: int = 0, world_size: int = 1,
                  state: LoaderState | None = None, seed: int = 0):
         if world_size * micro_batch > index.count:
-            raise ValueError(f"one step needs {world_size * micro_batch} windows, the split has only {index.count}")
+            raise ShardFormatError(f"one step needs {world_size * micro_batch} windows, the split has only {index.count}")
         self.index = index
         self.micro_batch = micro_batch
         self.rank = rank

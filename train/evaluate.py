@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from webtext.train.data import WindowIndex, open_split
-from webtext.train.model import GPT
+from webtext.train.model import GPT, ConfigError
 from webtext.train.shards import Manifest
 from webtext.train.trainer import Distributed, attention_backends, autocast, evaluate
 
@@ -34,7 +34,7 @@ def eval_shards(model: GPT, run: Path, split: str, micro_batch: int, max_batches
     """Mean loss over the windows of a split (all of them, or an even spread of max_batches batches)."""
     manifest = Manifest.load(Path(run) / "shards")
     if manifest.vocab_size != model.config.vocab_size:
-        raise ValueError(f"{run}: the shards have vocab_size {manifest.vocab_size}, the model {model.config.vocab_size}")
+        raise ConfigError(f"{run}: the shards have vocab_size {manifest.vocab_size}, the model {model.config.vocab_size}")
     index = WindowIndex(open_split(manifest, split), model.config.block_size)
     loss = evaluate(model, index, micro_batch, max_batches, device, Distributed())
     batches = max(1, (index.count if max_batches is None else min(index.count, max_batches * micro_batch)) // micro_batch)
@@ -47,7 +47,7 @@ def eval_tokens(model: GPT, token_ids: np.ndarray, micro_batch: int, device: tor
     """Token-weighted mean loss over consecutive non-overlapping windows covering token_ids (or its first max_batches)."""
     block = model.config.block_size
     if len(token_ids) < 2:
-        raise ValueError(f"{source}: needs at least 2 tokens to evaluate")
+        raise ConfigError(f"{source}: needs at least 2 tokens to evaluate")
     model.eval()
     token_ids = np.asarray(token_ids, dtype=np.int64)
     full_windows = (len(token_ids) - 1) // block

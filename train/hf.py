@@ -133,8 +133,11 @@ def from_hf_state(state: dict[str, torch.Tensor], config: GPTConfig, where: str)
         for key, target in ours.items():
             tensor = renamed[key].to(torch.float32)
             if key == "transformer.wte.weight":
-                target.zero_()
-                target[: tensor.shape[0]].copy_(tensor)
+                if tensor.shape[1:] != target.shape[1:] or tensor.shape[0] not in (config.vocab_size, target.shape[0]):
+                    raise HFConversionError(f"{where}: {key} has shape {tuple(tensor.shape)}, expected "
+                                            f"({config.vocab_size}, {config.n_embd}) (or padded to {target.shape[0]} rows)")
+                target.zero_()  # the padded rows stay zero
+                target[: config.vocab_size].copy_(tensor[: config.vocab_size])
             elif tensor.shape != target.shape:
                 raise HFConversionError(f"{where}: {key} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)}")
             else:

@@ -15,6 +15,10 @@ import torch.nn.functional as F
 GPT2_VOCAB_SIZE = 50257
 
 
+class ConfigError(ValueError):
+    """A model or training setting that cannot work; the message names it."""
+
+
 @dataclass(frozen=True)
 class GPTConfig:
     n_layer: int = 12
@@ -29,9 +33,9 @@ class GPTConfig:
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "vocab_multiple"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+            raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         padded = math.ceil(self.vocab_size / self.vocab_multiple) * self.vocab_multiple
         object.__setattr__(self, "padded_vocab_size", padded)
 
@@ -47,7 +51,7 @@ class GPTConfig:
         known = {f.name for f in fields(cls) if f.init}
         unknown = set(record) - known - {"padded_vocab_size"}
         if unknown:
-            raise ValueError(f"unknown model config fields: {sorted(unknown)}")
+            raise ConfigError(f"unknown model config fields: {sorted(unknown)}")
         return cls(**{key: value for key, value in record.items() if key in known})
 
 
@@ -66,7 +70,7 @@ MODEL_SHAPES: dict[str, dict[str, int]] = {
 def named_config(name: str, **overrides) -> GPTConfig:
     """A named shape with overrides; None values in `overrides` are ignored."""
     if name not in MODEL_SHAPES:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_SHAPES)} or give n_layer/n_head/n_embd")
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_SHAPES)} or give n_layer/n_head/n_embd")
     values = dict(MODEL_SHAPES[name])
     values.update({key: value for key, value in overrides.items() if value is not None})
     return GPTConfig(**values)
@@ -227,28 +231,31 @@ class GPT(nn.Module):
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of (hidden @ weight.T)[:, :vocab] that never holds more than one chunk of logits.
 
-    The gradients are computed chunk by chunk during the forward pass (softmax minus one-hot),
-    so memory is O(chunk x vocab) instead of O(rows x vocab); targets of -1 are ignored.
+    The matmul runs over the whole padded weight (aligned shapes); the padded columns are masked to -inf,
+    so they are outside the softmax and their rows get no gradient. The gradients are computed chunk by
+    chunk during the forward pass (softmax minus one-hot), so memory is O(chunk x vocab) instead of
+    O(rows x vocab); targets of -1 are ignored.
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, vocab_size: int, chunk_rows: int, need_grads: bool):
         rows = hidden.shape[0]
         compute_dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
-        w = weight[:vocab_size].to(compute_dtype)
+        w = weight.to(compute_dtype)
         h_all = hidden.to(compute_dtype)
         valid = targets != -1
         count = valid.sum().clamp(min=1).to(torch.float32)
         grad_hidden = torch.empty_like(hidden) if need_grads and hidden.requires_grad else None
         grad_w = None
         if need_grads and weight.requires_grad:
-            grad_w = torch.zeros(vocab_size, weight.shape[1], device=weight.device, dtype=torch.float32)
+            grad_w = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32)
         total = torch.zeros((), device=hidden.device, dtype=torch.float32)
         for start in range(0, rows, chunk_rows):
             h = h_all[start:start + chunk_rows]
             t = targets[start:start + chunk_rows]
             ok = valid[start:start + chunk_rows]
             logits = (h @ w.t()).float()
+            logits[:, vocab_size:] = float("-inf")
             lse = torch.logsumexp(logits, dim=1)
             safe_t = torch.where(ok, t, torch.zeros_like(t))
             picked = logits.gather(1, safe_t[:, None]).squeeze(1)
@@ -264,7 +271,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             if grad_w is not None:
                 grad_w += (grad_logits.t() @ h).float()
         ctx.save_for_backward(grad_hidden, grad_w)
-        ctx.weight_shape, ctx.weight_dtype = weight.shape, weight.dtype
+        ctx.weight_dtype = weight.dtype
         return total / count
 
     @staticmethod
@@ -272,8 +279,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_hidden, grad_w = ctx.saved_tensors
         grad_weight = None
         if grad_w is not None:
-            grad_weight = torch.zeros(ctx.weight_shape, device=grad_w.device, dtype=ctx.weight_dtype)
-            grad_weight[: grad_w.shape[0]] = (grad_w * grad_loss).to(ctx.weight_dtype)
+            grad_weight = (grad_w * grad_loss).to(ctx.weight_dtype)
         if grad_hidden is not None:
             grad_hidden = grad_hidden * grad_loss.to(grad_hidden.dtype)
         return grad_hidden, grad_weight, None, None, None, None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from webtext.train.model import GPT, KVCache
+from webtext.train.model import GPT, ConfigError, KVCache
 
 
 @dataclass
@@ -36,25 +36,27 @@ def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) 
 @torch.no_grad()
 def generate(model: GPT, prompt: list[int] | torch.Tensor, config: SamplingConfig, eot_id: int | None = None,
              num_samples: int = 1) -> list[list[int]]:
-    """New token ids for each of `num_samples` continuations of `prompt` (prompt excluded)."""
+    """New token ids for each of `num_samples` continuations of `prompt` (prompt excluded).
+
+    Beyond the context the window slides: each token is predicted from the last block_size tokens."""
     model.eval()
     device = next(model.parameters()).device
     prompt_ids = torch.as_tensor(prompt, dtype=torch.long, device=device).reshape(1, -1)
     if prompt_ids.shape[1] == 0:
         if eot_id is None:
-            raise ValueError("an empty prompt needs the end-of-text id to start from")
+            raise ConfigError("an empty prompt needs the end-of-text id to start from")
         prompt_ids = torch.tensor([[eot_id]], device=device)
     block_size = model.config.block_size
-    if prompt_ids.shape[1] >= block_size:
-        prompt_ids = prompt_ids[:, -(block_size - 1):]
-    max_new = min(config.max_new_tokens, block_size - prompt_ids.shape[1])
+    prompt_ids = prompt_ids[:, -block_size:]  # the model sees at most the last block_size tokens
+    max_new = config.max_new_tokens
     batch = prompt_ids.expand(num_samples, -1).contiguous()
-    cache = KVCache(model.config, num_samples, prompt_ids.shape[1] + max_new, device, next(model.parameters()).dtype)
+    cache = KVCache(model.config, num_samples, min(block_size, prompt_ids.shape[1] + max_new), device,
+                    next(model.parameters()).dtype)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     logits, _ = model(batch, kv_cache=cache)
     outputs = torch.empty(num_samples, 0, dtype=torch.long, device=device)
     finished = torch.zeros(num_samples, dtype=torch.bool, device=device)
-    for _ in range(max_new):
+    for produced in range(1, max_new + 1):
         step_logits = logits[:, -1, :].float()
         if config.temperature <= 0:
             next_ids = step_logits.argmax(dim=-1, keepdim=True)
@@ -66,9 +68,13 @@ def generate(model: GPT, prompt: list[int] | torch.Tensor, config: SamplingConfi
             finished |= next_ids.squeeze(1) == eot_id
             if finished.all():
                 break
-        if cache.length >= cache.max_len:
-            break
-        logits, _ = model(next_ids, kv_cache=cache)
+        if produced == max_new:
+            break  # no forward for a token that will not be sampled
+        if cache.length < cache.max_len:
+            logits, _ = model(next_ids, kv_cache=cache)
+        else:  # the context is full: slide the window and recompute the cache over its last block_size tokens
+            cache.length = 0
+            logits, _ = model(torch.cat([batch, outputs], dim=1)[:, -block_size:], kv_cache=cache)
     results = []
     for row in outputs.tolist():
         if eot_id is not None and config.stop_at_eot and eot_id in row:

@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from webtext.train import checkpoint as ckpt
 from webtext.train.data import LoaderState, PrefetchingLoader, TrainBatches, WindowIndex, eval_window_ids, open_split
-from webtext.train.model import GPT, GPTConfig, MODEL_SHAPES, named_config, parameter_groups
+from webtext.train.model import GPT, ConfigError, GPTConfig, MODEL_SHAPES, named_config, parameter_groups
 from webtext.train.shards import Manifest, verify
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,17 @@ class TrainConfig:
 
     @property
     def train_dir(self) -> Path:
-        return Path(self.run) / "train" / (self.name or self.model or DEFAULT_MODEL)
+        return Path(self.run) / "train" / (self.name or self.default_name())
+
+    def default_name(self) -> str:
+        """The model name, or l{n_layer}-h{n_head}-e{n_embd} when the flags change its shape."""
+        base = self.model or DEFAULT_MODEL
+        named = MODEL_SHAPES.get(base)
+        overrides = {"n_layer": self.n_layer, "n_head": self.n_head, "n_embd": self.n_embd}
+        if named is None or all(v is None or v == named[k] for k, v in overrides.items()):
+            return base
+        shape = {**named, **{k: v for k, v in overrides.items() if v is not None}}
+        return f"l{shape['n_layer']}-h{shape['n_head']}-e{shape['n_embd']}"
 
 
 @dataclass
@@ -90,11 +100,12 @@ class TrainResult:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup over `warmup` steps, then cosine decay to min_lr_ratio * lr at max_steps."""
-    if cfg.warmup > 0 and step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    span = max(1, cfg.max_steps - cfg.warmup)
-    progress = min(1.0, (step - cfg.warmup) / span)
+    """The lr of optimizer step `step` (1-based): linear warmup reaching the peak at step `warmup` (at step 1
+    without warmup), then cosine decay to min_lr_ratio * lr, reached at step max_steps."""
+    if step < cfg.warmup:
+        return cfg.lr * step / cfg.warmup
+    peak_step = max(cfg.warmup, 1)
+    progress = min(1.0, max(0.0, (step - peak_step) / max(1, cfg.max_steps - peak_step)))
     min_lr = cfg.lr * cfg.min_lr_ratio
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - min_lr)
 
@@ -154,11 +165,11 @@ def pick_device(requested: str | None, ctx: Distributed) -> torch.device:
     kind = requested or ("cuda" if torch.cuda.is_available() else "cpu")
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+            raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
         torch.cuda.set_device(ctx.local_rank)
         return torch.device("cuda", ctx.local_rank)
     if kind != "cpu":
-        raise ValueError(f"--device must be cpu or cuda, got {kind!r}")
+        raise ConfigError(f"--device must be cpu or cuda, got {kind!r}")
     return torch.device("cpu")
 
 
@@ -255,17 +266,19 @@ def evaluate(model: torch.nn.Module, index: WindowIndex, micro_batch: int, max_b
 def optimizer_step(model: torch.nn.Module, raw_model: GPT, optimizer: torch.optim.Optimizer, loader,
                    accum: int, device: torch.device, ctx: Distributed, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One update: `accum` micro-batches (gradients synced across ranks on the last only), clip, step.
-    Returns the summed micro-batch losses and the gradient norm, as tensors (no host sync)."""
+    grad_clip <= 0 turns clipping off. Returns the summed micro-batch losses and the gradient norm
+    (before clipping), as tensors (no host sync)."""
+    ddp = getattr(model, "_orig_mod", model)  # under torch.compile, the DDP module it wraps
     loss_sum = torch.zeros((), device=device)
     for micro in range(accum):
         x, y = loader.next()
         if ctx.enabled:
-            model.require_backward_grad_sync = micro == accum - 1
+            ddp.require_backward_grad_sync = micro == accum - 1
         with autocast(device), attention_backends(device):
             _, loss = model(x, y)
         (loss / accum).backward()
         loss_sum += loss.detach().float()
-    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum, grad_norm
@@ -298,8 +311,8 @@ def accumulation_steps(cfg: TrainConfig, block_size: int, world_size: int) -> in
     per_micro_step = cfg.micro_batch * block_size * world_size
     batch_tokens = cfg.batch_tokens or per_micro_step
     if batch_tokens % per_micro_step:
-        raise ValueError(f"--batch-tokens {batch_tokens} is not a multiple of micro_batch x block_size x ranks "
-                         f"= {cfg.micro_batch} x {block_size} x {world_size} = {per_micro_step}")
+        raise ConfigError(f"--batch-tokens {batch_tokens} is not a multiple of micro_batch x block_size x ranks "
+                          f"= {cfg.micro_batch} x {block_size} x {world_size} = {per_micro_step}")
     return batch_tokens // per_micro_step
 
 
@@ -325,6 +338,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainResult:
     enable_fast_math(device)
+    if cfg.keep < 1 or cfg.warmup < 0:
+        raise ConfigError(f"keep must be at least 1 and warmup at least 0, got keep={cfg.keep} warmup={cfg.warmup}")
     if cfg.model is not None:
         named_config(cfg.model)  # an unknown name fails before anything is read or written
     run = Path(cfg.run)
@@ -333,16 +348,17 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
         verify(manifest)
     train_dir = cfg.train_dir
     if ctx.is_main:
-        train_dir.mkdir(parents=True, exist_ok=True)
         ckpt.remove_stale_temps(train_dir)
     ctx.barrier()
 
-    resume_from = None
-    if cfg.resume:
-        existing = ckpt.list_checkpoints(train_dir)
-        resume_from = existing[-1] if existing else None
-        if resume_from is None:
-            log.info("--resume: no checkpoint in %s yet, starting from scratch", train_dir)
+    existing = ckpt.list_checkpoints(train_dir)
+    if cfg.resume and not existing:
+        raise ckpt.CheckpointError(f"--resume: no checkpoint in {train_dir} to resume from; "
+                                   "leave out --resume to start a new run")
+    if existing and not cfg.resume:
+        raise ckpt.CheckpointError(f"{train_dir} already holds checkpoints (latest {existing[-1].name}); "
+                                   "pass --resume to continue that run, or --name NAME to start a new one")
+    resume_from = existing[-1] if cfg.resume else None
     source = resume_from or (ckpt.resolve_checkpoint(cfg.init_from) if cfg.init_from else None)
     stored = ckpt.checkpoint_config(source) if source else None
     model_config = resolve_model_config(cfg, manifest, stored, str(source))
@@ -380,17 +396,18 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
     loader = PrefetchingLoader(batches, device)
 
     raw_model = model
-    if cfg.compile:
-        model = torch.compile(model, mode=cfg.compile_mode)
     if ctx.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model, mode=cfg.compile_mode)
     flops_per_step = raw_model.flops_per_token(block_size) * cfg.micro_batch * block_size * accum * ctx.world_size
     peak = peak_flops(device, cfg.peak_flops)
     tokens_per_step = cfg.micro_batch * block_size * accum * ctx.world_size
 
     metrics = None
     if ctx.is_main:
+        train_dir.mkdir(parents=True, exist_ok=True)
         copy_tokenizer(run, train_dir)
         (train_dir / "config.json").write_text(json.dumps(
             {"train": asdict(cfg), "model": model_config.to_dict(), "world_size": ctx.world_size,
@@ -420,7 +437,7 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
     started, interval_start, interval_steps = time.time(), time.time(), 0
     try:
         for step in range(start_step + 1, end_step + 1):
-            lr = lr_at(step - 1, cfg)
+            lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss_sum, grad_norm = optimizer_step(model, raw_model, optimizer, loader, accum, device, ctx, cfg.grad_clip)
@@ -428,31 +445,32 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
 
             checkpoint_due = step % cfg.ckpt_every == 0 or step == end_step
             eval_due = val_index is not None and (step % cfg.eval_every == 0 or checkpoint_due)
+            if not (step % cfg.log_every == 0 or eval_due or checkpoint_due):
+                continue
+            step_loss = ctx.mean(loss_sum / accum).item()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.time() - interval_start  # the training steps only: eval and save come after
             val_loss = evaluate(raw_model, val_index, cfg.micro_batch, cfg.eval_batches, device, ctx) if eval_due else None
-            if step % cfg.log_every == 0 or eval_due or step == end_step:
-                step_loss = ctx.mean(loss_sum / accum).item()
-                losses[step] = step_loss
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                elapsed = time.time() - interval_start
-                tokens_per_s = tokens_per_step * interval_steps / elapsed
-                record = {"step": step, "loss": step_loss, "lr": lr, "grad_norm": float(grad_norm),
-                          "tokens_per_s": tokens_per_s,
-                          "mfu": flops_per_step * interval_steps / elapsed / peak if peak else None,
-                          "tokens": step * tokens_per_step, "elapsed_s": time.time() - started}
-                if val_loss is not None:
-                    record["val_loss"] = val_loss
-                    val_losses[step] = val_loss
-                if metrics is not None:
-                    metrics.write(record)
-                    log.info("step %d loss %.4f%s lr %.2e grad %.2f %.0f tok/s%s", step, step_loss,
-                             f" val {val_loss:.4f}" if val_loss is not None else "", lr, float(grad_norm),
-                             tokens_per_s, f" mfu {record['mfu']:.1%}" if record["mfu"] else "")
-                interval_start, interval_steps = time.time(), 0
+            losses[step] = step_loss
+            tokens_per_s = tokens_per_step * interval_steps / elapsed
+            record = {"step": step, "loss": step_loss, "lr": lr, "grad_norm": float(grad_norm),
+                      "tokens_per_s": tokens_per_s,
+                      "mfu": flops_per_step * interval_steps / elapsed / peak if peak else None,
+                      "tokens": step * tokens_per_step, "elapsed_s": time.time() - started}
+            if val_loss is not None:
+                record["val_loss"] = val_loss
+                val_losses[step] = val_loss
+            if metrics is not None:
+                metrics.write(record)
+                log.info("step %d loss %.4f%s lr %.2e grad %.2f %.0f tok/s%s", step, step_loss,
+                         f" val {val_loss:.4f}" if val_loss is not None else "", lr, float(grad_norm),
+                         tokens_per_s, f" mfu {record['mfu']:.1%}" if record["mfu"] else "")
             if val_loss is not None and (best_val is None or val_loss < best_val):
                 best_val = val_loss
             if checkpoint_due:
                 last_checkpoint = save(step, val_loss) or last_checkpoint
+            interval_start, interval_steps = time.time(), 0
     finally:
         loader.close()
         if metrics is not None:
