@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Sequence[str]]
+MAX_ADDRESSES_PER_CONNECTION = 4  # a name with dozens of dead addresses must not multiply the connect timeout
 
 
 class AddressBlocked(Exception):
@@ -144,14 +145,15 @@ _observers = threading.local()
 
 
 @contextmanager
-def observe_sockets(callback: Callable[[socket.socket], None]) -> Iterator[None]:
-    """Calls `callback(sock)` for each socket a pinned connection uses in this thread while inside the block."""
-    previous = getattr(_observers, "callback", None)
-    _observers.callback = callback
+def observe_sockets(callback: Callable[[socket.socket], None], deadline: float | None = None) -> Iterator[None]:
+    """Calls `callback(sock)` for each socket a pinned connection uses in this thread while inside the block; new
+    connections in the block give up at `deadline` (monotonic), whatever their connect timeout."""
+    previous = getattr(_observers, "callback", None), getattr(_observers, "deadline", None)
+    _observers.callback, _observers.deadline = callback, deadline
     try:
         yield
     finally:
-        _observers.callback = previous
+        _observers.callback, _observers.deadline = previous
 
 
 def _notify(sock: socket.socket | None) -> None:
@@ -171,10 +173,18 @@ class _PinnedConnectionMixin:
         if not addresses:
             raise NewConnectionError(self, f"refusing to connect to {self.host}:{self.port}: its address was never checked")
         last_error: Exception | None = None
-        for address in addresses:
+        deadline = getattr(_observers, "deadline", None)
+        for address in addresses[:MAX_ADDRESSES_PER_CONNECTION]:
+            timeout = self.timeout
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    last_error = last_error or ConnectTimeoutError(self, f"no time left to connect to {self.host}")
+                    break
+                timeout = left if not isinstance(timeout, (int, float)) else min(timeout, left)
             try:
                 sock = urllib3_connection.create_connection(
-                    (address, self.port), self.timeout, source_address=self.source_address,
+                    (address, self.port), timeout, source_address=self.source_address,
                     socket_options=self.socket_options)
             except socket.timeout as error:
                 last_error = ConnectTimeoutError(self, f"connection to {self.host} ({address}) timed out")

@@ -5,8 +5,10 @@ page ready for extraction carries a reject reason (`timeout`, `too-large`, `robo
 """
 from __future__ import annotations
 
+import datetime
 import email.utils
 import http.client
+import http.cookiejar
 import logging
 import random
 import socket
@@ -47,6 +49,7 @@ class FetchConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     page_deadline: float = 60.0  # the most one exchange may take, first byte to last: slow drips end here
+    link_deadline: float = 0.0  # the most one link may take, all hops, retries and waits (0: 3 page deadlines)
     max_bytes: int = 5_000_000  # body bytes as received
     max_decompressed_bytes: int = 25_000_000
     max_redirects: int = 5
@@ -59,6 +62,10 @@ class FetchConfig:
     allow_private_addresses: bool = False
     allowed_networks: tuple[str, ...] = ()
     ca_bundle: str | None = None  # a CA file instead of the system's (tests with their own certificates)
+
+    @property
+    def link_budget(self) -> float:
+        return self.link_deadline if self.link_deadline > 0 else 3 * self.page_deadline
 
 
 class FetchFailure(Exception):
@@ -122,14 +129,16 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit alone accepts "²"
         return float(value)
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if moment is None:
         return None
+    if moment.tzinfo is None:  # asctime dates carry no zone; HTTP dates are always UTC
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
@@ -151,47 +160,72 @@ def redirect_target(base: str, exchange: HttpExchange) -> str | None:
     if not location:
         raise FetchFailure("bad-redirect", f"{exchange.status} without a Location header")
     target = urljoin(base, location).split("#", 1)[0]
-    if urlsplit(target).scheme.lower() not in ("http", "https"):
+    parts = urlsplit(target)
+    if parts.scheme.lower() not in ("http", "https"):
         raise FetchFailure("bad-redirect", f"redirect to a non-HTTP URL: {location[:200]}")
+    if "@" in parts.netloc:  # requests would send (and we would archive) the credentials as Authorization
+        raise FetchFailure("bad-redirect", "redirect to a URL with credentials")
     return target
 
 
-def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
-    """The body with its Content-Encoding (gzip, deflate, identity) undone, refusing more than `limit` bytes."""
+def decode_body(raw: bytes, content_encoding: str | None, limit: int, cut: bool = False) -> bytes:
+    """The body with its Content-Encoding (gzip, deflate, identity) undone, refusing more than `limit` bytes
+    (or, with `cut`, keeping the first `limit` bytes).
+
+    One compression layer at most: real servers never stack them, and each layer would multiply a bomb."""
     encodings = [e.strip().lower() for e in (content_encoding or "").split(",") if e.strip()]
+    layers = [e for e in encodings if e not in ("identity", "none")]
+    if len(layers) > 1:
+        raise FetchFailure("bad-encoding", f"more than one Content-Encoding: {', '.join(layers)[:200]}")
     data = raw
-    for encoding in reversed(encodings):
-        if encoding in ("identity", "none"):
-            continue
+    for encoding in layers:
         if encoding in ("gzip", "x-gzip"):
-            data = _inflate(data, zlib.MAX_WBITS | 16, limit)
+            data = _inflate(data, zlib.MAX_WBITS | 16, limit, cut)
         elif encoding == "deflate":
             try:
-                data = _inflate(data, zlib.MAX_WBITS, limit)
+                data = _inflate(data, zlib.MAX_WBITS, limit, cut)
             except FetchFailure as failure:
                 if failure.reason != "bad-encoding":
                     raise
-                data = _inflate(data, -zlib.MAX_WBITS, limit)  # raw deflate without the zlib header, as IIS sends
+                data = _inflate(data, -zlib.MAX_WBITS, limit, cut)  # raw deflate without the zlib header, as IIS sends
         else:
             raise FetchFailure("bad-encoding", f"unsupported Content-Encoding {encoding!r}")
+    if len(data) > limit and cut:
+        return data[:limit]
     if len(data) > limit:
         raise FetchFailure("too-large", f"body of {len(data):,} bytes is over {limit:,}")
     return data
 
 
-def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
+MAX_GZIP_MEMBERS = 100
+_INFLATE_SLICE = 64 * 1024
+
+
+def _inflate(data: bytes, wbits: int, limit: int, cut: bool = False) -> bytes:
+    """Decompresses in slices (no copies of the rest of the body per member), at most MAX_GZIP_MEMBERS members."""
     output = bytearray()
-    remaining = data
+    view = memoryview(data)
+    position, members = 0, 0
     try:
-        while remaining:
+        while position < len(data):
+            members += 1
+            if members > MAX_GZIP_MEMBERS:
+                raise FetchFailure("bad-encoding", f"more than {MAX_GZIP_MEMBERS} gzip members")
             inflater = zlib.decompressobj(wbits)
-            output += inflater.decompress(remaining, limit - len(output) + 1)
-            if len(output) > limit:
-                raise FetchFailure("decompression-bomb", f"decompresses to more than {limit:,} bytes "
-                                   f"from {len(data):,}")
+            while not inflater.eof and position < len(data):
+                piece = view[position:position + _INFLATE_SLICE]
+                position += len(piece)
+                output += inflater.decompress(piece, limit - len(output) + 1)
+                if len(output) > limit and cut:
+                    return bytes(output[:limit])
+                if len(output) > limit:
+                    raise FetchFailure("decompression-bomb", f"decompresses to more than {limit:,} bytes "
+                                       f"from {len(data):,}")
             if not inflater.eof:
                 break  # a truncated stream: keep what decompressed
-            remaining = inflater.unused_data if wbits & 16 else b""  # gzip may have several members
+            position -= len(inflater.unused_data)
+            if not wbits & 16:
+                break  # gzip may have several members, zlib and raw deflate streams one
     except zlib.error as error:
         raise FetchFailure("bad-encoding", f"corrupt compressed body: {error}") from None
     return bytes(output)
@@ -311,6 +345,24 @@ class RobotsVerdict:
 
 # -- the fetcher ----------------------------------------------------------------------------------------------------
 
+class _NoRedirectSession(requests.Session):
+    """A Session that never looks at redirects: requests would otherwise read (and decompress, uncapped) the body of
+    every 3xx response itself, even with allow_redirects=False. We follow redirects by hand."""
+
+    def get_redirect_target(self, resp):
+        return None
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """Stores and sends no cookies: a crawler needs none, and one jar shared by all host threads would grow forever."""
+
+    def set_ok(self, cookie, request) -> bool:
+        return False
+
+    def return_ok(self, cookie, request) -> bool:
+        return False
+
+
 class Fetcher:
     """Fetches pages politely and safely. Thread-safe: one instance serves all host threads of a worker."""
 
@@ -328,10 +380,13 @@ class Fetcher:
         self._robots: dict[str, RobotsVerdict] = {}
         self._robots_locks: dict[str, threading.Lock] = {}
         self._robots_lock = threading.Lock()
+        self._refused_hosts: dict[str, tuple[float, str]] = {}  # host -> (monotonic until, why): long Retry-After
+        self._refused_lock = threading.Lock()
 
     def _session(self) -> requests.Session:
-        session = requests.Session()
+        session = _NoRedirectSession()
         session.trust_env = False  # no proxies or .netrc from the environment: they would bypass the guard
+        session.cookies.set_policy(_NoCookies())
         adapter = PinnedAdapter(self.guard, pool_connections=256, pool_maxsize=4, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
@@ -353,14 +408,18 @@ class Fetcher:
     def fetch_page(self, url: str) -> FetchResult:
         """Fetches one link: robots.txt and the address guard at every hop, redirects by hand, retries, limits."""
         started = time.monotonic()
+        until = started + self.config.link_budget
         result = FetchResult(url=url, fetched_at=time.time())
         current, seen = url, {url}
         try:
             for hop in range(self.config.max_redirects + 1):
                 if urlsplit(current).scheme.lower() not in ("http", "https"):
                     raise FetchFailure("bad-url", f"not an http(s) URL: {current[:200]}")
+                if "@" in urlsplit(current).netloc:
+                    raise FetchFailure("bad-url", "URL with credentials")
+                self._check_host(current)
                 self._check_robots(current)
-                exchange = self._attempts(current, result, page=True)
+                exchange = self._attempts(current, result, page=True, until=until)
                 result.final_url, result.status = current, exchange.status
                 target = redirect_target(current, exchange)
                 if target is None:
@@ -375,6 +434,23 @@ class Fetcher:
         finally:
             result.elapsed = time.monotonic() - started
         return result
+
+    def _check_host(self, url: str) -> None:
+        """Refuses a host that asked for a longer pause (Retry-After) than --retry-after-max, until the pause ends."""
+        host = host_key(url)
+        with self._refused_lock:
+            refused = self._refused_hosts.get(host)
+            if refused and refused[0] <= time.monotonic():
+                del self._refused_hosts[host]
+                refused = None
+        if refused:
+            raise FetchFailure("retry-after-too-long", refused[1])
+
+    def _refuse_host(self, host: str, seconds: float) -> None:
+        why = f"{host} asked for a pause of {seconds:g}s (Retry-After), over --retry-after-max " \
+              f"{self.config.retry_after_max:g}s"
+        with self._refused_lock:
+            self._refused_hosts[host] = (time.monotonic() + seconds, why)
 
     def _check_robots(self, url: str) -> None:
         verdict = self.robots(url)
@@ -399,9 +475,10 @@ class Fetcher:
 
     def _fetch_robots(self, robots_address: str) -> RobotsVerdict:
         current = robots_address
+        until = time.monotonic() + self.config.link_budget  # its own budget: the verdict serves every link
         for hop in range(6):  # RFC 9309: follow at least five redirects
             try:
-                exchange = self._attempts(current, None, page=False)
+                exchange = self._attempts(current, None, page=False, until=until)
                 target = redirect_target(current, exchange)
             except FetchFailure as failure:
                 if hop == 0 and failure.reason in ("address-blocked", "dns-error", "tls-error", "bad-url"):
@@ -414,10 +491,18 @@ class Fetcher:
         return RobotsVerdict(RobotsRules.allowing_all())  # too many redirects: unavailable, so allowed
 
     def _robots_verdict(self, robots_address: str, exchange: HttpExchange) -> RobotsVerdict:
-        try:
-            body = decode_body(exchange.body, exchange.header("content-encoding"), ROBOTS_MAX_BYTES * 4)
-        except FetchFailure:
-            body = b""
+        body = b""
+        if 200 <= exchange.status < 300:
+            if exchange.truncated in ("time", "disconnect"):  # a cut-off file could lack the rules that matter
+                return RobotsVerdict(RobotsRules.disallowing_all(), "robots-unreachable",
+                                     f"robots.txt incomplete ({exchange.truncated})")
+            try:  # RFC 9309: parse at least the first 500 KiB of a larger file
+                body = decode_body(exchange.body, exchange.header("content-encoding"), ROBOTS_MAX_BYTES, cut=True)
+            except FetchFailure as failure:
+                return RobotsVerdict(RobotsRules.disallowing_all(), "robots-unreachable",
+                                     f"robots.txt: {failure.reason} {failure.detail}")
+            if exchange.truncated or len(body) >= ROBOTS_MAX_BYTES:
+                body = body[:body.rfind(b"\n") + 1]  # not a rule cut in half
         rules = rules_for_status(exchange.status, body, self.config.user_agent)
         if rules.disallow_all:
             return RobotsVerdict(rules, "robots-unreachable", f"robots.txt answered {exchange.status}")
@@ -431,15 +516,18 @@ class Fetcher:
 
     # -- one URL, with retries --------------------------------------------------------------------------------------
 
-    def _attempts(self, url: str, result: FetchResult | None, page: bool) -> HttpExchange:
-        """Requests a URL until it answers with something other than a retryable error, or the retries run out."""
+    def _attempts(self, url: str, result: FetchResult | None, page: bool, until: float) -> HttpExchange:
+        """Requests a URL until it answers with something other than a retryable error, the retries run out or the
+        link's deadline (`until`, monotonic) would pass. A Retry-After (and a 429) pauses the whole host."""
         host = host_key(url)
         not_before = 0.0
         for attempt in range(self.config.retries + 1):
+            if time.monotonic() >= until:
+                raise FetchFailure("timeout", f"link not done within {self.config.link_budget:g}s")
             failure: FetchFailure | None = None
             with self.scheduler.turn(host, not_before=not_before):
                 try:
-                    exchange = self._exchange(url, page)
+                    exchange = self._exchange(url, page, until)
                 except FetchFailure as error:
                     failure, exchange = error, error.exchange
             if result is not None:
@@ -451,11 +539,18 @@ class Fetcher:
                 if not failure.retryable or last:
                     raise failure
                 wait = backoff_seconds(attempt, self.config, self._rng)
-            elif _retryable_status(exchange.status) and not last:
+                if time.monotonic() + wait >= until:
+                    raise failure
+            elif _retryable_status(exchange.status):
                 retry_after = parse_retry_after(exchange.header("retry-after"))
                 if retry_after is not None and retry_after > self.config.retry_after_max:
-                    return exchange  # the server asks for a longer pause than we wait: give up on this link
+                    self._refuse_host(host, retry_after)
+                    return exchange  # the server asks for a longer pause than we wait: give up on this host
                 wait = retry_after if retry_after is not None else backoff_seconds(attempt, self.config, self._rng)
+                if retry_after is not None or exchange.status == 429:
+                    self.scheduler.defer(host, time.monotonic() + wait)
+                if last or time.monotonic() + wait >= until:
+                    return exchange
             else:
                 return exchange
             log.debug("retrying %s in %.2fs (attempt %d)", url, wait, attempt + 1)
@@ -477,11 +572,12 @@ class Fetcher:
 
     # -- one HTTP exchange ------------------------------------------------------------------------------------------
 
-    def _exchange(self, url: str, page: bool) -> HttpExchange:
-        """One GET with a streamed, size-capped body, all of it within the page deadline."""
+    def _exchange(self, url: str, page: bool, until: float) -> HttpExchange:
+        """One GET with a streamed, size-capped body, all of it within the page deadline and the link's `until`."""
         config = self.config
         started = time.time()
-        deadline = time.monotonic() + config.page_deadline
+        deadline = min(time.monotonic() + config.page_deadline, until)
+        left = max(0.001, deadline - time.monotonic())
         peers: list[str] = []
 
         def watch(sock: socket.socket) -> None:
@@ -491,10 +587,10 @@ class Fetcher:
             except OSError:
                 pass
 
-        with self.watchdog.deadline(deadline) as guard, observe_sockets(watch):
+        with self.watchdog.deadline(deadline) as guard, observe_sockets(watch, deadline):
             try:
                 response = self.session.get(url, stream=True, allow_redirects=False,
-                                            timeout=(config.connect_timeout, config.read_timeout))
+                                            timeout=(min(config.connect_timeout, left), min(config.read_timeout, left)))
             except Exception as error:
                 raise self._failure(error, guard) from None
             exchange = self._start_exchange(url, response, started, peers[-1] if peers else None)
@@ -566,7 +662,8 @@ class Fetcher:
     def _failure(self, error: Exception, guard: _Deadline) -> FetchFailure:
         """The reject reason of an exception raised while requesting or reading."""
         if guard.expired:
-            return FetchFailure("timeout", f"no complete response within {self.config.page_deadline:g}s")
+            return FetchFailure("timeout", f"no complete response within the page deadline "
+                                f"({self.config.page_deadline:g}s) or the link's ({self.config.link_budget:g}s)")
         if isinstance(error, FetchFailure):
             return error
         if isinstance(error, AddressBlocked):

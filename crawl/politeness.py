@@ -27,6 +27,7 @@ class HostScheduler:
         self._busy: set[str] = set()
         self._free_at: dict[str, float] = {}
         self._delays: dict[str, float] = {}
+        self._deferred: dict[str, float] = {}  # host -> monotonic time before which it gets no request
 
     def set_delay(self, host: str, delay: float) -> None:
         """A longer delay for one host (its robots.txt Crawl-delay); applies from its last request on."""
@@ -35,6 +36,12 @@ class HostScheduler:
             self._delays[host] = max(delay, self.default_delay)
             if host in self._free_at:
                 self._free_at[host] += self._delays[host] - previous
+            self._condition.notify_all()
+
+    def defer(self, host: str, until: float) -> None:
+        """No request to the host before `until` (a monotonic time), whichever thread asks: its Retry-After."""
+        with self._condition:
+            self._deferred[host] = max(until, self._deferred.get(host, 0.0))
             self._condition.notify_all()
 
     def delay(self, host: str) -> float:
@@ -46,7 +53,7 @@ class HostScheduler:
         with self._condition:
             while True:
                 if host not in self._busy:
-                    ready_at = max(self._free_at.get(host, 0.0), not_before)
+                    ready_at = max(self._free_at.get(host, 0.0), self._deferred.get(host, 0.0), not_before)
                     wait = ready_at - time.monotonic()
                     if wait <= 0:
                         self._busy.add(host)
@@ -64,10 +71,13 @@ class HostScheduler:
                 self._condition.notify_all()
 
     def _prune(self) -> None:
+        now = time.monotonic()
         if len(self._free_at) > 100_000:  # forget hosts whose delay is long over
-            now = time.monotonic()
             for host in [h for h, t in self._free_at.items() if t < now and h not in self._busy]:
                 del self._free_at[host]
+        if len(self._deferred) > 1_000:
+            for host in [h for h, t in self._deferred.items() if t < now]:
+                del self._deferred[host]
 
 
 @dataclass
@@ -89,6 +99,7 @@ class HostPool:
         self.max_hosts = max(1, max_hosts)
         self._executor = ThreadPoolExecutor(max_workers=self.max_hosts, thread_name_prefix="host")
         self._results: queue.Queue = queue.Queue(maxsize=max_queued)
+        self._cancelled = threading.Event()
         self.in_flight = 0
 
     def submit(self, host: str, items: list) -> Iterator[Any]:
@@ -108,7 +119,14 @@ class HostPool:
             yield from self._take(block=True)
 
     def close(self) -> None:
+        """Stops the host threads (each after its current item) even when nobody reads their results any more."""
+        self._cancelled.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        while True:
+            try:
+                self._results.get_nowait()
+            except queue.Empty:
+                break
 
     def _take(self, block: bool) -> Iterator[Any]:
         """One result (waiting for it if `block`), then whatever else is already queued."""
@@ -131,8 +149,19 @@ class HostPool:
         error = None
         try:
             for result in self.crawl_host(host, items):
-                self._results.put(result)
+                if not self._put(result):
+                    return  # closed: the rest of the host's links are not fetched
         except Exception as exc:  # a bug must not lose the host's accounting: the caller sees HostDone.error
             log.exception("crawling %s failed", host)
             error = f"{type(exc).__name__}: {exc}"
-        self._results.put(HostDone(host, error))
+        self._put(HostDone(host, error))
+
+    def _put(self, item: Any) -> bool:
+        """Queues a result, waiting while the queue is full; False once the pool is closed."""
+        while not self._cancelled.is_set():
+            try:
+                self._results.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False

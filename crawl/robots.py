@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309 asks crawlers to parse at least 500 KiB
+MAX_PATTERN_CHARS = 2048  # longer Allow/Disallow values are ignored (no real path is that long)
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 
@@ -42,22 +43,31 @@ class Rule:
         return len(self.pattern)
 
     def matches(self, path: str) -> bool:
-        return _compile(self.pattern).match(path) is not None
+        return pattern_matches(self.pattern, path)
 
 
-_PATTERN_CACHE: dict[str, re.Pattern] = {}
+def pattern_matches(pattern: str, path: str) -> bool:
+    """Whether a robots.txt pattern (`*` any characters, a final `$` the end) matches a path from its start.
 
-
-def _compile(pattern: str) -> re.Pattern:
-    compiled = _PATTERN_CACHE.get(pattern)
-    if compiled is None:
-        anchored = pattern.endswith("$")
-        body = pattern[:-1] if anchored else pattern
-        regex = ".*".join(re.escape(part) for part in body.split("*"))
-        compiled = re.compile(regex + ("$" if anchored else ""), re.DOTALL)
-        if len(_PATTERN_CACHE) < 10_000:
-            _PATTERN_CACHE[pattern] = compiled
-    return compiled
+    Linear, unlike a backtracking regex: the first piece is a prefix, each later piece is found leftmost after the
+    previous one (leftmost leaves the most room for the rest), and with `$` the last piece must end the path."""
+    anchored = pattern.endswith("$")
+    pieces = (pattern[:-1] if anchored else pattern).split("*")
+    first, rest = pieces[0], pieces[1:]
+    if not path.startswith(first):
+        return False
+    if not rest:
+        return not anchored or len(path) == len(first)
+    position = len(first)
+    middle, last = rest[:-1], rest[-1]
+    for piece in middle:
+        found = path.find(piece, position)
+        if found < 0:
+            return False
+        position = found + len(piece)
+    if anchored:
+        return len(path) - len(last) >= position and path.endswith(last)
+    return path.find(last, position) >= 0
 
 
 @dataclass
@@ -126,8 +136,9 @@ def _parse_groups(text: str) -> list[_Group]:
         if current is None:
             continue  # rules before any user-agent line belong to no group
         if key in ("allow", "disallow"):
-            if value:  # an empty Disallow allows everything; an empty Allow says nothing
-                current.rules.append(Rule(allow=key == "allow", pattern=normalize_path(value)))
+            pattern = normalize_path(value)
+            if pattern and len(pattern) <= MAX_PATTERN_CHARS:  # an empty Disallow allows everything
+                current.rules.append(Rule(allow=key == "allow", pattern=pattern))
         elif key in ("crawl-delay", "crawldelay"):
             try:
                 delay = float(value)

@@ -7,6 +7,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
+from urllib.parse import urlsplit
 
 from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
@@ -122,8 +123,8 @@ class WarcWriter:
         self._out = _CountingFile(self.open_file(path))
         self._writer = WARCWriter(self._out, gzip=True)
         self.files.append(path)
-        info = {"software": self.software, "format": "WARC File Format 1.1",
-                "conformsTo": "https://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.1/"}
+        info = {"software": self.software, "format": "WARC File Format 1.0",  # warcio writes WARC/1.0 records
+                "conformsTo": "https://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.0/"}
         self._writer.write_record(self._writer.create_warcinfo_record(path.rsplit("/", 1)[-1], info))
 
     def _response_record(self, exchange: HttpExchange):
@@ -140,9 +141,9 @@ class WarcWriter:
                                                length=None, http_headers=http_headers, warc_headers_dict=warc_headers)
 
     def _request_record(self, exchange: HttpExchange, response_id: str):
-        parts = exchange.url.split("://", 1)[-1]
-        target = "/" + parts.split("/", 1)[1] if "/" in parts else "/"
-        http_headers = StatusAndHeaders(f"{exchange.method} {target.split('#')[0]} {exchange.http_version}",
+        parts = urlsplit(exchange.url)
+        target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        http_headers = StatusAndHeaders(f"{exchange.method} {target} {exchange.http_version}",
                                         exchange.request_headers, protocol=exchange.http_version, is_http_request=True)
         warc_headers = {"WARC-Date": warc_date(exchange.started_at), "WARC-Concurrent-To": response_id}
         assert self._writer is not None

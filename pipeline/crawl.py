@@ -87,6 +87,8 @@ OPTIONS = [
     Option("--connect-timeout", "seconds to connect", type=float, default=10.0),
     Option("--read-timeout", "seconds without a byte from the server", type=float, default=30.0),
     Option("--page-deadline", "seconds one response may take in all, headers and body", type=float, default=60.0),
+    Option("--link-deadline", "seconds one link may take in all: redirects, retries and their waits "
+           "(0: 3 page deadlines)", type=float, default=0.0),
     Option("--max-bytes", "largest body as received", type=int, default=5_000_000),
     Option("--max-decompressed-bytes", "largest body after gzip/deflate (bigger: a decompression bomb)",
            type=int, default=25_000_000),
@@ -141,7 +143,8 @@ OPTIONS = [
 def fetch_config(config: dict) -> FetchConfig:
     return FetchConfig(
         user_agent=config["user_agent"], connect_timeout=config["connect_timeout"], read_timeout=config["read_timeout"],
-        page_deadline=config["page_deadline"], max_bytes=config["max_bytes"],
+        page_deadline=config["page_deadline"], link_deadline=config.get("link_deadline") or 0.0,
+        max_bytes=config["max_bytes"],
         max_decompressed_bytes=config["max_decompressed_bytes"], max_redirects=config["max_redirects"],
         retries=config["retries"], backoff_base=config["backoff_base"], retry_after_max=config["retry_after_max"],
         host_delay=config["host_delay"], max_crawl_delay=config["max_crawl_delay"],
@@ -238,6 +241,8 @@ class FetchHosts(beam.DoFn):
         self.unfinished: dict[str, dict[str, dict]] = {}
 
     def start_bundle(self) -> None:
+        if self.writer is not None:  # a bundle that failed before finish_bundle left its file open
+            self.writer.close()
         prefix = f"webtext-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:10]}"
         self.writer = WarcWriter(self.warc_dir, prefix, self.warc_max_bytes, open_file=_create_file)
 

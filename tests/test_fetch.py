@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import time
+import tracemalloc
 import zlib
 
 import pytest
@@ -44,10 +45,18 @@ def test_host_key_drops_default_ports_and_case():
     assert host_key("http://[::1]:81/") == "::1:81"
 
 
-def test_retry_after_in_seconds_or_as_a_date():
+def test_retry_after_in_seconds_or_as_a_date(monkeypatch):
     assert parse_retry_after("120") == 120.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
     assert parse_retry_after("soon") is None
+    monkeypatch.setenv("TZ", "America/New_York")  # asctime dates have no zone: they are UTC, not local time
+    time.tzset()
+    try:
+        assert parse_retry_after("Wed Oct 21 07:28:00 2015", now=1445412470.0) == pytest.approx(10.0)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert parse_retry_after("²") is None and parse_retry_after("١٢") is None  # digits, but not ASCII ones
     assert parse_retry_after(None) is None
 
 
@@ -64,11 +73,25 @@ def test_decode_body_handles_gzip_members_and_both_deflates():
 @pytest.mark.parametrize("encoding, body, reason", [
     ("br", b"xx", "bad-encoding"), ("gzip", b"not gzip at all", "bad-encoding"),
     ("gzip", gzip.compress(b"\0" * 200_000), "decompression-bomb"),
+    ("gzip, gzip", gzip.compress(gzip.compress(b"<html></html>")), "bad-encoding"),
+    ("deflate, gzip", gzip.compress(b"<html></html>"), "bad-encoding"),
 ])
 def test_decode_body_refuses_what_it_cannot_or_must_not_decode(encoding, body, reason):
     with pytest.raises(FetchFailure) as raised:
         decode_body(body, encoding, 100_000)
     assert raised.value.reason == reason
+
+
+def test_many_gzip_members_are_refused_quickly():
+    member = gzip.compress(b"x")
+    assert decode_body(member * 100, "gzip", 10_000) == b"x" * 100
+    started = time.monotonic()
+    with pytest.raises(FetchFailure) as raised:
+        decode_body(member * 200_000, "gzip", 10_000_000)
+    assert raised.value.reason == "bad-encoding" and "members" in raised.value.detail
+    assert time.monotonic() - started < 0.5
+    big = gzip.compress(bytes(range(256)) * 20_000, 1)  # a large single member decodes in slices
+    assert decode_body(big, "identity, gzip", 10_000_000) == bytes(range(256)) * 20_000
 
 
 # -- fetching ------------------------------------------------------------------------------------------------------
@@ -80,6 +103,15 @@ def test_a_page_is_fetched_with_our_user_agent_after_robots_txt(serve):
     assert result.ok and result.body == PAGE and result.status == 200 and result.attempts == 1
     assert [v.path for v in site.log.visits] == ["/robots.txt", "/page.html"]
     assert {v.headers["User-Agent"] for v in site.log.visits} == {"testbot/1.0 (+http://example.org/bot)"}
+
+
+def test_cookies_are_neither_kept_nor_sent(serve):
+    site = Site("s", routes={"/set.html": Response(PAGE, headers={"Set-Cookie": "session=abc; Path=/"}),
+                             "/next.html": Response(PAGE)})
+    fetcher = serve(site)
+    assert fetcher.fetch_page(site.url("/set.html")).ok and fetcher.fetch_page(site.url("/next.html")).ok
+    assert all("Cookie" not in visit.headers for visit in site.log.visits)
+    assert len(fetcher.session.cookies) == 0
 
 
 def test_gzip_bodies_are_decoded_and_bombs_refused(serve):
@@ -160,9 +192,48 @@ def test_redirects_are_followed_by_hand_and_each_hop_checked(serve):
     assert fetcher.fetch_page(site.url("/loop-a")).reason == "redirect-loop"
     assert fetcher.fetch_page(site.url("/chain/0")).reason == "too-many-redirects"
     assert fetcher.fetch_page(site.url("/private-hop")).reason == "address-blocked"
+    site.routes["/to-credentials"] = redirect(f"http://user:secret@127.0.0.1:{site.port}/final.html")
+    with_credentials = fetcher.fetch_page(site.url("/to-credentials"))
+    assert with_credentials.reason == "bad-redirect" and "secret" not in with_credentials.detail
+    assert fetcher.fetch_page(f"http://user:secret@127.0.0.1:{site.port}/final.html").reason == "bad-url"
+    assert not any("Authorization" in visit.headers for visit in site.log.visits)
     moved = fetcher.fetch_page(site.url("/elsewhere"))
     assert moved.ok and moved.final_url == other.url("/landing.html")
     assert [v.path for v in other.log.visits] == ["/robots.txt", "/landing.html"]  # robots.txt of the new host
+
+
+def _bomb(megabytes: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = b"\0" * (1 << 20)
+    return b"".join(compressor.compress(zeros) for _ in range(megabytes)) + compressor.flush()
+
+
+def test_redirect_bodies_are_read_by_us_capped_not_by_requests(serve):
+    """requests reads (and decompresses) 3xx bodies itself unless told not to: a bomb there must stay capped."""
+    zipped_301 = {"Location": "/page.html", "Content-Encoding": "gzip"}
+    bomb = _bomb(100)
+    site = Site("s", routes={
+        "/robots.txt": Response(gzip.compress(b"moved"), "text/plain", 301,
+                                {"Location": "/real-robots.txt", "Content-Encoding": "gzip"}),
+        "/real-robots.txt": Response(b"User-agent: *\nDisallow: /private/\n", "text/plain"),
+        "/moved": Response(gzip.compress(b"<html>moved</html>"), "text/html", 301, zipped_301),
+        "/bomb-redirect": Response(bomb, "text/html", 302, zipped_301),
+        "/page.html": Response(PAGE)})
+    records = []
+    fetcher = serve(site, archive=lambda exchange: (records.append(exchange), ("mem", len(records)))[1])
+    moved = fetcher.fetch_page(site.url("/moved"))
+    assert moved.ok and moved.final_url == site.url("/page.html")  # a redirected, gzipped robots.txt works too
+    tracemalloc.start()
+    try:
+        result = fetcher.fetch_page(site.url("/bomb-redirect"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.ok and result.redirects == 1
+    assert peak < 10_000_000, peak
+    record = [r for r in records if r.url.endswith("/bomb-redirect")][0]
+    assert record.truncated == "length" and record.body == bomb[:len(record.body)] and len(record.body) < len(bomb)
+    assert fetcher.fetch_page(site.url("/private/x.html")).reason == "robots-disallowed"
 
 
 def test_retry_after_is_honoured_and_errors_retried_with_backoff(serve):
@@ -181,10 +252,35 @@ def test_retry_after_is_honoured_and_errors_retried_with_backoff(serve):
     assert reset_result.reason == "connection-error" and reset_result.attempts == 3
     error = fetcher.fetch_page(site.url("/error.html"))
     assert error.reason == "http-500" and error.attempts == 3
-    later = fetcher.fetch_page(site.url("/later.html"))
-    assert later.reason == "http-503" and later.attempts == 1  # waiting an hour is not an option
     missing = fetcher.fetch_page(site.url("/missing.html"))
     assert missing.reason == "http-404" and missing.attempts == 1
+    later = fetcher.fetch_page(site.url("/later.html"))
+    assert later.reason == "http-503" and later.attempts == 1  # waiting an hour is not an option
+
+
+def test_retry_after_pauses_the_whole_host_and_a_long_one_ends_it(serve):
+    busy = FailingFirst(Response(PAGE), failures=1, status=503, retry_after=1)
+    site = Site("s", robots=None, routes={"/busy.html": busy, "/a.html": Response(PAGE)})
+    closed = Site("closed", robots=None, routes={
+        "/later.html": Response(b"busy", status=429, headers={"Retry-After": "3600"}), "/b.html": Response(PAGE)})
+    fetcher = serve(site, closed, retries=0)
+    assert fetcher.fetch_page(site.url("/busy.html")).reason == "http-503"
+    assert fetcher.fetch_page(site.url("/a.html")).ok
+    gaps = dict(site.log.gaps())
+    assert gaps["/a.html"] >= 1.0 - 0.01  # the next link waited for the host's Retry-After, not just the delay
+    assert fetcher.fetch_page(closed.url("/later.html")).reason == "http-429"
+    refused = fetcher.fetch_page(closed.url("/b.html"))
+    assert refused.reason == "retry-after-too-long" and "3600" in refused.detail
+    assert closed.log.paths() == ["/robots.txt", "/later.html"]
+
+
+def test_a_link_has_a_deadline_over_all_its_hops(serve):
+    site = Site("s", robots=None, routes={f"/hop/{i}": sleep_then(0.3, redirect(f"/hop/{i + 1}")) for i in range(10)})
+    fetcher = serve(site, page_deadline=1.0, link_deadline=1.0, max_redirects=8)
+    started = time.monotonic()
+    result = fetcher.fetch_page(site.url("/hop/0"))
+    assert result.reason == "timeout" and 1 <= result.redirects <= 3
+    assert time.monotonic() - started < 1.3
 
 
 def test_robots_txt_is_fetched_once_and_obeyed(serve):
@@ -201,6 +297,37 @@ def test_unreachable_robots_txt_disallows_and_missing_allows(serve, robots_statu
     site = Site("s", routes={"/robots.txt": Response(b"", "text/plain", robots_status), "/a.html": Response(PAGE)})
     fetcher = serve(site, retries=0)
     assert fetcher.fetch_page(site.url("/a.html")).reason == reason
+
+
+def _drip_robots(ctx: RequestContext) -> None:
+    ctx.send_head(200, {"Content-Type": "text/plain"})
+    ctx.write(b"User-agent: *\nAllow: /\n")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not ctx.client_gone() and ctx.write(b"#"):
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("robots", [
+    _drip_robots,  # cut off by the page deadline: the Disallow lines might have come later
+    Response(b"not gzip at all", "text/plain", headers={"Content-Encoding": "gzip"}),
+    Response(b"User-agent: *\nAllow: /\n", "text/plain", headers={"Content-Encoding": "br"}),
+])
+def test_an_incomplete_or_undecodable_robots_txt_disallows(serve, robots):
+    site = Site("s", routes={"/robots.txt": robots, "/a.html": Response(PAGE)})
+    fetcher = serve(site, retries=0, page_deadline=0.5)
+    result = fetcher.fetch_page(site.url("/a.html"))
+    assert result.reason == "robots-unreachable"
+    assert [v.path for v in site.log.visits] == ["/robots.txt"]
+
+
+def test_an_oversized_robots_txt_is_parsed_up_to_its_limit(serve):
+    text = b"User-agent: *\nDisallow: /private/\n" + b"# a very long comment line\n" * 200_000
+    site = Site("s", routes={"/robots.txt": Response(gzip.compress(text), "text/plain",
+                                                     headers={"Content-Encoding": "gzip"}),
+                             "/a.html": Response(PAGE), "/private/b.html": Response(PAGE)})
+    fetcher = serve(site)
+    assert fetcher.fetch_page(site.url("/a.html")).ok
+    assert fetcher.fetch_page(site.url("/private/b.html")).reason == "robots-disallowed"
 
 
 def test_a_crawl_delay_over_the_maximum_skips_the_host(serve):

@@ -114,3 +114,29 @@ def test_https_to_a_pinned_address_keeps_sni_host_header_and_certificate_check()
     assert names_seen and set(names_seen) == {"pinned.test"}
     assert {v.headers.get("Host") for v in site.log.visits} == {f"pinned.test:{site.port}"}
     assert wrong_name.reason == "tls-error"  # the certificate is for pinned.test, not for the address
+
+
+def test_a_connection_tries_few_addresses_and_only_while_the_link_has_time(monkeypatch):
+    """A name with many dead addresses must not multiply the connect timeout past the link's deadline."""
+    import socket
+
+    from webtext.crawl import addresses
+
+    tried = []
+
+    def dead(address, timeout, **kwargs):
+        tried.append((address[0], timeout))
+        raise socket.timeout("timed out")
+
+    monkeypatch.setattr(addresses.urllib3_connection, "create_connection", dead)
+    many = [f"127.0.0.{i}" for i in range(2, 12)]
+    config = FetchConfig(allowed_networks=("127.0.0.0/8",), retries=0, host_delay=0.0, connect_timeout=10.0,
+                         page_deadline=0.5)
+    fetcher = Fetcher(config, resolver=lambda host, port: many)
+    try:
+        result = fetcher.fetch_page("http://many.test/page.html")
+    finally:
+        fetcher.close()
+    assert result.reason == "robots-unreachable" and "timeout" in result.detail
+    assert len(tried) == addresses.MAX_ADDRESSES_PER_CONNECTION
+    assert all(timeout <= 0.5 for _, timeout in tried)

@@ -110,3 +110,29 @@ def test_host_pool_applies_back_pressure_and_reports_crashes():
     done = {item.host: item.error for item in outputs if isinstance(item, HostDone)}
     assert done == {"a": None, "bad": "RuntimeError: boom", "c": None, "d": None}
     assert sorted(item for item in outputs if isinstance(item, str)) == ["a1", "a2", "c1", "c2", "d1", "d2", "first"]
+
+
+def test_host_pool_closes_when_nobody_reads_its_results():
+    """A bundle that fails stops reading; teardown must still end the host threads instead of hanging."""
+    def crawl(host, items):
+        for item in items:
+            time.sleep(0.001)
+            yield item
+
+    pool = HostPool(crawl, max_hosts=4, max_queued=2)
+    for host in ("a", "b", "c"):
+        list(pool.submit(host, list(range(1000))))
+    time.sleep(0.1)  # the threads now wait on a full queue
+    started = time.monotonic()
+    pool.close()
+    assert time.monotonic() - started < 2.0
+
+
+def test_scheduler_defer_holds_the_host_for_every_thread():
+    scheduler = HostScheduler(0.0)
+    scheduler.defer("h", time.monotonic() + 0.2)
+    started = time.monotonic()
+    with scheduler.turn("h"):
+        assert time.monotonic() - started >= 0.2 - 0.005
+    with scheduler.turn("other"):
+        assert time.monotonic() - started < 0.3

@@ -110,3 +110,18 @@ def test_common_crawl_style_records_replay(tmp_path):
     retried = ("f", 10, 503, None, 100.0)
     final = ("f", 20, 200, None, 50.0)
     assert best_ref([retried, final]) == final  # a retried 5xx loses to an answer, even an older one
+
+
+def test_warcinfo_matches_the_record_version_and_request_lines_keep_the_query(tmp_path):
+    writer = WarcWriter(str(tmp_path), "v")
+    for url in ("http://example.com?q=1", "http://example.com/a/b?x=2#frag", "http://example.com"):
+        writer.write(HttpExchange(url=url, status=200, response_headers=[("Content-Type", "text/html")], body=PAGE))
+    writer.close()
+    with open(writer.files[0], "rb") as handle:
+        records = [(r.rec_type, r.rec_headers.protocol, r.raw_stream.read(), r.http_headers)
+                   for r in ArchiveIterator(handle)]
+    info = records[0][2].decode()
+    versions = {protocol for _, protocol, _, _ in records}
+    assert len(versions) == 1 and f"WARC File Format {versions.pop().split('/')[1]}" in info
+    request_lines = [http.statusline for kind, _, _, http in records if kind == "request"]
+    assert [line.split()[0] for line in request_lines] == ["/?q=1", "/a/b?x=2", "/"]

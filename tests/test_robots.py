@@ -1,9 +1,14 @@
 """robots.txt per RFC 9309: group selection, longest match, wildcards, status codes, Crawl-delay."""
 from __future__ import annotations
 
+import random
+import re
+import time
+
 import pytest
 
-from webtext.crawl.robots import normalize_path, parse_robots, product_token, robots_url, rules_for_status
+from webtext.crawl.robots import (MAX_PATTERN_CHARS, normalize_path, parse_robots, pattern_matches, product_token,
+                                  robots_url, rules_for_status)
 
 UA = "webtext-crawler/0.1 (+https://example.org/crawler)"
 
@@ -40,6 +45,31 @@ def test_wildcards_and_end_anchor():
     assert allowed(robots, "/index.phpx")
     assert not allowed(robots, "/private-area/data/file")
     assert allowed(robots, "/public/data")
+
+
+def test_pathological_wildcards_match_in_linear_time():
+    """A regex with many `.*` backtracks for minutes on such a path; the matcher must not."""
+    robots = "User-agent: *\nDisallow: /*a*a*a*a*a*a*aX\nDisallow: /*a*a*a*a*a*a*a$X\n"
+    started = time.monotonic()
+    assert allowed(robots, "/" + "a" * 2000)
+    assert not allowed(robots, "/" + "a" * 2000 + "X")
+    assert time.monotonic() - started < 0.5
+
+
+def test_pattern_matcher_agrees_with_the_regex_definition():
+    rng = random.Random(7)
+    for _ in range(5000):
+        pattern = "/" + "".join(rng.choice("ab*") for _ in range(rng.randint(0, 6))) + rng.choice(["", "$"])
+        path = "/" + "".join(rng.choice("ab") for _ in range(rng.randint(0, 8)))
+        anchored = pattern.endswith("$")
+        regex = ".*".join(re.escape(p) for p in (pattern[:-1] if anchored else pattern).split("*"))
+        expected = re.match(regex + ("$" if anchored else ""), path, re.DOTALL) is not None
+        assert pattern_matches(pattern, path) == expected, (pattern, path)
+
+
+def test_overlong_patterns_are_ignored():
+    assert allowed(f"User-agent: *\nDisallow: /{'x' * MAX_PATTERN_CHARS}\n", "/" + "x" * (MAX_PATTERN_CHARS + 5))
+    assert not allowed(f"User-agent: *\nDisallow: /{'x' * 100}\n", "/" + "x" * 105)
 
 
 def test_query_strings_take_part_in_matching():
