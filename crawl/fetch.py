@@ -5,6 +5,7 @@ page ready for extraction carries a reject reason (`timeout`, `too-large`, `robo
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import email.utils
 import http.client
@@ -27,7 +28,7 @@ import urllib3.exceptions
 from webtext.crawl.addresses import (AddressBlocked, AddressGuard, PinnedAdapter, ResolveFailed, observe_sockets,
                                      system_resolve)
 from webtext.crawl.politeness import HostScheduler
-from webtext.crawl.robots import ROBOTS_MAX_BYTES, RobotsRules, robots_url, rules_for_status
+from webtext.crawl.robots import ROBOTS_MAX_BYTES, RobotsRules, Rule, robots_url, rules_for_status
 from webtext.crawl.warc import HttpExchange
 
 log = logging.getLogger(__name__)
@@ -94,10 +95,25 @@ class FetchResult:
     fetched_at: float = 0.0  # epoch seconds
     warc_file: str | None = None
     warc_offset: int | None = None
+    redirect_to: str | None = None  # not done yet: a redirect to another host, to be followed by that host's crawler
+    seen: list[str] = field(default_factory=list)  # with `redirect_to`: the URLs of the chain so far (loops)
 
     @property
     def ok(self) -> bool:
-        return self.reason is None
+        """A page ready for extraction."""
+        return self.reason is None and self.redirect_to is None
+
+    @property
+    def pending(self) -> bool:
+        """Stopped at a redirect to another host: `Fetcher.fetch_page(resume=…)` goes on from there."""
+        return self.reason is None and self.redirect_to is not None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FetchResult:
+        return cls(**data)
 
 
 # -- small pure helpers, shared with the WARC replay ------------------------------------------------------------------
@@ -342,6 +358,19 @@ class RobotsVerdict:
     detail: str = ""
     fetched_at: float = field(default_factory=time.monotonic)
 
+    def to_dict(self) -> dict:
+        """Plain data, with the fetch time as wall-clock time (for another process)."""
+        rules = self.rules
+        return {"rules": [(rule.allow, rule.pattern) for rule in rules.rules], "crawl_delay": rules.crawl_delay,
+                "allow_all": rules.allow_all, "disallow_all": rules.disallow_all, "failure": self.failure,
+                "detail": self.detail, "fetched_wall": time.time() - (time.monotonic() - self.fetched_at)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RobotsVerdict:
+        rules = RobotsRules([Rule(allow, pattern) for allow, pattern in data["rules"]], data["crawl_delay"],
+                            data["allow_all"], data["disallow_all"])
+        return cls(rules, data["failure"], data["detail"], time.monotonic() - (time.time() - data["fetched_wall"]))
+
 
 # -- the fetcher ----------------------------------------------------------------------------------------------------
 
@@ -405,14 +434,24 @@ class Fetcher:
 
     # -- pages ------------------------------------------------------------------------------------------------------
 
-    def fetch_page(self, url: str) -> FetchResult:
-        """Fetches one link: robots.txt and the address guard at every hop, redirects by hand, retries, limits."""
+    def fetch_page(self, url: str, stay_on_host: bool = False, resume: FetchResult | None = None) -> FetchResult:
+        """Fetches one link: robots.txt and the address guard at every hop, redirects by hand, retries, limits.
+
+        With `stay_on_host`, a redirect to another host (another `host_key`) is not followed: the result comes back
+        `pending`, with `redirect_to` and the chain so far, for the crawler of that host to go on with
+        `fetch_page(url, resume=result)` (the link's budget, hop count, loop check and totals carry over)."""
         started = time.monotonic()
-        until = started + self.config.link_budget
-        result = FetchResult(url=url, fetched_at=time.time())
-        current, seen = url, {url}
+        if resume is None:
+            result = FetchResult(url=url, fetched_at=time.time())
+            current, seen, first_hop, spent = url, {url}, 0, 0.0
+        else:
+            result = dataclasses.replace(resume, redirect_to=None, seen=[])
+            current, seen, first_hop, spent = resume.redirect_to, set(resume.seen), resume.redirects, resume.elapsed
+        until = started + max(0.0, self.config.link_budget - spent)
         try:
-            for hop in range(self.config.max_redirects + 1):
+            if current is None:
+                raise FetchFailure("fetch-error", "resumed without a redirect target")
+            for hop in range(first_hop, self.config.max_redirects + 1):
                 if urlsplit(current).scheme.lower() not in ("http", "https"):
                     raise FetchFailure("bad-url", f"not an http(s) URL: {current[:200]}")
                 if "@" in urlsplit(current).netloc:
@@ -426,14 +465,47 @@ class Fetcher:
                     result.content_type = exchange.header("content-type", "") or ""
                     result.body = page_outcome(exchange, self.config)
                     return result
-                current = follow_redirect(current, target, hop, seen, self.config.max_redirects)
+                previous, current = current, follow_redirect(current, target, hop, seen, self.config.max_redirects)
                 result.redirects += 1
-            raise AssertionError("unreachable")
+                if stay_on_host and host_key(current) != host_key(previous):
+                    result.redirect_to, result.seen = current, sorted(seen)
+                    return result
+            raise FetchFailure("too-many-redirects", f"more than {self.config.max_redirects} redirects")
         except FetchFailure as failure:
             result.reason, result.detail = failure.reason, failure.detail[:500]
         finally:
-            result.elapsed = time.monotonic() - started
+            result.elapsed = spent + time.monotonic() - started
         return result
+
+    # -- handing a host over to another process -----------------------------------------------------------------------
+
+    def host_state(self, host: str) -> dict:
+        """What this fetcher knows of a host (`host_key`): its scheduler state, its robots.txt verdicts and a refusal
+        (long Retry-After), as plain data with wall-clock times, for the process that crawls the host next."""
+        state: dict = {"schedule": self.scheduler.host_state(host)}
+        with self._robots_lock:
+            state["robots"] = {origin: verdict.to_dict() for origin, verdict in self._robots.items()
+                               if host_key(origin) == host}
+        with self._refused_lock:
+            refused = self._refused_hosts.get(host)
+        if refused:
+            state["refused"] = (time.time() + refused[0] - time.monotonic(), refused[1])
+        return state
+
+    def restore_host(self, host: str, state: dict) -> None:
+        """Takes over a `host_state` from another process: no request before the host is ready again, its
+        robots.txt not fetched again (while the verdict is fresh), its Crawl-delay and refusal kept."""
+        self.scheduler.restore_host(host, state.get("schedule") or {})
+        with self._robots_lock:
+            for origin, data in (state.get("robots") or {}).items():
+                verdict = RobotsVerdict.from_dict(data)
+                known = self._robots.get(origin)
+                if known is None or known.fetched_at < verdict.fetched_at:
+                    self._robots[origin] = verdict
+        if state.get("refused"):
+            until, why = state["refused"]
+            with self._refused_lock:
+                self._refused_hosts[host] = (time.monotonic() + until - time.time(), why)
 
     def _check_host(self, url: str) -> None:
         """Refuses a host that asked for a longer pause (Retry-After) than --retry-after-max, until the pause ends."""
@@ -694,26 +766,48 @@ def _short(error: Exception) -> str:
 
 # -- a host's links, one after another ----------------------------------------------------------------------------
 
+def redirect_item(link: dict, result: FetchResult) -> dict:
+    """A link whose fetch stopped at a redirect to another host, as an item for `crawl_host` of that host."""
+    return {"redirected_link": link, "result": result.to_dict()}
+
+
+def _work(item: dict) -> tuple[dict, FetchResult | None]:
+    """(link, the result to resume or None) of a `crawl_host` item: a link row or a `redirect_item`."""
+    if "redirected_link" in item:
+        return item["redirected_link"], FetchResult.from_dict(item["result"])
+    return item, None
+
+
 def crawl_host(fetcher: Fetcher, links: Iterable[dict], max_pages: int = 0,
-               max_network_failures: int = 0) -> Iterator[tuple[dict, FetchResult]]:
+               max_network_failures: int = 0, stay_on_host: bool = False) -> Iterator[tuple[dict, FetchResult]]:
     """Fetches one host's links in order of `url_key`, yielding (link, result) for every link.
 
+    An item may also be a `redirect_item` (a link that another host redirected here): its fetch goes on from the
+    redirect. With `stay_on_host`, a redirect to another host ends a link's fetch as a `pending` result.
     After `max_pages` links (0: no cap) the rest are rejected `host-cap`; after `max_network_failures` consecutive
     network failures (0: never) the host counts as down and the rest are rejected `host-unreachable`."""
     failures_in_a_row = 0
-    for index, link in enumerate(sorted(links, key=lambda row: (row.get("url_key") or "", row["url"]))):
+    work = sorted((_work(item) for item in links), key=lambda pair: (pair[0].get("url_key") or "", pair[0]["url"]))
+    for index, (link, resume) in enumerate(work):
         url = link["url"]
         if max_pages and index >= max_pages:
-            yield link, FetchResult(url=url, reason="host-cap", detail=f"more than {max_pages} links on this host")
+            yield link, _ended(url, resume, "host-cap", f"more than {max_pages} links on this host")
             continue
         if max_network_failures and failures_in_a_row >= max_network_failures:
-            yield link, FetchResult(url=url, reason="host-unreachable",
-                                    detail=f"{failures_in_a_row} network failures in a row on this host")
+            yield link, _ended(url, resume, "host-unreachable",
+                               f"{failures_in_a_row} network failures in a row on this host")
             continue
         try:
-            result = fetcher.fetch_page(url)
+            result = fetcher.fetch_page(url, stay_on_host=stay_on_host, resume=resume)
         except Exception as error:  # a bug: keep the link in the accounting and go on with the host
             log.exception("fetching %s failed unexpectedly", url)
-            result = FetchResult(url=url, reason="fetch-error", detail=_short(error))
+            result = _ended(url, resume, "fetch-error", _short(error))
         failures_in_a_row = failures_in_a_row + 1 if result.reason in NETWORK_FAILURES else 0
         yield link, result
+
+
+def _ended(url: str, resume: FetchResult | None, reason: str, detail: str) -> FetchResult:
+    """A link's result without (further) fetching: keeps what a resumed link had so far."""
+    if resume is None:
+        return FetchResult(url=url, reason=reason, detail=detail)
+    return dataclasses.replace(resume, reason=reason, detail=detail, redirect_to=None, seen=[])

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 class HostScheduler:
     """At most one request in flight per host, and at least the host's delay from the end of one request to the
-    start of the next. Shared by all threads of a process, so redirects across hosts are polite too."""
+    start of the next. Shared by all threads of a process; `host_state`/`restore_host` hand a host over to the
+    process that crawls it next (the crawl stage's redirect rounds)."""
 
     def __init__(self, default_delay: float = 1.0):
         self.default_delay = default_delay
@@ -46,6 +47,32 @@ class HostScheduler:
 
     def delay(self, host: str) -> float:
         return self._delays.get(host, self.default_delay)
+
+    def host_state(self, host: str) -> dict:
+        """What this scheduler knows of a host, in wall-clock time, for another process (or machine) that crawls the
+        host next: when it may get its next request, until when it is deferred, and its delay if longer."""
+        with self._condition:
+            offset = time.time() - time.monotonic()
+            state: dict = {}
+            if host in self._free_at:
+                state["free_at"] = self._free_at[host] + offset
+            if host in self._deferred:
+                state["deferred"] = self._deferred[host] + offset
+            if host in self._delays:
+                state["delay"] = self._delays[host]
+            return state
+
+    def restore_host(self, host: str, state: dict) -> None:
+        """Takes over a host's `host_state` from elsewhere: the later times and the longer delay win."""
+        with self._condition:
+            offset = time.monotonic() - time.time()
+            if state.get("delay") is not None:
+                self._delays[host] = max(state["delay"], self._delays.get(host, self.default_delay))
+            if state.get("free_at") is not None:
+                self._free_at[host] = max(self._free_at.get(host, 0.0), state["free_at"] + offset)
+            if state.get("deferred") is not None:
+                self._deferred[host] = max(self._deferred.get(host, 0.0), state["deferred"] + offset)
+            self._condition.notify_all()
 
     @contextmanager
     def turn(self, host: str, not_before: float = 0.0) -> Iterator[None]:

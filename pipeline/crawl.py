@@ -1,7 +1,9 @@
 """The crawl stage: RUN/links to RUN/crawl/warc (responses), RUN/crawl/fetch-log (one row per link) and RUN/docs.
 
 Links are grouped by host, so one worker fetches a host, one request at a time with the delay between; each worker
-crawls many hosts at once in threads. `--from-warc` replays archived responses instead of the network.
+crawls many hosts at once in threads. A redirect to another host is not followed there: the link goes on in a further
+round, grouped by the target host like the first (up to --max-redirects rounds), so every request to a host comes from
+the one worker that holds the host in that round. `--from-warc` replays archived responses instead of the network.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from webtext.crawl.extract import ExtractConfig, ExtractionSandbox, InlineExtractor, Page, PageResult
 from webtext.crawl.fetch import (DEFAULT_USER_AGENT, REDIRECT_STATUSES, FetchConfig, Fetcher, FetchFailure, FetchResult,
-                                 crawl_host, follow_redirect, host_key, page_outcome)
+                                 crawl_host, follow_redirect, host_key, page_outcome, redirect_item)
 from webtext.crawl.filters import RULES, QualityConfig
 from webtext.crawl.politeness import HostDone, HostPool
 from webtext.crawl.urls import InvalidUrl, normalize_url, url_domain
@@ -216,29 +218,39 @@ def _global(value):
     return GlobalWindows.windowed_value(value)
 
 
-@beam.typehints.with_output_types(dict, log=dict, rejects=dict)
-class FetchHosts(beam.DoFn):
-    """(host, links) to fetched pages (main), fetch-log rows (`log`) and rejects (`rejects`).
+HOST_STATE = "host_state"  # the key of a host's state among a round's items (the others are links)
 
-    Each host runs in a thread of a pool shared by the bundle, so many hosts are crawled at once; a host's links are
-    fetched one after another. Results are emitted as they arrive, the rest when the bundle finishes."""
+
+@beam.typehints.with_output_types(dict, log=dict, rejects=dict, redirects=tuple[str, dict], hosts=tuple[str, dict])
+class FetchHosts(beam.DoFn):
+    """(host, items) to fetched pages (main), fetch-log rows (`log`), rejects (`rejects`) and, for the next round,
+    links redirected to another host (`redirects`, keyed by the target host) and the state of every host crawled
+    (`hosts`: its politeness clock, robots.txt verdicts and Crawl-delay, for whichever worker holds it next).
+
+    Round 0 gets the links of a host; round n > 0 gets the links that round n - 1 redirected to the host, with the
+    host's state if an earlier round crawled it. Only redirects within the host are followed here, so all requests
+    to a host in a round come from this worker. Each host runs in a thread of a pool shared by the bundle, so many
+    hosts are crawled at once; a host's links are fetched one after another. Results are emitted as they arrive,
+    the rest when the bundle finishes."""
 
     def __init__(self, config: FetchConfig, warc_dir: str, warc_max_bytes: int, hosts_in_flight: int,
-                 max_pages: int, max_failures: int):
+                 max_pages: int, max_failures: int, round_index: int = 0, last_round: bool = True):
         self.config, self.warc_dir, self.warc_max_bytes = config, warc_dir, warc_max_bytes
         self.hosts_in_flight, self.max_pages, self.max_failures = hosts_in_flight, max_pages, max_failures
+        self.round_index, self.last_round = round_index, last_round
         self.links_read = Metrics.counter(NAME, "links.read")
         self.hosts = Metrics.counter(NAME, "hosts")
         self.pages = Metrics.counter(NAME, "pages.fetched")
         self.received = Metrics.counter(NAME, "bytes.received")
         self.attempts = Metrics.counter(NAME, "fetch.attempts")
         self.redirects = Metrics.counter(NAME, "fetch.redirects")
+        self.handed_on = Metrics.counter(NAME, "fetch.redirects-to-other-hosts")
 
     def setup(self) -> None:
         self.writer: WarcWriter | None = None
         self.fetcher = Fetcher(self.config, archive=self._archive)
         self.pool = HostPool(self._crawl_host, max_hosts=self.hosts_in_flight)
-        self.unfinished: dict[str, dict[str, dict]] = {}
+        self.unfinished: dict[str, dict[int, dict]] = {}
 
     def start_bundle(self) -> None:
         if self.writer is not None:  # a bundle that failed before finish_bundle left its file open
@@ -250,19 +262,32 @@ class FetchHosts(beam.DoFn):
         assert self.writer is not None
         return self.writer.write(exchange)
 
-    def _crawl_host(self, host: str, links: list[dict]) -> Iterator[tuple[dict, FetchResult]]:
-        return crawl_host(self.fetcher, links, self.max_pages, self.max_failures)
+    def _crawl_host(self, host: str, items: list[dict]) -> Iterator[tuple[str, dict, FetchResult]]:
+        max_pages = self.max_pages if self.round_index == 0 else 0  # the cap counts a host's own links
+        for link, result in crawl_host(self.fetcher, items, max_pages, self.max_failures, stay_on_host=True):
+            yield host, link, result
 
     def process(self, element: tuple[str, Iterable[dict]]):
-        host, links = element
-        links = list(links)
-        self.links_read.inc(len(links))
-        self.hosts.inc()
-        self.unfinished[host] = {id(link): link for link in links}
-        for item in self.pool.submit(host, links):
-            yield from self._outputs(item)
-        for item in self.pool.ready():
-            yield from self._outputs(item)
+        host, items = element
+        work = []
+        for item in items:
+            if HOST_STATE in item:
+                self.fetcher.restore_host(host, item[HOST_STATE])
+            else:
+                work.append(item)
+        if not work:  # nothing for this host in this round: its state waits for a later one
+            if not self.last_round:
+                yield TaggedOutput("hosts", (host, {HOST_STATE: self.fetcher.host_state(host)}))
+            return
+        if self.round_index == 0:
+            self.links_read.inc(len(work))
+            self.hosts.inc()
+        self.unfinished[host] = {id(item.get("redirected_link", item)): item.get("redirected_link", item)
+                                 for item in work}
+        for output in self.pool.submit(host, work):
+            yield from self._outputs(output)
+        for output in self.pool.ready():
+            yield from self._outputs(output)
 
     def finish_bundle(self):
         for item in self.pool.drain():
@@ -280,9 +305,18 @@ class FetchHosts(beam.DoFn):
         if isinstance(item, HostDone):
             for link in self.unfinished.pop(item.host, {}).values():  # only after a crash inside the host's thread
                 yield TaggedOutput("rejects", link_reject(link, "fetch-error", item.error or "host thread ended early"))
+            if not self.last_round:
+                yield TaggedOutput("hosts", (item.host, {HOST_STATE: self.fetcher.host_state(item.host)}))
             return
-        link, result = item
-        self.unfinished.get(host_key(link["url"]), {}).pop(id(link), None)
+        host, link, result = item
+        self.unfinished.get(host, {}).pop(id(link), None)
+        if result.pending and self.last_round:  # cannot happen: the last round's hop is the last one allowed
+            result.redirect_to, result.reason = None, "too-many-redirects"
+            result.detail = f"more than {self.config.max_redirects} redirects"
+        if result.pending:
+            self.handed_on.inc()
+            yield TaggedOutput("redirects", (host_key(result.redirect_to), redirect_item(link, result)))
+            return
         self.attempts.inc(result.attempts)
         self.redirects.inc(result.redirects)
         self.received.inc(result.bytes_received)
@@ -428,6 +462,43 @@ def warc_inputs(config: dict) -> list[rundir.FileEntry]:
     return sorted(set(entries), key=lambda e: e.path)
 
 
+class _Fetched:
+    """The merged outputs of all fetch rounds, shaped like a ParDo's tagged outputs."""
+
+    def __init__(self, pages, log, rejects):
+        self.pages, self.log, self.rejects = pages, log, rejects
+
+
+def fetch_rounds(links, fetching: FetchConfig, warc_dir: str, config: dict) -> _Fetched:
+    """Round 0 fetches the links grouped by their host; each later round (up to --max-redirects of them) the links
+    that the previous round redirected to another host, grouped by that target host together with the host's state
+    from earlier rounds. A fixed sequence of steps: a round without redirects still shuffles one state record per host
+    crawled so far (its clock, delay and robots.txt rules), and nothing else."""
+    rounds = fetching.max_redirects + 1
+
+    def fetch_hosts(index: int) -> FetchHosts:
+        return FetchHosts(fetching, warc_dir, config["warc_max_bytes"], config["hosts_in_flight"],
+                          config["max_pages_per_host"], config["max_host_failures"], round_index=index,
+                          last_round=index == rounds - 1)
+
+    outputs = ("log", "rejects", "redirects", "hosts")
+    current = (links
+               | "KeyByHost" >> beam.Map(lambda link: (host_key(link["url"]), link)).with_output_types(tuple[str, dict])
+               | "GroupByHost" >> beam.GroupByKey()
+               | "Fetch" >> beam.ParDo(fetch_hosts(0)).with_outputs(*outputs, main="pages"))
+    pages, logs, rejects = [current.pages], [current.log], [current.rejects]
+    for index in range(1, rounds):
+        current = ((current.redirects, current.hosts)
+                   | f"Redirects{index}" >> beam.Flatten()
+                   | f"GroupByTargetHost{index}" >> beam.GroupByKey()
+                   | f"FetchRedirects{index}" >> beam.ParDo(fetch_hosts(index)).with_outputs(*outputs, main="pages"))
+        pages.append(current.pages)
+        logs.append(current.log)
+        rejects.append(current.rejects)
+    return _Fetched(pages=pages | "AllPages" >> beam.Flatten(), log=logs | "AllFetchLogs" >> beam.Flatten(),
+                    rejects=rejects | "AllFetchRejects" >> beam.Flatten())
+
+
 def execute(ctx: StageContext) -> None:
     config = ctx.config
     links_glob = ctx.run.path("links", "links-*.parquet")
@@ -448,13 +519,7 @@ def execute(ctx: StageContext) -> None:
             fetched = links | "Replay" >> beam.ParDo(ReplayLinks(fetching), index=beam.pvalue.AsDict(index)) \
                 .with_outputs("log", "rejects", main="pages")
         else:
-            fetch_hosts = FetchHosts(fetching, ctx.run.path("crawl", "warc"), config["warc_max_bytes"],
-                                     config["hosts_in_flight"], config["max_pages_per_host"], config["max_host_failures"])
-            fetched = (links
-                       | "KeyByHost" >> beam.Map(lambda link: (host_key(link["url"]), link))
-                       .with_output_types(tuple[str, dict])
-                       | "GroupByHost" >> beam.GroupByKey()
-                       | "Fetch" >> beam.ParDo(fetch_hosts).with_outputs("log", "rejects", main="pages"))
+            fetched = fetch_rounds(links, fetching, ctx.run.path("crawl", "warc"), config)
         extract_docs = ExtractDocs(extraction, config["extract_timeout"], config["extract_memory_mb"])
         extracted = fetched.pages | "Extract" >> beam.ParDo(extract_docs).with_outputs("rejects", main="docs")
         extracted.docs | "WriteDocs" >> beamio.WriteParquet(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.testweb import RETRY_AFTER, ZOO_OPTIONS, bind_zoo, build_zoo, write_links
+from tests.testweb import RETRY_AFTER, ZOO_OPTIONS, article_page, bind_zoo, build_zoo, redirect, write_links
 from webtext.crawl.extract import extraction_scores
 from webtext.crawl.sampleweb import LoopbackWeb, Response, Site, serve_sample_web
 from webtext.crawl.warc import iter_responses
@@ -83,6 +83,51 @@ def test_the_fault_zoo(tmp_path, webtext_cli, beam_args):
             archived |= {record.url for record in iter_responses(handle, with_body=False)}
     assert doc["final_url"] in archived and doc["warc_file"] in warc_files
     assert zoo.sites[1].url("/bomb.html") in archived  # rejects are archived too
+
+
+@pytest.mark.slow
+def test_redirects_to_another_host_are_crawled_by_that_hosts_worker(tmp_path, webtext_cli):
+    """Links on A redirect to B while B has links of its own, on two worker processes: B still sees one request at a
+    time, never sooner than its Crawl-delay, and its robots.txt once; A's redirected links go on under B's rules."""
+    crawl_delay = 0.1
+    a = Site("a", robots="User-agent: *\nDisallow: /private/\n")
+    b = Site("b", robots=f"User-agent: *\nDisallow: /private/\nCrawl-delay: {crawl_delay}\n")
+    b.routes.update({f"/own/{i}.html": Response(article_page(14 + i, "B")) for i in range(6)})
+    b.routes.update({f"/landing/{i}.html": Response(article_page(20 + i, "B")) for i in range(6)})
+    b.routes["/private/x.html"] = Response(article_page(26, "B"))
+    with LoopbackWeb([a, b]) as web:
+        a.routes.update({f"/moved/{i}": redirect(b.url(f"/hop/{i}"), 301) for i in range(6)})
+        b.routes.update({f"/hop/{i}": redirect(f"/landing/{i}.html") for i in range(6)})  # then within B
+        a.routes["/to-private"] = redirect(b.url("/private/x.html"))
+        a.routes["/ping"] = redirect(b.url("/pong"))
+        b.routes["/pong"] = redirect(a.url("/ping"))
+        a.routes.update({f"/chain/{i}": redirect((b if i % 2 == 0 else a).url(f"/chain/{i + 1}")) for i in range(8)})
+        b.routes.update({f"/chain/{i}": redirect((b if i % 2 == 0 else a).url(f"/chain/{i + 1}")) for i in range(8)})
+        expected = {**{a.url(f"/moved/{i}"): "doc" for i in range(6)},
+                    **{b.url(f"/own/{i}.html"): "doc" for i in range(6)},
+                    a.url("/to-private"): "robots-disallowed", a.url("/ping"): "redirect-loop",
+                    a.url("/chain/0"): "too-many-redirects", a.url("/missing.html"): "http-404"}
+        write_links(tmp_path, list(expected))
+        assert webtext_cli("crawl", tmp_path, *SAMPLE_OPTIONS, "--max-redirects", "4", "--runner=DirectRunner",
+                           "--direct_running_mode=multi_processing", "--direct_num_workers=2") == 0
+        assert web.overlaps() == {}, "a host saw two requests at once"
+        assert web.too_soon({"a": 0.05, "b": crawl_delay}) == {}, "a host saw requests faster than its delay"
+        assert a.log.paths().count("/robots.txt") == 1 and b.log.paths().count("/robots.txt") == 1
+        assert "/private/x.html" not in b.log.paths()
+
+    docs, rejects, found = outcomes(tmp_path)
+    assert found == expected and len(docs) + len(rejects) == len(expected)  # every link once, with its reason
+    log = {row["url"]: row for row in rows(tmp_path, "crawl/fetch-log/fetch-log-*.parquet")}
+    assert sorted(log) == sorted(expected)
+    moved = log[a.url("/moved/3")]
+    assert moved["final_url"] == b.url("/landing/3.html") and moved["redirects"] == 2 and moved["attempts"] == 3
+    assert {d["url"]: d["final_url"] for d in docs}[a.url("/moved/3")] == b.url("/landing/3.html")
+    assert log[a.url("/chain/0")]["redirects"] == 4
+    archived = set()
+    for path in glob.glob(str(tmp_path / "crawl" / "warc" / "*.warc.gz")):
+        with open(path, "rb") as handle:
+            archived |= {record.url for record in iter_responses(handle, with_body=False)}
+    assert {a.url("/moved/3"), b.url("/hop/3"), b.url("/landing/3.html")} <= archived  # every hop
 
 
 def test_without_links_the_stage_says_what_to_run(tmp_path, webtext_cli, beam_args, capsys):

@@ -202,6 +202,49 @@ def test_redirects_are_followed_by_hand_and_each_hop_checked(serve):
     assert [v.path for v in other.log.visits] == ["/robots.txt", "/landing.html"]  # robots.txt of the new host
 
 
+def test_a_redirect_to_another_host_is_handed_on_with_the_chain_so_far(serve):
+    other = Site("other", robots="User-agent: *\nDisallow: /private/\nCrawl-delay: 0.3\n",
+                 routes={"/landing.html": Response(PAGE), "/hop": redirect("/landing.html")})
+    site = Site("s", routes={"/first": redirect("/second", 301)})
+    fetcher = serve(site, other, max_redirects=4)
+    site.routes.update({"/second": redirect(other.url("/hop")), "/back": redirect(other.url("/to-s")),
+                        "/private": redirect(other.url("/private/x.html"))})
+    other.routes["/to-s"] = redirect(site.url("/back"))
+    result = fetcher.fetch_page(site.url("/first"), stay_on_host=True)
+    assert result.pending and not result.ok and result.redirect_to == other.url("/hop") and result.redirects == 2
+    assert result.seen == sorted([site.url("/first"), site.url("/second"), other.url("/hop")])
+    assert other.log.visits == [] and result.attempts == 2 and result.final_url == site.url("/second")
+
+    # the target host's own crawler (another process) goes on: same-host hops inline, totals carried over
+    handed = type(result).from_dict(result.to_dict())
+    target, third = (Fetcher(FetchConfig(**{**FAST, "max_redirects": 4})) for _ in range(2))
+    try:
+        _go_on_elsewhere(site, other, fetcher, target, third, result, handed)
+    finally:
+        target.close()
+        third.close()
+
+
+def _go_on_elsewhere(site, other, fetcher, target, third, result, handed):
+    done = target.fetch_page(site.url("/first"), stay_on_host=True, resume=handed)
+    assert done.ok and done.final_url == other.url("/landing.html") and done.redirects == 3 and done.attempts == 4
+    assert done.url == site.url("/first") and done.elapsed >= result.elapsed and done.body == PAGE
+    assert target.fetch_page(site.url("/private"), resume=fetcher.fetch_page(site.url("/private"), stay_on_host=True)
+                             ).reason == "robots-disallowed"  # the target's robots.txt
+    loop = fetcher.fetch_page(site.url("/back"), stay_on_host=True)
+    assert loop.pending and loop.redirect_to == other.url("/to-s")
+    across = target.fetch_page(site.url("/back"), stay_on_host=True, resume=loop)
+    assert across.reason == "redirect-loop"  # a loop across hosts
+
+    # the host's state moves with it: no second robots.txt, its Crawl-delay and its clock kept
+    robots_before = [v.path for v in other.log.visits].count("/robots.txt")
+    third.restore_host(host_key(other.origin), target.host_state(host_key(other.origin)))
+    assert third.scheduler.delay(host_key(other.origin)) == pytest.approx(0.3)
+    assert third.fetch_page(other.url("/landing.html")).ok
+    assert [v.path for v in other.log.visits].count("/robots.txt") == robots_before == 1
+    assert other.log.too_soon(0.3) == [] and other.log.overlaps == []
+
+
 def _bomb(megabytes: int) -> bytes:
     compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
     zeros = b"\0" * (1 << 20)
