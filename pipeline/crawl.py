@@ -320,12 +320,17 @@ class FetchHosts(beam.DoFn):
         self.attempts.inc(result.attempts)
         self.redirects.inc(result.redirects)
         self.received.inc(result.bytes_received)
-        yield TaggedOutput("log", log_row(link, result))
-        if result.ok:
-            self.pages.inc()
-            yield page_record(link, result)
-        else:
-            yield TaggedOutput("rejects", link_reject(link, result.reason, result.detail))
+        yield from link_outcome(link, result, self.pages)
+
+
+def link_outcome(link: dict, result: FetchResult, pages) -> Iterator:
+    """A finished link's fetch-log row, then its page (on to extraction) or its reject."""
+    yield TaggedOutput("log", log_row(link, result))
+    if result.ok:
+        pages.inc()
+        yield page_record(link, result)
+    else:
+        yield TaggedOutput("rejects", link_reject(link, result.reason, result.detail))
 
 
 def _create_file(path: str):
@@ -377,13 +382,7 @@ class ReplayLinks(beam.DoFn):
 
     def process(self, link: dict, index: dict):
         self.links_read.inc()
-        result = self.replay(link, index)
-        yield TaggedOutput("log", log_row(link, result))
-        if result.ok:
-            self.pages.inc()
-            yield page_record(link, result)
-        else:
-            yield TaggedOutput("rejects", link_reject(link, result.reason, result.detail))
+        yield from link_outcome(link, self.replay(link, index), self.pages)
 
     def replay(self, link: dict, index: dict) -> FetchResult:
         started = time.monotonic()
