@@ -30,11 +30,13 @@ from webtext.crawl.politeness import HostDone, HostPool
 from webtext.crawl.urls import InvalidUrl, normalize_url, url_domain
 from webtext.crawl.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
 from webtext.pipeline import beamio, rundir
+from webtext.pipeline.links import LINKS_SCHEMA
 from webtext.pipeline.stage import Option, Stage, StageContext, StageError, upstream_fingerprints
 
 log = logging.getLogger(__name__)
 
 NAME = "crawl"
+REDDIT_FIELDS = ("score", "score_sum", "num_submissions", "created_utc", "subreddits", "submission_ids")
 
 DOC_SCHEMA = pa.schema([
     ("doc_id", pa.string()),
@@ -47,12 +49,7 @@ DOC_SCHEMA = pa.schema([
     ("text", pa.string()),
     ("language", pa.string()),
     ("language_score", pa.float64()),
-    ("score", pa.int64()),
-    ("score_sum", pa.int64()),
-    ("num_submissions", pa.int64()),
-    ("created_utc", pa.int64()),
-    ("subreddits", pa.list_(pa.string())),
-    ("submission_ids", pa.list_(pa.string())),
+    *(LINKS_SCHEMA.field(name) for name in REDDIT_FIELDS),  # the link row's Reddit fields travel with the document
     ("reddit_title", pa.string()),
     ("fetched_at", pa.int64()),
     ("n_words", pa.int64()),
