@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import torch.multiprocessing as mp
 
 from tests.train_support import make_run
 from webtext.train import checkpoint as ckpt
+from webtext.train.shards import ShardFormatError
 from webtext.train.trainer import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,3 +97,36 @@ def test_torchrun_runs_the_command_line_with_two_processes(run_dir):
     assert summary["step"] == 3 and summary["checkpoint"].endswith("ckpt-00000003")
     config_record = json.loads((run_dir / "train" / "torchrun" / "config.json").read_text())
     assert config_record["world_size"] == 2 and config_record["accumulation_steps"] == 2
+
+
+def _verify_worker(rank: int, world_size: int, port: int, cfg: TrainConfig, out_dir: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    try:
+        train(cfg)
+        outcome = "trained"
+    except ShardFormatError as error:
+        outcome = f"refused: {error}"
+    (Path(out_dir) / f"rank{rank}.txt").write_text(outcome)
+
+
+def test_a_damaged_shard_stops_every_rank_with_rank_0s_message(run_dir, tmp_path):
+    damaged = tmp_path / "run"
+    shutil.copytree(run_dir / "shards", damaged / "shards")
+    shard = sorted((damaged / "shards").glob("train-*.arrow"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    cfg = config(damaged, "verify", max_steps=2, verify_shards=True)
+    processes = mp.spawn(_verify_worker, args=(2, free_port(), cfg, str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not processes.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in processes.processes:
+                process.kill()
+            pytest.fail("a rank still waits two minutes after rank 0 found the damaged shard")
+    outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0].startswith("refused: ") and shard.name in outcomes[0] and "sha256" in outcomes[0]
+    assert not (damaged / "train" / "verify").exists()

@@ -75,7 +75,9 @@ def test_loss_matches_a_plain_reference():
     assert loss.item() == pytest.approx(F.cross_entropy(logits.reshape(-1, 300), targets.reshape(-1)).item(), rel=1e-6)
 
 
-def test_chunked_loss_equals_full_loss_and_gradients():
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled-chunks"])
+def test_chunked_loss_equals_full_loss_and_gradients(compiled):
+    """compiled: each chunk's arithmetic as one torch.compile'd graph (the CUDA default), here on Inductor's CPU backend."""
     model = tiny()
     idx = torch.randint(0, 300, (3, 64))
     targets = torch.randint(0, 300, (3, 64))
@@ -85,6 +87,7 @@ def test_chunked_loss_equals_full_loss_and_gradients():
     full_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     model.loss_chunk_rows = 50  # does not divide 192 rows: a ragged last chunk
+    model.loss_chunk_compiled = compiled
     _, chunked = model(idx, targets)
     chunked.backward()
     assert chunked.item() == pytest.approx(full.item(), rel=1e-6)
@@ -214,3 +217,4 @@ def test_chunked_loss_under_bf16_autocast_matches_the_plain_loss():
     for name, param in model.named_parameters():
         assert param.grad.dtype == torch.float32
         torch.testing.assert_close(param.grad, plain_grads[name], rtol=0.1, atol=2e-3, msg=name)
+

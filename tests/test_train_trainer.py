@@ -292,3 +292,12 @@ def test_batch_tokens_must_be_a_multiple_of_one_micro_step():
     assert accumulation_steps(cfg, 32, world_size=2) == 3
     with pytest.raises(ValueError, match="not a multiple of micro_batch x block_size x ranks"):
         accumulation_steps(replace(cfg, batch_tokens=1000), 32, world_size=2)
+
+
+def test_an_unknown_attention_backend_is_refused_before_anything_is_written(run_dir):
+    with pytest.raises(trainer.ConfigError, match="attention must be one of cudnn, flash, efficient, auto"):
+        train(tiny_config(run_dir, "bad-attention", attention="fastest"))
+    assert not (run_dir / "train" / "bad-attention").exists()
+    for choice in ("cudnn", "flash", "efficient", "auto"):  # every choice is a no-op off CUDA
+        with trainer.attention_backends(torch.device("cpu"), choice):
+            pass

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from webtext.train.model import MODEL_SHAPES
+from webtext.train.model import ATTENTION_CHOICES, MODEL_SHAPES
 
 log = logging.getLogger("webtext.train")
 
@@ -61,6 +61,8 @@ def _add_train(sub) -> None:
     p.add_argument("--compile-mode", help="torch.compile mode, e.g. reduce-overhead (CUDA graphs) or max-autotune")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--loss-chunk", type=int, help="rows per chunk of the memory-lean loss (0: off; default 8192 on CUDA)")
+    p.add_argument("--attention", choices=list(ATTENTION_CHOICES), default="cudnn",
+                   help="SDPA backend tried first on CUDA (auto: torch's own order)")
     p.add_argument("--verify-shards", action="store_true", help="check every shard's sha256 and contents first")
     p.add_argument("--peak-flops", type=float, help="peak FLOP/s for MFU when the device is not in the table")
     p.add_argument("--stop-after", type=_positive_int, help="stop after this step, keeping the schedule of --max-steps")
@@ -127,6 +129,7 @@ def run_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every, eval_batches=args.eval_batches, ckpt_every=args.ckpt_every, keep=args.keep,
         log_every=args.log_every, resume=args.resume, init_from=args.init_from, device=args.device,
         compile=args.compile, compile_mode=args.compile_mode, seed=args.seed, loss_chunk=args.loss_chunk,
+        attention=args.attention,
         verify_shards=args.verify_shards, peak_flops=args.peak_flops, stop_after=args.stop_after)
     result = train(config)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -46,9 +46,9 @@ class WindowIndex:
             raise ShardFormatError(f"no window of {block_size + 1} tokens fits in shards "
                                    f"{[str(shard.path) for shard in shards]}")
 
-    def gather(self, window_ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Rows of block_size + 1 tokens as int64, copied out of the memory maps (one window per row)."""
-        out = np.empty((len(window_ids), self.block_size + 1), dtype=np.int64) if out is None else out
+    def gather(self, window_ids: np.ndarray, out: np.ndarray | None = None, dtype=np.int64) -> np.ndarray:
+        """Rows of block_size + 1 tokens (int64 unless `dtype` says), copied out of the memory maps."""
+        out = np.empty((len(window_ids), self.block_size + 1), dtype=dtype) if out is None else out
         segment_ids = np.searchsorted(self.first_window, window_ids, side="right") - 1
         starts = (window_ids - self.first_window[segment_ids]) * self.block_size
         for row, (segment_id, start) in enumerate(zip(segment_ids.tolist(), starts.tolist())):
@@ -104,12 +104,14 @@ class TrainBatches:
         self.state.position += per_step
         return order[start:start + self.micro_batch]
 
-    def next_batch(self) -> np.ndarray:
-        return self.index.gather(self.next_window_ids())
+    def next_batch(self, dtype=np.int64) -> np.ndarray:
+        return self.index.gather(self.next_window_ids(), dtype=dtype)
 
 
 class PrefetchingLoader:
     """Runs TrainBatches in a background thread, `depth` batches ahead, into pinned memory when on CUDA.
+
+    On CUDA, uint16 tokens travel as int32 (half the bytes of int64) and are widened on the device.
 
     `state_dict()` describes the batches handed out so far, not those prefetched.
     """
@@ -119,6 +121,8 @@ class PrefetchingLoader:
         self.device = torch.device(device)
         self.depth = depth
         self.pin = self.device.type == "cuda"
+        narrow = self.pin and all(shard.dtype == "uint16" for shard in batches.index.shards)
+        self.wire_dtype = np.int32 if narrow else np.int64
         self._consumed = LoaderState(**asdict(batches.state))
         self._start()
 
@@ -131,7 +135,7 @@ class PrefetchingLoader:
     def _produce(self) -> None:
         try:
             while not self._stop.is_set():
-                rows = torch.from_numpy(self.batches.next_batch())
+                rows = torch.from_numpy(self.batches.next_batch(self.wire_dtype))
                 if self.pin:
                     rows = rows.pin_memory()
                 item = (rows, LoaderState(**asdict(self.batches.state)))
@@ -149,7 +153,7 @@ class PrefetchingLoader:
         if state is None:
             raise RuntimeError("the prefetch thread failed") from rows
         self._consumed = state
-        rows = rows.to(self.device, non_blocking=self.pin)
+        rows = rows.to(self.device, non_blocking=self.pin).long()
         return rows[:, :-1], rows[:, 1:]
 
     def state_dict(self) -> dict:

@@ -20,8 +20,9 @@ import torch.distributed as dist
 
 from webtext.train import checkpoint as ckpt
 from webtext.train.data import LoaderState, PrefetchingLoader, TrainBatches, WindowIndex, eval_window_ids, open_split
-from webtext.train.model import GPT, ConfigError, GPTConfig, MODEL_SHAPES, named_config, parameter_groups
-from webtext.train.shards import Manifest, verify
+from webtext.train.model import (ATTENTION_CHOICES, GPT, ConfigError, GPTConfig, MODEL_SHAPES, named_config,
+                                 parameter_groups)
+from webtext.train.shards import Manifest, ShardFormatError, verify
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class TrainConfig:
     compile_mode: str | None = None  # e.g. "reduce-overhead" for CUDA graphs, "max-autotune"
     seed: int = 1337
     loss_chunk: int | None = None  # rows per chunk of the memory-lean loss; None: 8192 on CUDA, off on CPU
+    attention: str = "cudnn"  # the SDPA backend tried first on CUDA (see ATTENTION_CHOICES)
     verify_shards: bool = False
     peak_flops: float | None = None
     stop_after: int | None = None  # stop (without finishing the schedule) after this step; for tests and budgets
@@ -141,6 +143,14 @@ class Distributed:
         if self.enabled:
             dist.barrier()
 
+    def from_main(self, value):
+        """Rank 0's `value` (any picklable object), on every rank."""
+        if not self.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         if self.enabled:
             value = value.clone()
@@ -179,14 +189,18 @@ def enable_fast_math(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def attention_backends(device: torch.device):
-    """On CUDA prefer cuDNN attention, then Flash, then memory-efficient; a no-op elsewhere."""
-    if device.type != "cuda":
+def attention_backends(device: torch.device, first: str = "cudnn"):
+    """On CUDA, try SDPA's `first` backend before the others (auto: torch's own order); a no-op elsewhere."""
+    if first not in ATTENTION_CHOICES:
+        raise ConfigError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}, got {first!r}")
+    if device.type != "cuda" or first == "auto":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    return sdpa_kernel(order, set_priority=True)
+    order = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    preferred = [order[first]] + [backend for name, backend in order.items() if name != first]
+    return sdpa_kernel(preferred + [SDPBackend.MATH], set_priority=True)
 
 
 def autocast(device: torch.device):
@@ -248,7 +262,7 @@ class MetricsLog:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, index: WindowIndex, micro_batch: int, max_batches: int | None,
-             device: torch.device, ctx: Distributed) -> float:
+             device: torch.device, ctx: Distributed, attention: str = "cudnn") -> float:
     """Mean loss over a fixed set of validation windows, averaged over ranks."""
     was_training = model.training
     model.eval()
@@ -256,7 +270,7 @@ def evaluate(model: torch.nn.Module, index: WindowIndex, micro_batch: int, max_b
     batches = eval_window_ids(index, micro_batch, max_batches, ctx.rank, ctx.world_size)
     for window_ids in batches:
         rows = torch.from_numpy(index.gather(window_ids)).to(device)
-        with autocast(device), attention_backends(device):
+        with autocast(device), attention_backends(device, attention):
             _, loss = model(rows[:, :-1], rows[:, 1:])
         total += loss.float()
     model.train(was_training)
@@ -264,7 +278,8 @@ def evaluate(model: torch.nn.Module, index: WindowIndex, micro_batch: int, max_b
 
 
 def optimizer_step(model: torch.nn.Module, raw_model: GPT, optimizer: torch.optim.Optimizer, loader,
-                   accum: int, device: torch.device, ctx: Distributed, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+                   accum: int, device: torch.device, ctx: Distributed, grad_clip: float,
+                   attention: str = "cudnn") -> tuple[torch.Tensor, torch.Tensor]:
     """One update: `accum` micro-batches (gradients synced across ranks on the last only), clip, step.
     grad_clip <= 0 turns clipping off. Returns the summed micro-batch losses and the gradient norm
     (before clipping), as tensors (no host sync)."""
@@ -274,7 +289,7 @@ def optimizer_step(model: torch.nn.Module, raw_model: GPT, optimizer: torch.opti
         x, y = loader.next()
         if ctx.enabled:
             ddp.require_backward_grad_sync = micro == accum - 1
-        with autocast(device), attention_backends(device):
+        with autocast(device), attention_backends(device, attention):
             _, loss = model(x, y)
         (loss / accum).backward()
         loss_sum += loss.detach().float()
@@ -338,14 +353,23 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainResult:
     enable_fast_math(device)
+    attention_backends(device, cfg.attention)  # refuses an unknown choice before anything is read
     if cfg.keep < 1 or cfg.warmup < 0:
         raise ConfigError(f"keep must be at least 1 and warmup at least 0, got keep={cfg.keep} warmup={cfg.warmup}")
     if cfg.model is not None:
         named_config(cfg.model)  # an unknown name fails before anything is read or written
     run = Path(cfg.run)
     manifest = Manifest.load(run / "shards")
-    if cfg.verify_shards and ctx.is_main:
-        verify(manifest)
+    if cfg.verify_shards:  # rank 0 reads the shards; every rank fails with its message, none waits at a barrier
+        problem = None
+        if ctx.is_main:
+            try:
+                verify(manifest)
+            except ShardFormatError as error:
+                problem = str(error)
+        problem = ctx.from_main(problem)
+        if problem is not None:
+            raise ShardFormatError(problem)
     train_dir = cfg.train_dir
     if ctx.is_main:
         ckpt.remove_stale_temps(train_dir)
@@ -375,6 +399,7 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
         ckpt.load_weights(model, source)
     model.to(device)
     model.loss_chunk_rows = cfg.loss_chunk if cfg.loss_chunk is not None else (8192 if device.type == "cuda" else 0)
+    model.loss_chunk_compiled = device.type == "cuda"  # eager, each chunk would be ~10 passes over its logits
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr,
                                   betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=device.type == "cuda")
 
@@ -440,7 +465,8 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum, grad_norm = optimizer_step(model, raw_model, optimizer, loader, accum, device, ctx, cfg.grad_clip)
+            loss_sum, grad_norm = optimizer_step(model, raw_model, optimizer, loader, accum, device, ctx, cfg.grad_clip,
+                                                 cfg.attention)
             interval_steps += 1
 
             checkpoint_due = step % cfg.ckpt_every == 0 or step == end_step
@@ -451,7 +477,8 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
             if device.type == "cuda":
                 torch.cuda.synchronize()
             elapsed = time.time() - interval_start  # the training steps only: eval and save come after
-            val_loss = evaluate(raw_model, val_index, cfg.micro_batch, cfg.eval_batches, device, ctx) if eval_due else None
+            val_loss = evaluate(raw_model, val_index, cfg.micro_batch, cfg.eval_batches, device, ctx,
+                                cfg.attention) if eval_due else None
             losses[step] = step_loss
             tokens_per_s = tokens_per_step * interval_steps / elapsed
             record = {"step": step, "loss": step_loss, "lr": lr, "grad_norm": float(grad_norm),
