@@ -20,6 +20,7 @@ from webtext.dedup.text import words
 DEFAULT_NGRAM = 8
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the positional combination
 _SALT = np.uint64(0xD6E8FEB86659FD93)  # separates the Bloom filter's second hash from the first
+BLOCK_ITEMS = 1 << 16  # Bloom probes are computed this many items at a time (items x hashes x 8 bytes)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -86,18 +87,20 @@ class BloomFilter:
 
     def add(self, hashes: np.ndarray) -> None:
         """Adds distinct item hashes (uint64)."""
-        positions = self._positions(hashes).ravel()
-        np.bitwise_or.at(self.bits, positions >> np.uint64(3),
-                         (np.uint8(1) << (positions & np.uint64(7)).astype(np.uint8)))
+        for start in range(0, len(hashes), BLOCK_ITEMS):
+            positions = self._positions(hashes[start:start + BLOCK_ITEMS]).ravel()
+            np.bitwise_or.at(self.bits, positions >> np.uint64(3),
+                             (np.uint8(1) << (positions & np.uint64(7)).astype(np.uint8)))
         self.items += len(hashes)
 
     def contains(self, hashes: np.ndarray) -> np.ndarray:
         """A boolean per hash: False is certain, True is wrong with probability `false_positive_rate()`."""
-        if len(hashes) == 0:
-            return np.zeros(0, dtype=bool)
-        positions = self._positions(hashes)
-        set_bits = (self.bits[positions >> np.uint64(3)] >> (positions & np.uint64(7)).astype(np.uint8)) & 1
-        return set_bits.all(axis=1)
+        found = np.zeros(len(hashes), dtype=bool)
+        for start in range(0, len(hashes), BLOCK_ITEMS):
+            positions = self._positions(hashes[start:start + BLOCK_ITEMS])
+            set_bits = (self.bits[positions >> np.uint64(3)] >> (positions & np.uint64(7)).astype(np.uint8)) & 1
+            found[start:start + BLOCK_ITEMS] = set_bits.all(axis=1)
+        return found
 
     def false_positive_rate(self) -> float:
         return self.params.false_positive_rate(self.items)

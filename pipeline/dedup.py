@@ -657,7 +657,7 @@ def contamination_report(ctx: StageContext, plan: DedupPlan, eval_sets: dict[str
         report["eval_sets"][name] = {
             **eval_set.summary(),
             "ngrams_in_corpus": matched, "share_in_corpus": share,
-            "ngrams_in_output": matched_kept, "share_in_output": share_kept,
+            "ngrams_after_decontamination": matched_kept, "share_after_decontamination": share_kept,
             "documents_with_overlap": docs[name]["documents"],
             "documents_over_threshold": docs[name]["over_threshold"],
             "documents_dropped": docs[name]["dropped"],

@@ -208,6 +208,22 @@ def test_bloom_filter_has_no_false_negatives_and_its_stated_false_positive_rate(
     assert 0.007 < measured < 0.013
 
 
+def test_bloom_filter_works_in_blocks_with_the_same_answers(monkeypatch):
+    """Probes are computed BLOCK_ITEMS at a time, so one huge document never builds an items x hashes array."""
+    rng = np.random.default_rng(1)
+    items, queries = rng.integers(0, 2**63, (2, 5_000), dtype=np.uint64)
+    params = decontam.BloomParams.for_capacity(len(items), 0.2, max_bytes=1 << 20)
+    whole = decontam.BloomFilter(params)
+    whole.add(items)
+    whole_answers = whole.contains(queries)
+    monkeypatch.setattr(decontam, "BLOCK_ITEMS", 333)
+    blocked = decontam.BloomFilter(params)
+    blocked.add(items)
+    assert np.array_equal(blocked.bits, whole.bits) and blocked.items == whole.items == 5_000
+    assert np.array_equal(blocked.contains(queries), whole_answers) and 0 < whole_answers.sum() < 5_000
+    assert blocked.contains(items).all() and blocked.contains(queries[:0]).shape == (0,)
+
+
 def test_bloom_filter_memory_cap_raises_the_stated_rate():
     params = decontam.BloomParams.for_capacity(1_000_000, 1e-6, max_bytes=64 << 10)
     assert params.num_bits == 64 << 13

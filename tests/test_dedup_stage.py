@@ -261,7 +261,7 @@ def test_contamination_is_measured_then_removed(tmp_path, webtext_cli, beam_args
     assert [(r["item_id"], r["reason"]) for r in out["rejects"]] == [("quote", "contaminated")]
     assert out["rejects"][0]["detail"].startswith("toy: 53 of ")
     report = json.loads((tmp_path / "stats" / "contamination.json").read_text())["eval_sets"]["toy"]
-    assert report["documents_dropped"] == 1 and report["ngrams_in_output"] == 12 - 7
+    assert report["documents_dropped"] == 1 and report["ngrams_after_decontamination"] == 12 - 7
     assert len(out["docs"]) + len(out["rejects"]) == len(rows)
 
 
@@ -281,7 +281,7 @@ def test_wikitext_paragraphs_are_found_in_real_text(tmp_path, webtext_cli, beam_
                                                                      ("news00-again", "exact-duplicate")}
     report = json.loads((tmp_path / "stats" / "contamination.json").read_text())["eval_sets"]["wikitext"]
     assert report["documents_dropped"] == 1 and report["top_documents"][0]["doc_id"] == "copied"
-    assert 0 < report["share_in_corpus"] < 0.01 and report["ngrams_in_output"] < report["ngrams_in_corpus"]
+    assert 0 < report["share_in_corpus"] < 0.01 and report["ngrams_after_decontamination"] < report["ngrams_in_corpus"]
 
 
 @pytest.mark.parametrize("args,message", [
