@@ -109,7 +109,8 @@ def build_hf(config: GPTConfig, device):
 
     hf_config = transformers.GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size,
                                         n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head,
-                                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                        use_cache=False)  # training: no KV cache objects (the stronger baseline)
     hf_config._attn_implementation = "sdpa"
     return HFAdapter(transformers.GPT2LMHeadModel(hf_config)).to(device)
 

@@ -301,3 +301,17 @@ def test_an_unknown_attention_backend_is_refused_before_anything_is_written(run_
     for choice in ("cudnn", "flash", "efficient", "auto"):  # every choice is a no-op off CUDA
         with trainer.attention_backends(torch.device("cpu"), choice):
             pass
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_run_and_checkpoints_plain_weights(run_dir):
+    """--compile (Inductor on the CPU here), with the chunked loss's graph break: same losses as eager, plain keys."""
+    settings = dict(max_steps=4, eval_every=2, ckpt_every=4, loss_chunk=48)
+    eager = train(tiny_config(run_dir, "eager", **settings))
+    compiled = train(tiny_config(run_dir, "compiled", compile=True, **settings))
+    assert sorted(compiled.losses) == [1, 2, 3, 4]
+    for step, loss in eager.losses.items():
+        assert compiled.losses[step] == pytest.approx(loss, rel=1e-4), step
+    assert compiled.val_losses[4] == pytest.approx(eager.val_losses[4], rel=1e-4)
+    weights, _ = ckpt.load_model(compiled.train_dir)
+    assert not any("_orig_mod" in name for name in weights.state_dict())
