@@ -315,3 +315,8 @@ def test_compiled_training_follows_the_eager_run_and_checkpoints_plain_weights(r
     assert compiled.val_losses[4] == pytest.approx(eager.val_losses[4], rel=1e-4)
     weights, _ = ckpt.load_model(compiled.train_dir)
     assert not any("_orig_mod" in name for name in weights.state_dict())
+
+
+def test_a_remote_run_is_refused_with_what_to_do(tmp_path):
+    with pytest.raises(trainer.ConfigError, match=r"local run directory.*gsutil -m cp -r gs://bucket/run/shards"):
+        train(TrainConfig(run="gs://bucket/run", device="cpu"))

@@ -358,6 +358,10 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
         raise ConfigError(f"keep must be at least 1 and warmup at least 0, got keep={cfg.keep} warmup={cfg.warmup}")
     if cfg.model is not None:
         named_config(cfg.model)  # an unknown name fails before anything is read or written
+    if "://" in str(cfg.run):
+        raise ConfigError(f"{cfg.run}: training reads a local run directory (the shards are memory-mapped); copy "
+                          f"RUN/shards and RUN/tokenizer first, e.g. gsutil -m cp -r {cfg.run}/shards {cfg.run}/tokenizer "
+                          "run/, then train on run/")
     run = Path(cfg.run)
     manifest = Manifest.load(run / "shards")
     if cfg.verify_shards:  # rank 0 reads the shards; every rank fails with its message, none waits at a barrier
