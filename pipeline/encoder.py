@@ -43,8 +43,10 @@ def _check_tiktoken_structure(tokenizer_json: str) -> dict[bytes, int]:
     """The tiktoken ranks (token bytes -> id) of a byte-level BPE whose ids follow its merge order.
 
     tiktoken merges the adjacent pair whose concatenation has the lowest id; `tokenizers` merges the pair with the
-    earliest merge rule. They agree when every token is a single byte or made by exactly one merge, and ids rise
-    with merge priority after the 256 bytes: which is how `tokenizers` trains and how GPT-2's files are laid out.
+    earliest merge rule. These structural checks (every token a single byte or made by exactly one merge, ids rising
+    with merge priority after the 256 bytes, as `tokenizers` trains and GPT-2's files are laid out) are necessary
+    but not sufficient: a merge that BPE itself would never reach can still make the engines differ, which is why
+    the Encoder also compares them on probe texts and cross-checks each worker's first documents.
     """
     config = json.loads(tokenizer_json)
     if config.get("normalizer") is not None:

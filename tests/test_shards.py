@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from tokenizers import Tokenizer
 
-from tests.tokenizer_corpus import real_pages, tricky_docs, write_docs
+from tests.tokenizer_corpus import letter_bpe_gpt2_files, real_pages, tricky_docs, word_docs, write_docs
 from webtext.pipeline import bpe, shards as shards_stage
 from webtext.pipeline.beamio import read_parquet_rows
 from webtext.pipeline.cli import main as webtext
@@ -346,3 +347,94 @@ def test_small_corpus_makes_one_train_and_one_val_shard(tmp_path, webtext_cli, b
     val_doc, tokens = next(iter(Shard(run / "shards" / "val-00000.arrow")))
     assert encoder.decode(tokens[:-1]) == rows[int(val_doc[1:])]["text"]
     assert bpe.ENDOFTEXT == encoder.decode(tokens[-1:])
+
+
+# -- a vocabulary beyond 65,536 tokens: uint32 shards, end to end -------------------------------------------------
+
+LARGE_VOCAB = 70_000
+LARGE_EOT = LARGE_VOCAB - 1
+BLOCK_SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def large_vocab_run(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """A run whose tokenizer has LARGE_VOCAB tokens, sharded with tiktoken: (run, its documents)."""
+    root = tmp_path_factory.mktemp("uint32")
+    encoder_json, vocab_bpe = letter_bpe_gpt2_files(LARGE_VOCAB)
+    (root / "letter-bpe").mkdir()
+    (root / "letter-bpe" / "encoder.json").write_bytes(encoder_json)
+    (root / "letter-bpe" / "vocab.bpe").write_bytes(vocab_bpe)
+    beyond_uint16 = [token for token, token_id in json.loads(encoder_json).items() if 2**16 <= token_id < LARGE_EOT]
+    rows = word_docs(beyond_uint16 + ["the", "shard", "holds", "tokens", "of", "words"], 40, 120) + tricky_docs()
+    run = root / "run"
+    write_docs(run / "docs", rows, files=2)
+    assert webtext(["tokenizer", str(run), "--from-gpt2", str(root / "letter-bpe")]) == 0
+    assert webtext(["shards", str(run), "--shard-tokens", "4000", "--val-fraction", "0.1", "--encoder", "tiktoken",
+                    FNAPI]) == 0
+    return run, rows
+
+
+def test_large_vocabulary_makes_uint32_shards_that_verify(large_vocab_run, webtext_cli):
+    """A vocabulary over 65,536 tokens gives uint32 shards holding ids above 65,535, and --verify accepts them."""
+    run, _ = large_vocab_run
+    manifest = Manifest.load(run / "shards")
+    assert (manifest.vocab_size, manifest.eot_id, manifest.dtype) == (LARGE_VOCAB, LARGE_EOT, "uint32")
+    assert len(manifest.split("train")) > 1 and manifest.split("val")
+    shards = [Shard(manifest.path_of(info)) for info in manifest.shards]
+    assert all(shard.dtype == "uint32" and shard.tokens.dtype == np.uint32 for shard in shards)
+    assert max(int(shard.tokens.max()) for shard in shards) == LARGE_EOT
+    assert sum(int(np.count_nonzero((shard.tokens >= 2**16) & (shard.tokens != LARGE_EOT))) for shard in shards) > 1000
+    assert stats(run)["docs.cross_checked"] > 0  # tiktoken encoded them, checked against tokenizers
+    assert webtext_cli("shards", run, "--verify") == 0
+
+
+def test_large_vocabulary_documents_match_the_tokenizers_library(large_vocab_run):
+    """Each document's uint32 tokens are `tokenizers`' ids plus end-of-text, and decode back to its text."""
+    run, rows = large_vocab_run
+    reference = Tokenizer.from_str((run / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
+    reference.encode_special_tokens = True  # "<|endoftext|>" written in a document is text
+    texts = {row["doc_id"]: row["text"] for row in rows}
+    for path in sorted((run / "shards").glob("*.arrow")):
+        for doc_id, tokens in Shard(path):
+            text = texts.pop(doc_id)
+            assert tokens.tolist() == reference.encode(text, add_special_tokens=False).ids + [LARGE_EOT]
+            assert reference.decode(tokens[:-1].tolist(), skip_special_tokens=False) == text
+    assert not texts
+
+
+def test_large_vocabulary_tokenizers_engine_writes_the_same_shards(large_vocab_run, tmp_path):
+    """The `tokenizers` engine writes byte-identical uint32 shards to tiktoken's."""
+    run, _ = large_vocab_run
+    copy = copy_run(run, tmp_path / "run")
+    assert webtext(["shards", str(copy), "--force", "--shard-tokens", "4000", "--val-fraction", "0.1",
+                    "--encoder", "tokenizers", FNAPI]) == 0
+    assert shard_bytes(copy) == shard_bytes(run)
+    assert stats(copy).get("docs.cross_checked", 0) == 0
+
+
+def test_large_vocabulary_shards_feed_the_trainer_loader(large_vocab_run):
+    """The trainer's window index and prefetching loader read uint32 shards as the same ids, widened to int64."""
+    import torch
+
+    from webtext.train.data import PrefetchingLoader, TrainBatches, WindowIndex, open_split
+
+    run, _ = large_vocab_run
+    shards = open_split(Manifest.load(run / "shards"), "train")
+    index = WindowIndex(shards, BLOCK_SIZE)
+    expected = [tokens[start:start + BLOCK_SIZE + 1]
+                for tokens in (segment.tokens for shard in shards for segment in shard.segments)
+                for start in range(0, len(tokens) - BLOCK_SIZE, BLOCK_SIZE)]
+    windows = index.gather(np.arange(index.count))
+    assert windows.dtype == np.int64 and len(windows) == len(expected) == index.count
+    assert (windows == np.stack(expected).astype(np.int64)).all()
+    assert windows.max() == LARGE_EOT and np.count_nonzero((windows >= 2**16) & (windows != LARGE_EOT)) > 1000
+
+    window_ids = TrainBatches(index, micro_batch=index.count, seed=7).next_window_ids()
+    loader = PrefetchingLoader(TrainBatches(index, micro_batch=index.count, seed=7), torch.device("cpu"))
+    try:
+        x, y = loader.next()
+    finally:
+        loader.close()
+    assert x.dtype == y.dtype == torch.int64
+    assert torch.equal(torch.cat([x, y[:, -1:]], dim=1), torch.from_numpy(windows[window_ids]))
+    assert torch.equal(x[:, 1:], y[:, :-1]) and int(x.max()) >= 2**16

@@ -1,11 +1,16 @@
 """Small document corpora as Parquet for the tokenizer and shards tests (written by the tests, never copied)."""
 from __future__ import annotations
 
+import itertools
 import json
+import random
+import string
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from webtext.pipeline import bpe
 
 # Texts that stress a byte-level BPE: every script class of the GPT-2 regex, whitespace runs, the end-of-text marker
 # written inside a document, control characters, emoji with modifiers, combining marks.
@@ -42,3 +47,49 @@ def real_pages(shared_data: Path) -> list[dict]:
 
 def tricky_docs() -> list[dict]:
     return [{"doc_id": f"tricky-{i}", "text": text, "url": None} for i, text in enumerate(TRICKY_TEXTS)]
+
+
+def _bpe_parts(token: str, merge_ranks: dict[tuple[str, str], int]) -> list[str]:
+    """What BPE leaves of `token`'s characters: lowest-ranked merge of adjacent pieces first, leftmost on ties."""
+    parts = list(token)
+    while len(parts) > 1:
+        ranked = [(merge_ranks.get(pair, len(merge_ranks)), i) for i, pair in enumerate(zip(parts, parts[1:]))]
+        rank, at = min(ranked)
+        if rank == len(merge_ranks):
+            break
+        parts[at:at + 2] = [parts[at] + parts[at + 1]]
+    return parts
+
+
+def letter_bpe_gpt2_files(vocab_size: int) -> tuple[bytes, bytes]:
+    """encoder.json and vocab.bpe of a byte-level BPE of exactly `vocab_size` tokens, built without training.
+
+    The 256 bytes in GPT-2's order, then every 2- and 3-letter lowercase token and as many 4-letter ones as fit in
+    lexicographic order, and <|endoftext|> last. Each token comes from one merge: the last one BPE makes when
+    encoding the token with the merges before it, so `tokenizers` and tiktoken encode the same way.
+    """
+    letter_tokens = (itertools.product(string.ascii_lowercase, repeat=length) for length in (2, 3, 4))
+    vocab = {char: token_id for token_id, char in enumerate(bpe.byte_to_unicode().values())}
+    merge_ranks: dict[tuple[str, str], int] = {}
+    for token in map("".join, itertools.chain.from_iterable(letter_tokens)):
+        if len(vocab) == vocab_size - 1:
+            break
+        left, right = _bpe_parts(token, merge_ranks)
+        merge_ranks[left, right] = len(merge_ranks)
+        vocab[token] = len(vocab)
+    if len(vocab) != vocab_size - 1:
+        raise ValueError(f"at most {len(vocab) + 1} tokens fit this scheme, asked for {vocab_size}")
+    vocab[bpe.ENDOFTEXT] = len(vocab)
+    merges = "\n".join([bpe.MERGES_HEADER, *(f"{a} {b}" for a, b in merge_ranks)]) + "\n"
+    return json.dumps(vocab).encode("utf-8"), merges.encode("utf-8")
+
+
+def word_docs(words: list[str], documents: int, words_per_doc: int, seed: int = 0) -> list[dict]:
+    """Documents of words drawn (seeded) from `words`, with some capitals, commas, full stops and newlines."""
+    rng = random.Random(seed)
+    rows = []
+    for index in range(documents):
+        picked = [rng.choice(words) for _ in range(words_per_doc)]
+        text = " ".join(word + rng.choice(["", "", "", ",", ".", ".\n"]) for word in picked)
+        rows.append({"doc_id": f"words-{index}", "text": text[0].upper() + text[1:], "url": None})
+    return rows
