@@ -15,6 +15,6 @@ python=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu \
     --format=csv | tee "$out/nvidia-smi.csv"
 "$python" -c 'import torch, numpy, pyarrow; print("torch", torch.__version__, "cuda", torch.version.cuda, "numpy", numpy.__version__, "pyarrow", pyarrow.__version__)'
-"$python" benchmarks/train_gpu.py --check 2>&1 | tee "$out/check.log"
+timeout "${CHECK_TIMEOUT_S:-150}" "$python" benchmarks/train_gpu.py --check 2>&1 | tee "$out/check.log"
 "$python" benchmarks/train_gpu.py --sweep --budget-s "${BUDGET_S:-360}" --json "$out/sweep.json" \
     --child-log "$out/children.log" "$@" 2>&1 | tee "$out/sweep.log"

@@ -265,13 +265,13 @@ def sweep_plan(batch_sizes: list[int], main_batch: int, smoke: bool):
     default = Spec("ours", main_batch)  # the trainer's defaults on CUDA
     yield hf
     yield default
-    best = (yield _with(default, loss_chunk=0)) or default
-    best = (yield _with(best, attention="flash")) or best
-    best = (yield _with(best, compile_mode="reduce-overhead")) or best
-    for batch in batch_sizes:
+    best = (yield _with(default, loss_chunk=0)) or default  # the largest predicted difference: the loss
+    for batch in batch_sizes:  # the batch sizes next, then the smaller effects
         if batch != main_batch:
             yield _with(hf, batch_size=batch)
             yield _with(best, batch_size=batch)
+    best = (yield _with(best, attention="flash")) or best
+    best = (yield _with(best, compile_mode="reduce-overhead")) or best
     best = (yield _with(best, compile_mode="max-autotune-no-cudagraphs")) or best
     best = (yield _with(best, loss_chunk=2048 if best.loss_chunk else 8192)) or best
     yield _with(hf, attention="cudnn")
