@@ -75,10 +75,12 @@ def test_loss_matches_a_plain_reference():
     assert loss.item() == pytest.approx(F.cross_entropy(logits.reshape(-1, 300), targets.reshape(-1)).item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled-chunks"])
+@pytest.mark.parametrize("compiled", ["no", "chunks", "model-and-chunks"])
 def test_chunked_loss_equals_full_loss_and_gradients(compiled):
-    """compiled: each chunk's arithmetic as one torch.compile'd graph (the CUDA default), here on Inductor's CPU backend."""
+    """Compiled chunks: each chunk's arithmetic as one torch.compile'd graph (the CUDA default), also inside a
+    compiled model (the chunked loss is a graph break there); Inductor's CPU backend here."""
     model = tiny()
+    runner = torch.compile(model) if compiled == "model-and-chunks" else model
     idx = torch.randint(0, 300, (3, 64))
     targets = torch.randint(0, 300, (3, 64))
     targets[0, :7] = -1  # ignored positions
@@ -87,8 +89,8 @@ def test_chunked_loss_equals_full_loss_and_gradients(compiled):
     full_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     model.loss_chunk_rows = 50  # does not divide 192 rows: a ragged last chunk
-    model.loss_chunk_compiled = compiled
-    _, chunked = model(idx, targets)
+    model.loss_chunk_compiled = compiled != "no"
+    _, chunked = runner(idx, targets)
     chunked.backward()
     assert chunked.item() == pytest.approx(full.item(), rel=1e-6)
     for name, param in model.named_parameters():
