@@ -59,6 +59,30 @@ def test_training_learns_and_logs(run_dir):
     assert [p.name for p in ckpt.list_checkpoints(result.train_dir)] == ["ckpt-00000020", "ckpt-00000040"]
 
 
+def tensorboard_scalars(train_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of a scalar as TensorBoard shows it (an earlier run's purged events left out)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(train_dir / "tensorboard"), purge_orphaned_data=True).Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]
+
+
+def test_tensorboard_shows_the_logged_values_and_a_resume_replaces_what_follows_its_checkpoint(run_dir):
+    settings = dict(max_steps=8, eval_every=4, ckpt_every=4)
+    full = train(tiny_config(run_dir, "tb-full", **settings))
+    logged = [(r["step"], r["loss"]) for r in read_log(full.train_dir)]
+    assert [step for step, _ in tensorboard_scalars(full.train_dir, "loss")] == list(range(1, 9))
+    assert [value for _, value in tensorboard_scalars(full.train_dir, "loss")] == pytest.approx([v for _, v in logged])
+    assert [step for step, _ in tensorboard_scalars(full.train_dir, "val_loss")] == [4, 8]
+
+    stopped = train(tiny_config(run_dir, "tb-parts", stop_after=6, **settings))
+    shutil.rmtree(stopped.last_checkpoint)  # as if killed after logging step 6, before its checkpoint
+    train(tiny_config(run_dir, "tb-parts", resume=True, **settings))  # resumes at step 4: steps 5 and 6 come again
+    resumed = tensorboard_scalars(full.train_dir.parent / "tb-parts", "loss")
+    assert [step for step, _ in resumed] == list(range(1, 9))
+    assert [value for _, value in resumed] == pytest.approx([v for _, v in logged])
+
+
 def test_stop_and_resume_gives_bit_identical_losses(run_dir):
     settings = dict(batch_tokens=2 * 4 * 32)  # two accumulated micro-batches per step
     full = train(tiny_config(run_dir, "full", **settings))

@@ -226,7 +226,9 @@ class MetricsLog:
         except ImportError:
             pass
         else:
-            self.tensorboard = SummaryWriter(str(train_dir / "tensorboard"))
+            # after a resume, TensorBoard hides the earlier run's events from the resumed step on
+            self.tensorboard = SummaryWriter(str(train_dir / "tensorboard"),
+                                             purge_step=None if resume_step is None else resume_step + 1)
 
     def _truncate_after(self, step: int) -> None:
         """Drop records of steps after the checkpoint we resume from: the resumed run writes them again."""
