@@ -39,3 +39,15 @@ def test_sweep_times_both_systems_and_writes_its_report(tmp_path):
         assert 9.0 < result["final_loss"] < 12.0, result  # random tokens over a 50k vocabulary: about ln(50257)
     assert "fastest ours / transformers" in done.stdout
     assert child_log.read_text().count("=====") == len(results)
+
+
+@pytest.mark.realdata
+def test_real_shards_for_the_benchmark_are_built_from_the_shared_texts(shared_data, tmp_path):
+    run = tmp_path / "bench"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "real_shards.py"), str(run), "--data", str(shared_data)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((run / "shards" / "manifest.json").read_text())
+    assert manifest["vocab_size"] == 50257 and manifest["dtype"] == "uint16"
+    splits = {shard["split"] for shard in manifest["shards"]}
+    assert splits == {"train", "val"} and sum(shard["tokens"] for shard in manifest["shards"]) > 500_000
