@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -112,8 +113,15 @@ class StageContext:
         self.counters[name] = self.counters.get(name, 0) + value
 
 
+# Local worker processes: our own progress at INFO; Beam's start-up notes that say nothing to a user hidden
+# (sdk_worker_main's, and "Discarding unparseable args" for DirectRunner flags the worker does not know).
+WORKER_LOG_LEVELS = {"webtext": "INFO", "apache_beam.runners.worker.sdk_worker_main": "ERROR", "__main__": "ERROR",
+                     "apache_beam.options.pipeline_options": "ERROR"}
+
+
 def default_beam_args(beam_args: Sequence[str]) -> list[str]:
-    """Without a runner named, run locally on the DirectRunner with one worker process per core."""
+    """Without a runner named, run locally on the DirectRunner with one worker process per core, whose Beam
+    harness logs warnings only (at INFO it prints some 25 lines of set-up per worker and stage)."""
     args = list(beam_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args.append("--runner=DirectRunner")
@@ -121,6 +129,9 @@ def default_beam_args(beam_args: Sequence[str]) -> list[str]:
             args.append("--direct_running_mode=multi_processing")
         if not any(a.startswith("--direct_num_workers") for a in args):
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+        if not any(a.startswith(("--default_sdk_harness_log_level", "--sdk_harness_log_level_overrides")) for a in args):
+            args += ["--default_sdk_harness_log_level=WARNING", "--sdk_harness_log_level_overrides="
+                     + json.dumps(WORKER_LOG_LEVELS)]
     return args
 
 

@@ -12,7 +12,7 @@ def count_rows(folder, pattern: str) -> int:
 
 
 @pytest.mark.slow
-def test_demo_builds_every_stage_and_trains(tmp_path, webtext_cli, capsys):
+def test_demo_builds_every_stage_and_trains(tmp_path, webtext_cli, capfd):
     run = tmp_path / "demo"
     assert webtext_cli("demo", run) == 0  # the README's command: default runner (DirectRunner, a process per core)
     for stage in ("links", "crawl", "dedup", "tokenizer", "shards"):
@@ -33,12 +33,14 @@ def test_demo_builds_every_stage_and_trains(tmp_path, webtext_cli, capsys):
     summary = json.loads((run / "stats" / "stats.json").read_text())
     assert summary["outputs"]["links"] == links and summary["stages"]["crawl"]["rejects"]
     assert (run / "stats" / "report.html").read_text().startswith("<!doctype html>")
-    out = capsys.readouterr().out
+    out, err = capfd.readouterr()  # the worker processes' output too
     assert "rejected self-post" in out
+    assert "RS_demo.zst: 400 lines read" in err  # our workers' progress is shown ...
+    for beam_set_up_note in ("Pipeline_options:", "Discarding unparseable args", "semi_persistent_directory"):
+        assert beam_set_up_note not in err  # ... Beam's worker start-up notes are not
 
-    capsys.readouterr()
     assert webtext_cli("stats", run) == 0
-    assert "links" in capsys.readouterr().out
+    assert "links" in capfd.readouterr().out
 
     assert webtext_cli("demo", run) == 0  # the README's command again, on the same directory
     log = [json.loads(line) for line in (run / "train" / "demo" / "log.jsonl").read_text().splitlines()]

@@ -11,7 +11,8 @@ import pytest
 from webtext.pipeline import beamio, rundir
 from webtext.pipeline.cli import build_parser, load_config_file, save_resolved_config
 from webtext.pipeline.rundir import RunDir
-from webtext.pipeline.stage import Option, Stage, StageError, counter_table, resolve_config, run_stage
+from webtext.pipeline.stage import (Option, Stage, StageError, counter_table, default_beam_args, resolve_config,
+                                    run_stage)
 
 SCHEMA = pa.schema([("key", pa.string()), ("value", pa.int64())])
 
@@ -126,3 +127,13 @@ def test_unknown_flags_go_to_beam_and_config_toml_records_the_run(tmp_path):
 def test_counter_table_lists_every_counter():
     table = counter_table("links", {"reject.nsfw": 3, "links.written": 1200})
     assert "reject.nsfw" in table and "1,200" in table
+
+
+def test_local_default_runner_keeps_our_worker_logs_and_quiets_beams():
+    local = default_beam_args([])
+    assert local[:2] == ["--runner=DirectRunner", "--direct_running_mode=multi_processing"]
+    overrides = json.loads(next(a for a in local if a.startswith("--sdk_harness_log_level_overrides=")).split("=", 1)[1])
+    assert overrides["webtext"] == "INFO" and "--default_sdk_harness_log_level=WARNING" in local
+    custom = default_beam_args(["--default_sdk_harness_log_level=DEBUG"])  # the user's choice stands alone
+    assert [a for a in custom if "log_level" in a] == ["--default_sdk_harness_log_level=DEBUG"]
+    assert default_beam_args(["--runner=DataflowRunner"]) == ["--runner=DataflowRunner"]
