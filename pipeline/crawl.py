@@ -31,6 +31,7 @@ from webtext.crawl.urls import InvalidUrl, normalize_url, url_domain
 from webtext.crawl.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
 from webtext.pipeline import beamio, rundir
 from webtext.pipeline.links import LINKS_SCHEMA
+from webtext.pipeline.progress import Progress
 from webtext.pipeline.stage import Option, Stage, StageContext, StageError, upstream_fingerprints
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,7 @@ class FetchHosts(beam.DoFn):
         self.fetcher = Fetcher(self.config, archive=self._archive)
         self.pool = HostPool(self._crawl_host, max_hosts=self.hosts_in_flight)
         self.unfinished: dict[str, dict[int, dict]] = {}
+        self.progress = Progress(log, f"crawl: fetch round {self.round_index} (this worker)")
 
     def start_bundle(self) -> None:
         if self.writer is not None:  # a bundle that failed before finish_bundle left its file open
@@ -317,6 +319,7 @@ class FetchHosts(beam.DoFn):
         self.attempts.inc(result.attempts)
         self.redirects.inc(result.redirects)
         self.received.inc(result.bytes_received)
+        self.progress.add(links=1, pages=int(result.ok), bytes=result.bytes_received)
         yield from link_outcome(link, result, self.pages)
 
 
@@ -430,11 +433,13 @@ class ExtractDocs(beam.DoFn):
             self.extractor.start()  # the child imports trafilatura while the pipeline starts up
         else:
             self.extractor = InlineExtractor(self.config)
+        self.progress = Progress(log, "crawl: extraction (this worker)")
 
     def process(self, page: dict):
         link = page["link"]
         result = self.extractor.process(Page(page["final_url"], page["body"], page["content_type"]))
         self.extract_ms.inc(int(result.seconds * 1000))
+        self.progress.add(pages=1, docs=int(result.ok))
         if result.ok:
             self.docs.inc()
             self.words.inc(result.n_words)

@@ -28,6 +28,7 @@ from webtext.dedup.sketch import DocSketch, sketch_documents
 from webtext.dedup.survivors import DocRank
 from webtext.dedup.text import words
 from webtext.pipeline import beamio, rundir
+from webtext.pipeline.progress import Progress
 from webtext.pipeline.stage import Option, Stage, StageContext, StageError, upstream_fingerprints
 
 log = logging.getLogger(__name__)
@@ -250,9 +251,11 @@ class SketchDocs(beam.DoFn):
         self.read = Metrics.counter(NAME, "docs.read")
         self.no_words = Metrics.counter(NAME, "docs.without-words")
         self.with_overlap = Metrics.counter(NAME, "docs.overlapping-eval-sets")
+        self.progress = Progress(log, "dedup: sketching (this worker)")
 
     def process(self, row: dict) -> Iterator:
         self.read.inc()
+        self.progress.add(docs=1)
         doc_id, url, text = row["doc_id"], row.get("url") or "", row.get("text") or ""
         text_words = words(text)
         if not text_words:

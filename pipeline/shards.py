@@ -26,6 +26,7 @@ from apache_beam.metrics import Metrics
 
 from webtext.pipeline import beamio, docsource, rundir
 from webtext.pipeline.encoder import ENGINES, Encoder
+from webtext.pipeline.progress import Progress
 from webtext.pipeline.rundir import FileEntry, RunDir
 from webtext.pipeline.stage import Action, Option, Stage, StageContext, StageError, upstream_fingerprints
 from webtext.train import shards as shard_format
@@ -175,6 +176,7 @@ class EncodeDocuments(beam.DoFn):
         self.cross_checked = False
         self.counters = {name: Metrics.counter(NAME, name)
                          for name in ("docs.read", "docs.encoded", "bytes.encoded", "tokens.encoded", "docs.cross_checked")}
+        self.progress = Progress(log, "shards: encoding (this worker)")
 
     def _rejects(self, doc_ids: list, texts: list) -> tuple[list[int], list[dict]]:
         """Indices of the documents to encode, and a reject for each of the others."""
@@ -218,6 +220,7 @@ class EncodeDocuments(beam.DoFn):
         self.counters["docs.encoded"].inc(len(texts))
         self.counters["bytes.encoded"].inc(sum(len(t.encode("utf-8")) for t in texts))
         self.counters["tokens.encoded"].inc(int(documents.tokens.size))
+        self.progress.add(docs=len(texts), tokens=int(documents.tokens.size))
         hashes = np.fromiter((doc_hash(d) for d in doc_ids), dtype=np.uint64, count=len(doc_ids))
         yield TokenBatch(doc_ids, hashes, documents.tokens, documents.offsets)
 
