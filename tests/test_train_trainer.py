@@ -77,6 +77,7 @@ def test_tensorboard_shows_the_logged_values_and_a_resume_replaces_what_follows_
 
     stopped = train(tiny_config(run_dir, "tb-parts", stop_after=6, **settings))
     shutil.rmtree(stopped.last_checkpoint)  # as if killed after logging step 6, before its checkpoint
+    time.sleep(1.1)  # TensorBoard reads event files in name order, and names start with the second they were made
     train(tiny_config(run_dir, "tb-parts", resume=True, **settings))  # resumes at step 4: steps 5 and 6 come again
     resumed = sorted(tensorboard_scalars(full.train_dir.parent / "tb-parts", "loss"))  # two event files: sort by step
     assert [step for step, _ in resumed] == list(range(1, 9))  # steps 5 and 6 once: the first run's are purged
