@@ -3,38 +3,24 @@
 python benchmarks/real_shards.py runs/bench [--data ../shared/data]
 then, on the GPU machine (carry runs/bench):  bash benchmarks/gpu_session.sh --run runs/bench
 
-Documents: the extraction benchmark's 91 article bodies, WikiText-2's test articles and Tiny Shakespeare in
-scenes; GPT-2's own vocabulary (`webtext tokenizer --from-gpt2`), shards written by `webtext shards`.
+Documents: the real text of ../shared/data as bench_bpe.real_documents reads it (article bodies, Tiny Shakespeare,
+WikiText-2's test articles, Reddit posts); GPT-2's own vocabulary (`webtext tokenizer --from-gpt2`), shards written
+by `webtext shards`.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from webtext.pipeline.cli import main as webtext
-from webtext.train.shards import Manifest
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_bpe import DEFAULT_DATA, real_documents  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-
-
-def documents(data: Path) -> list[dict]:
-    truth = json.loads((data / "extraction-benchmark" / "ground-truth.json").read_text(encoding="utf-8"))
-    docs = [{"doc_id": f"page-{key[:16]}", "text": value["articleBody"]} for key, value in sorted(truth.items())]
-    wikitext = (data / "eval" / "wikitext-2_test.txt").read_text(encoding="utf-8")
-    for index, article in enumerate(re.split(r"\n (?== [^=])", wikitext)):  # top-level " = Title = " headings
-        if article.strip():
-            docs.append({"doc_id": f"wikitext-{index:04d}", "text": article.strip()})
-    play = (data / "text" / "tinyshakespeare.txt").read_text(encoding="utf-8")
-    speeches = play.split("\n\n")
-    for index in range(0, len(speeches), 40):
-        docs.append({"doc_id": f"shakespeare-{index // 40:04d}", "text": "\n\n".join(speeches[index:index + 40])})
-    return docs
+from webtext.pipeline.cli import main as webtext  # noqa: E402
+from webtext.train.shards import Manifest  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.run} exists; choose a new directory", file=sys.stderr)
         return 2
     (args.run / "docs").mkdir(parents=True)
-    table = pa.Table.from_pylist(documents(args.data), schema=pa.schema([("doc_id", pa.string()), ("text", pa.string())]))
+    rows = [{"doc_id": doc_id, "text": text} for doc_id, text in real_documents(args.data)]
+    table = pa.Table.from_pylist(rows, schema=pa.schema([("doc_id", pa.string()), ("text", pa.string())]))
     pq.write_table(table, args.run / "docs" / "docs-00000-of-00001.parquet")
     if webtext(["tokenizer", str(args.run), "--from-gpt2", str(args.data / "gpt2-tokenizer")]) != 0:
         return 1
