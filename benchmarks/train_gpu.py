@@ -26,13 +26,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from webtext.train import shards
-from webtext.train.data import PrefetchingLoader, TrainBatches, WindowIndex, open_split
-from webtext.train.model import GPT, GPTConfig, named_config, parameter_groups
-from webtext.train.trainer import Distributed, attention_backends, autocast, enable_fast_math, optimizer_step, peak_flops
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_loader import write_synthetic  # noqa: E402
+
+from webtext.train import shards  # noqa: E402
+from webtext.train.data import PrefetchingLoader, TrainBatches, WindowIndex, open_split  # noqa: E402
+from webtext.train.model import GPT, GPTConfig, named_config, parameter_groups  # noqa: E402
+from webtext.train.trainer import (Distributed, attention_backends, autocast, enable_fast_math,  # noqa: E402
+                                   optimizer_step, peak_flops)
 
 VOCAB_SIZE = 50257
 
@@ -76,18 +79,9 @@ class Result:
 
 
 def synthetic_run(root: Path, vocab_size: int, tokens: int) -> Path:
-    """A one-shard train split of random tokens (documents of ~2,000 tokens), for machines without a run."""
-    rng = np.random.default_rng(0)
-    flat = rng.integers(0, vocab_size - 1, size=tokens, dtype=np.int64)
-    offsets = np.append(np.arange(0, tokens, 2000, dtype=np.int64), tokens)
-    flat[offsets[1:] - 1] = vocab_size - 1  # every document ends with eot
-    shard_dir = root / "shards"
-    shard_dir.mkdir(parents=True)
-    dtype = shards.dtype_for_vocab(vocab_size)
-    stats = shards.write_shard_arrays(shard_dir / "train-00000.arrow", flat, offsets,
-                                      [f"doc-{i}" for i in range(len(offsets) - 1)], dtype)
-    shards.Manifest(root=shard_dir, tokenizer_sha256="0" * 64, vocab_size=vocab_size, eot_id=vocab_size - 1,
-                    dtype=dtype, shards=[shards.ShardInfo.from_stats("train-00000.arrow", "train", stats)]).save()
+    """A run whose train split is random tokens (train_loader's synthetic shards), for machines without a run."""
+    (root / "shards").mkdir(parents=True)
+    write_synthetic(root / "shards", tokens, vocab_size)
     return root
 
 
