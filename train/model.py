@@ -5,6 +5,7 @@ residual init; attention through scaled_dot_product_attention; a vocabulary padd
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, fields
 
@@ -258,16 +259,15 @@ def _chunk_loss_and_grads(h, w, targets, keep, inv_count, vocab_size: int):
     return loss_sum, grad_logits @ w, (grad_logits.t() @ h).float()
 
 
-_COMPILED_CHUNK_FUNCTIONS: dict = {}
+@functools.cache
+def _compiled(function):
+    return torch.compile(function, dynamic=False, fullgraph=True)
 
 
 def _chunk_functions(compiled: bool):
     if not compiled:
         return _chunk_loss_only, _chunk_loss_and_grads
-    if not _COMPILED_CHUNK_FUNCTIONS:
-        _COMPILED_CHUNK_FUNCTIONS["loss"] = torch.compile(_chunk_loss_only, dynamic=False, fullgraph=True)
-        _COMPILED_CHUNK_FUNCTIONS["grads"] = torch.compile(_chunk_loss_and_grads, dynamic=False, fullgraph=True)
-    return _COMPILED_CHUNK_FUNCTIONS["loss"], _COMPILED_CHUNK_FUNCTIONS["grads"]
+    return _compiled(_chunk_loss_only), _compiled(_chunk_loss_and_grads)
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
