@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from tests.testweb import FailingFirst, drip, gzip_bomb, gzipped, huge, redirect, reset, sleep_then
+from tests.testweb import FailingFirst, drip, dripping, gzip_bomb, gzipped, huge, redirect, reset, sleep_then
 from webtext.crawl.fetch import (FetchConfig, FetchFailure, Fetcher, crawl_host, decode_body, host_key,
                                  parse_retry_after)
 from webtext.crawl.sampleweb import LoopbackWeb, RequestContext, Response, Site
@@ -342,12 +342,7 @@ def test_unreachable_robots_txt_disallows_and_missing_allows(serve, robots_statu
     assert fetcher.fetch_page(site.url("/a.html")).reason == reason
 
 
-def _drip_robots(ctx: RequestContext) -> None:
-    ctx.send_head(200, {"Content-Type": "text/plain"})
-    ctx.write(b"User-agent: *\nAllow: /\n")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not ctx.client_gone() and ctx.write(b"#"):
-        time.sleep(0.01)
+_drip_robots = dripping("text/plain", b"User-agent: *\nAllow: /\n", b"#", 10)
 
 
 @pytest.mark.parametrize("robots", [

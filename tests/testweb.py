@@ -98,13 +98,18 @@ def sleep_then(seconds: float, response: Response):
     return route
 
 
-def drip(ctx: RequestContext) -> None:
-    """Headers, then one byte every 10 ms for as long as the client listens."""
-    ctx.send_head(200, {"Content-Type": "text/html; charset=utf-8"})
-    ctx.write(b"<html><body><p>")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not ctx.client_gone() and ctx.write(b"a"):
-        time.sleep(0.01)
+def dripping(content_type: str, first: bytes, filler: bytes, seconds: float):
+    """Headers and `first`, then `filler` every 10 ms for `seconds` or as long as the client listens."""
+    def route(ctx: RequestContext) -> None:
+        ctx.send_head(200, {"Content-Type": content_type})
+        ctx.write(first)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not ctx.client_gone() and ctx.write(filler):
+            time.sleep(0.01)
+    return route
+
+
+drip = dripping("text/html; charset=utf-8", b"<html><body><p>", b"a", 60)  # a page one byte at a time
 
 
 def huge(ctx: RequestContext) -> None:
