@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
-import lzma
 import os
 from collections import Counter, defaultdict
 from importlib import resources
@@ -13,8 +11,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-import zstandard
 
+from tests.dump_files import raw_records
 from webtext.crawl.linkrules import LinkRow, LinkRules, judge_submission, merge_link, submission_reject
 from webtext.crawl.reddit import BadSubmission, Submission, iter_dump_records, parse_submission
 from webtext.crawl.sample import make_sample_dump
@@ -171,15 +169,6 @@ def _shipped_list(name: str) -> list[str]:
     return [line.split("#")[0].split()[0] for line in text.splitlines() if line.split("#")[0].strip()]
 
 
-def _raw_records(path: Path) -> list[dict]:
-    data = path.read_bytes()
-    if path.suffix == ".xz":
-        data = lzma.decompress(data)
-    elif path.suffix == ".zst":
-        data = zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj().decompress(data)
-    return [json.loads(line) for line in data.splitlines() if line.strip()]
-
-
 def _expected_by_plain_loop(records: list[dict]) -> tuple[set[tuple[str, ...]], Counter]:
     """WebText's rules written as a plain loop with the standard library, for the default rules:
     the groups of submission ids that become links, and the reject counts."""
@@ -252,7 +241,7 @@ def test_accounting_on_all_real_dumps(shared_data: Path) -> None:
     paths = sorted(p for p in (shared_data / "reddit-dumps").iterdir() if p.suffix in (".xz", ".zst", ".ndjson"))
     assert len(paths) == 5
     rows, rejects, read = _run_library(paths, RULES)
-    records = [r for p in paths for r in _raw_records(p)]
+    records = [r for p in paths for r in raw_records(p)]
     assert read == len(records) == 2 * 103 + 2 * 1079 + 31
 
     # every submission read is in exactly one place

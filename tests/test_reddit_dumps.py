@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from tests.dump_files import raw_records
 from webtext.crawl import reddit
 from webtext.crawl.reddit import BadSubmission, DumpLine, Submission, dump_codec, iter_dump_records, parse_submission
 from webtext.crawl.sample import make_sample_dump
@@ -31,16 +32,6 @@ def read_bytes(data: bytes, name: str) -> list[DumpLine]:
     return list(iter_dump_records(io.BytesIO(data), name))
 
 
-def raw_lines(path: Path) -> list[bytes]:
-    """The file's lines decompressed by the standard tools, independently of iter_dump_records."""
-    data = path.read_bytes()
-    if path.suffix == ".xz":
-        data = lzma.decompress(data)
-    elif path.suffix == ".zst":
-        data = zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj().decompress(data)
-    return [line for line in data.split(b"\n") if line.strip()]
-
-
 # ---- real dumps ----------------------------------------------------------------------------------
 
 @pytest.mark.realdata
@@ -52,7 +43,7 @@ def test_real_dump_reads_every_line(shared_data: Path, name: str) -> None:
     assert [line.error for line in lines] == [None] * len(lines)
     assert [line.line_no for line in lines] == list(range(1, len(lines) + 1))
     assert {line.source for line in lines} == {name}
-    assert [line.record for line in lines] == [json.loads(raw) for raw in raw_lines(path)]
+    assert [line.record for line in lines] == raw_records(path)
 
 
 @pytest.mark.realdata
@@ -68,7 +59,7 @@ def test_real_zst_needs_the_2gib_window(shared_data: Path) -> None:
 def test_real_2005_submissions_parse(shared_data: Path) -> None:
     for name, month_karma in (("RS_v2_2005-06.xz", 83), ("RS_v2_2005-07.xz", 757)):
         path = shared_data / "reddit-dumps" / name
-        raw = [json.loads(line) for line in raw_lines(path)]
+        raw = raw_records(path)
         subs = [parse_submission(line.record) for line in read_all(path)]
         assert [s.id for s in subs] == [r["id"] for r in raw]
         assert [s.created_utc for s in subs] == [r["created_utc"] for r in raw]
@@ -94,7 +85,7 @@ def test_real_mixed_eras_parse(shared_data: Path) -> None:
     assert sum("_meta" in r for r in raw) == 10
     crosspost = next(s for s, r in zip(subs, raw) if "crosspost_parent_list" in r)
     assert crosspost.url == "https://v.redd.it/74ah6jubbvec1"
-    june_ids = {json.loads(line)["id"] for line in raw_lines(shared_data / "reddit-dumps" / "RS_v2_2005-06.xz")}
+    june_ids = {record["id"] for record in raw_records(shared_data / "reddit-dumps" / "RS_v2_2005-06.xz")}
     assert {s.id for s in subs} & june_ids == {"87", "88", "89", "90", "91"}
 
 
