@@ -13,7 +13,7 @@ from tests.testweb import RETRY_AFTER, ZOO_OPTIONS, article_page, bind_zoo, buil
 from webtext.crawl.extract import extraction_scores
 from webtext.crawl.sampleweb import LoopbackWeb, Response, Site, serve_sample_web
 from webtext.crawl.warc import iter_responses
-from webtext.pipeline.beamio import read_parquet_rows
+from webtext.pipeline.storage import read_rows as read_parquet_rows
 
 SAMPLE_OPTIONS = ["--host-delay", "0.05", "--allow-private-addresses", "--retries", "0", "--extract-timeout", "20"]
 

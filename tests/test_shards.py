@@ -12,11 +12,11 @@ import pytest
 from tokenizers import Tokenizer
 
 from tests.tokenizer_corpus import letter_bpe_gpt2_files, real_pages, tricky_docs, word_docs, write_docs
-from webtext.pipeline import bpe, shards as shards_stage
-from webtext.pipeline.beamio import read_parquet_rows
+from webtext.pipeline import bpe, shards_stage
+from webtext.pipeline.storage import read_rows as read_parquet_rows
 from webtext.pipeline.cli import main as webtext
 from webtext.pipeline.encoder import Encoder
-from webtext.pipeline.rundir import RunDir
+from webtext.pipeline.layout import RunDir
 from webtext.train import shards as shard_format
 from webtext.train.shards import Manifest, Shard
 

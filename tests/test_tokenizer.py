@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tokenizers import pre_tokenizers
 
 from tests.tokenizer_corpus import TRICKY_TEXTS, real_pages, tricky_docs, write_docs
-from webtext.pipeline import bpe, tokenizer as tokenizer_stage
+from webtext.pipeline import bpe, tokenizer_stage
 from webtext.pipeline.encoder import Encoder, IncompatibleVocabulary
 
 GPT2_ENCODER_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"

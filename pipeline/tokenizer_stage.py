@@ -14,8 +14,9 @@ import numpy as np
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from webtext.pipeline import bpe, docsource, rundir
-from webtext.pipeline.rundir import FileEntry, RunDir
+from webtext.pipeline import bpe, layout, storage
+from webtext.pipeline.layout import RunDir
+from webtext.pipeline.storage import FileEntry
 from webtext.pipeline.stage import Option, Stage, StageContext, StageError, upstream_fingerprints
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def _scan(files: list[FileEntry], rows: int) -> tuple[np.ndarray, np.ndarray]:
     sizes = np.empty(rows, dtype=np.int64)
     position = 0
     with tqdm(total=rows, desc="tokenizer: sizing documents", unit="doc", disable=None) as progress:
-        for batch in docsource.iter_batches(files):
+        for batch in storage.iter_batches(files, list(layout.TEXT_COLUMNS)):
             count = batch.num_rows
             doc_ids = batch.column(0).to_pylist()
             hashes[position:position + count] = [sample_hash(d or "") for d in doc_ids]
@@ -77,7 +78,7 @@ def iter_training_texts(files: list[FileEntry], rows: int, sample: Sample, ctx: 
     """Batches of the sampled, non-empty document texts for the BPE trainer, with a progress bar."""
     desc = "tokenizer: training on " + ("the sample" if sample.max_hash is not None else "the corpus")
     with tqdm(total=rows, desc=desc, unit="doc", disable=None) as progress:
-        for batch in docsource.iter_batches(files):
+        for batch in storage.iter_batches(files, list(layout.TEXT_COLUMNS)):
             doc_ids, texts = batch.column(0), batch.column(1)
             keep = pc.fill_null(pc.greater(pc.binary_length(texts), 0), False).to_numpy(zero_copy_only=False)
             ctx.count("docs.empty_text", int((~keep).sum()))
@@ -95,8 +96,8 @@ def iter_training_texts(files: list[FileEntry], rows: int, sample: Sample, ctx: 
 
 
 def train_on_corpus(ctx: StageContext):
-    source = docsource.require_documents(ctx.run)
-    rows = docsource.check_files(source.files)
+    source = layout.require_documents(ctx.run)
+    _, rows = layout.check_documents(source.files, layout.TEXT_COLUMNS)
     log.info("tokenizer: %d documents in %d files under %s", rows, len(source.files), source.pattern)
     ctx.count("docs.read", rows)
     sample = Sample(None, rows, 0)
@@ -108,12 +109,12 @@ def train_on_corpus(ctx: StageContext):
 
 
 def load_gpt2(directory: str):
-    paths = [rundir.join(directory, name) for name in GPT2_FILES]
+    paths = [storage.join(directory, name) for name in GPT2_FILES]
     for path in paths:
-        if not rundir.exists(path):
+        if not storage.exists(path):
             raise StageError(f"--from-gpt2: {path} not found (the directory needs encoder.json and vocab.bpe)")
     try:
-        return bpe.tokenizer_from_gpt2(rundir.read_bytes(paths[0]), rundir.read_bytes(paths[1]),
+        return bpe.tokenizer_from_gpt2(storage.read_bytes(paths[0]), storage.read_bytes(paths[1]),
                                        encoder_where=paths[0], merges_where=paths[1])
     except bpe.VocabularyError as error:
         raise StageError(str(error)) from None
@@ -123,7 +124,7 @@ def save(run: RunDir, tokenizer) -> None:
     vocab_json, merges_txt = bpe.gpt2_files(tokenizer)
     contents = [tokenizer.to_str(pretty=True).encode("utf-8"), vocab_json, merges_txt]
     for name, data in zip(FILES, contents):
-        rundir.write_bytes(run.path(NAME, name), data)
+        storage.write_bytes(run.path(NAME, name), data)
 
 
 def execute(ctx: StageContext) -> None:
@@ -146,15 +147,15 @@ def execute(ctx: StageContext) -> None:
 
 def external_inputs(run: RunDir, config: dict) -> list[FileEntry]:
     if config.get("from_gpt2"):
-        return [entry for name in GPT2_FILES for entry in rundir.match(rundir.join(config["from_gpt2"], name))]
-    source = docsource.find_documents(run)
+        return [entry for name in GPT2_FILES for entry in storage.match(storage.join(config["from_gpt2"], name))]
+    source = layout.find_documents(run)
     return source.files if source else []
 
 
 def upstream(run: RunDir, config: dict) -> list[str]:
     if config.get("from_gpt2"):
         return []
-    source = docsource.find_documents(run)
+    source = layout.find_documents(run)
     return upstream_fingerprints(run, [source.stage]) if source else []
 
 

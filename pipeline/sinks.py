@@ -1,34 +1,17 @@
-"""Deterministic Parquet output for Beam and the shared reject records: same input, same files, same rows."""
+"""Deterministic Parquet output from Beam (same input, same files, same rows), and the counting and writing of rejects."""
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from typing import Any, Callable, Iterable
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from webtext.pipeline import rundir
+from webtext.pipeline import layout, storage
 
 log = logging.getLogger(__name__)
-
-REJECT_SCHEMA = pa.schema([
-    ("stage", pa.string()),
-    ("reason", pa.string()),
-    ("detail", pa.string()),
-    ("url", pa.string()),
-    ("item_id", pa.string()),
-])
-
-
-def reject(stage: str, reason: str, detail: str = "", url: str | None = None, item_id: str | None = None) -> dict:
-    """A dropped item: which stage, why, and enough to find it again (its URL or its id)."""
-    return {"stage": stage, "reason": reason, "detail": detail, "url": url, "item_id": item_id}
 
 
 def stable_shard(key: str, num_shards: int) -> int:
@@ -39,17 +22,6 @@ def shard_name(prefix: str, index: int, num_shards: int) -> str:
     return f"{prefix}-{index:05d}-of-{num_shards:05d}.parquet"
 
 
-def write_parquet_file(path: str, rows: list[dict], schema: pa.Schema) -> None:
-    """One Parquet file written whole to a temporary name and renamed (works on any Beam filesystem)."""
-    write_parquet_table(path, pa.Table.from_pylist(rows, schema=schema))
-
-
-def write_parquet_table(path: str, table: pa.Table) -> None:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", row_group_size=64 * 1024)
-    rundir.write_bytes(path, buffer.getvalue())
-
-
 class _WriteShard(beam.DoFn):
     def __init__(self, directory: str, prefix: str, num_shards: int, schema: pa.Schema, sort_key: Callable[[dict], Any]):
         self.directory, self.prefix, self.num_shards = directory, prefix, num_shards
@@ -58,8 +30,8 @@ class _WriteShard(beam.DoFn):
     def process(self, element):
         index, rows = element
         rows = sorted(rows, key=self.sort_key)
-        path = rundir.join(self.directory, shard_name(self.prefix, index, self.num_shards))
-        write_parquet_file(path, rows, self.schema)
+        path = storage.join(self.directory, shard_name(self.prefix, index, self.num_shards))
+        storage.write_parquet_rows(path, rows, self.schema)
         yield path
 
 
@@ -87,26 +59,24 @@ class WriteParquet(beam.PTransform):
 
 def fill_empty_shards(directory: str, prefix: str, schema: pa.Schema, num_shards: int) -> list[str]:
     """Writes an empty, schema-bearing file for each shard that got no rows; returns all shard paths."""
-    paths = [rundir.join(directory, shard_name(prefix, i, num_shards)) for i in range(num_shards)]
+    paths = [storage.join(directory, shard_name(prefix, i, num_shards)) for i in range(num_shards)]
     for path in paths:
-        if not FileSystems.exists(path):
-            write_parquet_file(path, [], schema)
+        if not storage.exists(path):
+            storage.write_parquet_rows(path, [], schema)
     return paths
 
-
-REJECT_SHARDS = 4
 
 
 class WriteRejects(beam.PTransform):
     """Rejects of one stage into RUN/rejects/<stage>/rejects-*.parquet, sorted by reason, url and id."""
 
-    def __init__(self, directory: str, num_shards: int = REJECT_SHARDS):
+    def __init__(self, directory: str, num_shards: int = layout.REJECT_SHARDS):
         super().__init__()
         self.directory, self.num_shards = directory, num_shards
 
     def expand(self, rejects):
         return rejects | WriteParquet(
-            self.directory, "rejects", REJECT_SCHEMA, self.num_shards,
+            self.directory, "rejects", layout.REJECT_SCHEMA, self.num_shards,
             shard_key=lambda r: f"{r['reason']}|{r.get('url') or ''}|{r.get('item_id') or ''}",
             sort_key=lambda r: (r["reason"], r.get("url") or "", r.get("item_id") or "", r.get("detail") or ""))
 
@@ -128,9 +98,3 @@ class CountRejects(beam.DoFn):
             self._counters[reason] = Metrics.counter(self.stage, f"reject.{reason}")
         self._counters[reason].inc()
         yield row
-
-
-def read_parquet_rows(path: str) -> list[dict]:
-    """Reads one (small) Parquet file through Beam's filesystems; for tests, stats and the driver."""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        return pq.read_table(io.BytesIO(handle.read())).to_pylist()
