@@ -21,7 +21,7 @@ class _QuietBeamImports(logging.Filter):
 # says nothing about a webtext run.
 logging.getLogger().addFilter(_QuietBeamImports())
 
-from webtext.pipeline import layout, storage  # noqa: E402
+from . import layout, storage  # noqa: E402
 
 log = logging.getLogger("webtext")
 
@@ -43,7 +43,7 @@ def available_stages() -> dict:
 def load_config_file(path: str | None) -> dict:
     if not path:
         return {}
-    from webtext.pipeline.stage import StageError
+    from .stage import StageError
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
@@ -112,7 +112,7 @@ def _add_union_of_options(parser: argparse.ArgumentParser, stages: dict) -> None
 
 def run_stages(names: Sequence[str], stages: dict, run_root: str, file_config: dict, flags: dict,
                beam_args: list[str], force: bool) -> None:
-    from webtext.pipeline.stage import resolve_config, run_stage
+    from .stage import resolve_config, run_stage
 
     run = layout.RunDir(run_root)
     configs = {name: resolve_config(stages[name], file_config, flags) for name in names}
@@ -134,14 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unexpected:
         parser.error(f"unexpected arguments: {' '.join(unexpected)}")
     setup_logging(args.log_level)
-    from webtext.pipeline.stage import StageError
+    from .stage import StageError
 
     try:
         if args.command == "stats":
-            from webtext.pipeline.report import print_stats
+            from .report import print_stats
             return print_stats(args.run)
         if args.command == "demo":
-            from webtext.pipeline.demo import run_demo
+            from .demo import run_demo
             return run_demo(args.run, stages, submissions=args.submissions, beam_args=beam_args, force=args.force)
         chosen = [a for a in getattr(stages.get(args.command), "actions", ()) if getattr(args, a.key, False)]
         if chosen:

@@ -480,7 +480,7 @@ def execute(ctx: StageContext) -> None:
             sort_key=lambda r: (r["url_key"] or "", r["url"]))
         ((fetched.rejects, extracted.rejects) | "AllRejects" >> beam.Flatten()
          | "CountRejects" >> beam.ParDo(sinks.CountRejects(NAME))
-         | "WriteRejects" >> sinks.WriteRejects(ctx.run.rejects(NAME)))
+         | "WriteRejects" >> sinks.WriteRejects(ctx.run.rejects(NAME), NAME))
 
     ctx.run_pipeline(build)
     sinks.fill_empty_shards(docs_dir, "docs", layout.DOC_SCHEMA, config["docs_shards"])

@@ -22,12 +22,12 @@ from webtext.dedup.components import clusters, star_clusters
 from webtext.dedup.lsh import DEFAULT_FALSE_NEGATIVE_WEIGHT, Banding, band_keys, bucket_pairs, optimal_bands
 from webtext.dedup.minhash import MinHashConfig, MinHasher, estimated_jaccard, jaccard
 from webtext.dedup.sketch import DocSketch, sketch_documents
-from webtext.dedup.survivors import DocRank
+from webtext.dedup.survivors import DocRank, pick_survivor
 from webtext.dedup.text import words
-from webtext.pipeline import layout, sinks, storage
-from webtext.pipeline.progress import Progress
-from webtext.pipeline.options import options_of
-from webtext.pipeline.stage import Stage, StageContext, StageError, upstream_fingerprints
+from . import layout, sinks, storage
+from .progress import Progress
+from .options import options_of
+from .stage import Stage, StageContext, StageError, upstream_fingerprints
 
 log = logging.getLogger(__name__)
 
@@ -281,10 +281,7 @@ class PickExactSurvivor(beam.DoFn):
 
     def process(self, element) -> Iterator:
         _, sketches = element
-        best = None
-        for sketch in sketches:
-            if best is None or sketch.rank.sort_key() < best.rank.sort_key():
-                best = sketch
+        best = pick_survivor(sketches, rank=lambda sketch: sketch.rank)
         yield best
         duplicates = 0
         for sketch in sketches:
@@ -584,7 +581,7 @@ def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema:
                                            sort_key=lambda r: (r["doc_id_a"], r["doc_id_b"])))
     (split.rejects
      | "CountRejects" >> beam.ParDo(sinks.CountRejects(NAME))
-     | "WriteRejects" >> sinks.WriteRejects(ctx.run.rejects(NAME)))
+     | "WriteRejects" >> sinks.WriteRejects(ctx.run.rejects(NAME), NAME))
     if plan.eval_filters:
         sketched.contamination | "WriteContamination" >> sinks.WriteParquet(
             out, "contamination", CONTAMINATION_SCHEMA, plan.num_shards,

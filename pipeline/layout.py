@@ -12,8 +12,8 @@ from typing import Iterable
 
 import pyarrow as pa
 
-from webtext.pipeline import storage
-from webtext.pipeline.storage import FileEntry, StageError
+from . import storage
+from .storage import FileEntry, StageError
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ import dataclasses
 import datetime as dt
 import logging
 import pickle
-import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -18,9 +17,9 @@ from apache_beam.metrics import Metrics
 from webtext.crawl import reddit
 from webtext.crawl.linkrules import LinkRules, judge_submission, merge_link
 from webtext.crawl.urls import UrlFilter
-from webtext.pipeline import layout, sinks, storage
-from webtext.pipeline.options import options_of
-from webtext.pipeline.stage import Stage, StageContext, StageError
+from . import layout, sinks, storage
+from .options import options_of
+from .stage import Stage, StageContext, StageError
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +172,6 @@ def split_lines(payload: bytes | list) -> list:
     return payload
 
 
-def reject_shard(item_id: str) -> int:
-    return zlib.crc32(item_id.encode("utf-8", "surrogatepass")) % layout.REJECT_SHARDS
-
-
 def pack(batch: list) -> bytes:
     """A batch crosses the shuffle as one compressed pickle: Beam's default coder would pickle each object on its own."""
     return zstandard.ZstdCompressor(level=1).compress(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
@@ -219,7 +214,7 @@ class ParseAndFilter(beam.DoFn):
 
         def drop(reason: str, detail: str, url: str | None, item_id: str) -> None:
             reasons[reason] += 1
-            rejects[reject_shard(item_id)].append((reason, detail, url, item_id))
+            rejects[sinks.reject_shard(reason, url, item_id)].append((reason, detail, url, item_id))
 
         for offset, line in enumerate(lines):
             line_no = first + offset
@@ -293,7 +288,8 @@ class MergeAndWriteShard(beam.DoFn):
                 if reason not in self.reject_counters:
                     self.reject_counters[reason] = Metrics.counter(NAME, f"reject.{reason}")
                 self.reject_counters[reason].inc()
-                rejects[reject_shard(submission.id)].append((reason, detail, submission.url, submission.id))
+                rejects[sinks.reject_shard(reason, submission.url, submission.id)].append(
+                    (reason, detail, submission.url, submission.id))
         self.written.inc(len(rows))
         self.merged.inc(sum(row.num_submissions for row in rows))
         path = storage.join(self.directory, sinks.shard_name("links", shard, self.config["links_shards"]))
@@ -303,20 +299,8 @@ class MergeAndWriteShard(beam.DoFn):
             yield shard_index, pack(batch)
 
 
-class WriteRejectShard(beam.DoFn):
-    """One rejects shard, sorted by reason, URL and id; rows travel as (reason, detail, url, item_id) tuples."""
-
-    def __init__(self, directory: str):
-        self.directory = directory
-
-    def process(self, element) -> Iterator[str]:
-        shard, batches = element
-        rows = sorted(unpack(batches), key=lambda r: (r[0], r[2] or "", r[3] or "", r[1] or ""))
-        reasons, details, urls, item_ids = (list(column) for column in zip(*rows)) if rows else ([], [], [], [])
-        table = pa.table([[NAME] * len(rows), reasons, details, urls, item_ids], schema=layout.REJECT_SCHEMA)
-        path = storage.join(self.directory, sinks.shard_name("rejects", shard, layout.REJECT_SHARDS))
-        storage.write_parquet_table(path, table)
-        yield path
+def write_rejects(shard: int, batches: Iterable[bytes], directory: str = "") -> str:
+    return sinks.write_reject_shard(directory, NAME, shard, unpack(batches))
 
 
 def build_pipeline(p: beam.Pipeline, ctx: StageContext, files: list[str], subreddits: list[str]) -> None:
@@ -336,7 +320,7 @@ def build_pipeline(p: beam.Pipeline, ctx: StageContext, files: list[str], subred
     ((parsed.rejects, merge_rejects)
      | "AllRejects" >> beam.Flatten().with_output_types(tuple[int, bytes])
      | "GroupByRejectShard" >> beam.GroupByKey()
-     | "WriteRejects" >> beam.ParDo(WriteRejectShard(ctx.run.rejects(NAME))))
+     | "WriteRejects" >> beam.MapTuple(write_rejects, directory=ctx.run.rejects(NAME)))
 
 
 def check_bad_fractions(result, files: list[str], max_bad_fraction: float) -> None:

@@ -6,8 +6,8 @@ import json
 import logging
 from collections import Counter
 
-from webtext.pipeline import layout, storage
-from webtext.pipeline.layout import RunDir
+from . import layout, storage
+from .layout import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from webtext.pipeline import layout, storage
+from . import layout, storage
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,14 @@ def shard_name(prefix: str, index: int, num_shards: int) -> str:
     return f"{prefix}-{index:05d}-of-{num_shards:05d}.parquet"
 
 
+def write_shard(directory: str, prefix: str, index: int, num_shards: int, rows: Iterable[dict], schema: pa.Schema,
+                sort_key: Callable[[dict], Any]) -> str:
+    """One shard file of rows sorted by `sort_key`; returns its path."""
+    path = storage.join(directory, shard_name(prefix, index, num_shards))
+    storage.write_parquet_rows(path, sorted(rows, key=sort_key), schema)
+    return path
+
+
 class _WriteShard(beam.DoFn):
     def __init__(self, directory: str, prefix: str, num_shards: int, schema: pa.Schema, sort_key: Callable[[dict], Any]):
         self.directory, self.prefix, self.num_shards = directory, prefix, num_shards
@@ -29,10 +37,7 @@ class _WriteShard(beam.DoFn):
 
     def process(self, element):
         index, rows = element
-        rows = sorted(rows, key=self.sort_key)
-        path = storage.join(self.directory, shard_name(self.prefix, index, self.num_shards))
-        storage.write_parquet_rows(path, rows, self.schema)
-        yield path
+        yield write_shard(self.directory, self.prefix, index, self.num_shards, rows, self.schema, self.sort_key)
 
 
 class WriteParquet(beam.PTransform):
@@ -66,19 +71,43 @@ def fill_empty_shards(directory: str, prefix: str, schema: pa.Schema, num_shards
     return paths
 
 
+# A reject crosses the shuffle as (reason, detail, url, item_id): its stage is the writer's.
+RejectTuple = tuple[str, Any, Any, Any]
+
+
+def reject_shard(reason: str, url: str | None, item_id: str | None) -> int:
+    """The rejects file a reject goes to."""
+    return stable_shard(f"{reason}|{url or ''}|{item_id or ''}", layout.REJECT_SHARDS)
+
+
+def keyed_reject(row: dict) -> tuple[int, RejectTuple]:
+    return (reject_shard(row["reason"], row.get("url"), row.get("item_id")),
+            (row["reason"], row.get("detail"), row.get("url"), row.get("item_id")))
+
+
+def write_reject_shard(directory: str, stage: str, index: int, rejects: Iterable[RejectTuple]) -> str:
+    """One rejects file, sorted by reason, URL, id and detail, written from columns (a stage may reject millions)."""
+    rows = sorted(rejects, key=lambda r: (r[0], r[2] or "", r[3] or "", r[1] or ""))
+    reasons, details, urls, item_ids = (list(column) for column in zip(*rows)) if rows else ([], [], [], [])
+    path = storage.join(directory, shard_name("rejects", index, layout.REJECT_SHARDS))
+    storage.write_parquet_table(path, pa.table([[stage] * len(rows), reasons, details, urls, item_ids],
+                                               schema=layout.REJECT_SCHEMA))
+    return path
+
 
 class WriteRejects(beam.PTransform):
-    """Rejects of one stage into RUN/rejects/<stage>/rejects-*.parquet, sorted by reason, url and id."""
+    """Rejects (dicts from layout.reject) of one stage into RUN/rejects/<stage>/rejects-*.parquet."""
 
-    def __init__(self, directory: str, num_shards: int = layout.REJECT_SHARDS):
+    def __init__(self, directory: str, stage: str):
         super().__init__()
-        self.directory, self.num_shards = directory, num_shards
+        self.directory, self.stage = directory, stage
 
     def expand(self, rejects):
-        return rejects | WriteParquet(
-            self.directory, "rejects", layout.REJECT_SCHEMA, self.num_shards,
-            shard_key=lambda r: f"{r['reason']}|{r.get('url') or ''}|{r.get('item_id') or ''}",
-            sort_key=lambda r: (r["reason"], r.get("url") or "", r.get("item_id") or "", r.get("detail") or ""))
+        directory, stage = self.directory, self.stage
+        return (rejects
+                | "KeyByRejectShard" >> beam.Map(keyed_reject).with_output_types(tuple[int, RejectTuple])
+                | "GroupRejectShard" >> beam.GroupByKey()
+                | "WriteRejectShard" >> beam.MapTuple(lambda index, rows: write_reject_shard(directory, stage, index, rows)))
 
 
 def counter(stage: str, name: str):

@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterable, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from webtext.pipeline import layout, sinks, storage
-from webtext.pipeline.options import Option
-from webtext.pipeline.layout import RunDir
-from webtext.pipeline.storage import FileEntry, StageError
+from . import layout, sinks, storage
+from .options import Option
+from .layout import RunDir
+from .storage import FileEntry, StageError
 
 log = logging.getLogger(__name__)
 

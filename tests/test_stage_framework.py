@@ -32,7 +32,7 @@ def numbers_stage(calls: list) -> Stage:
             (rows | beam.Filter(lambda r: r["value"] % 2 == 1)
              | beam.Map(lambda r: layout.reject("numbers", "odd", f"value {r['value']}", item_id=r["key"]))
              | beam.ParDo(sinks.CountRejects("numbers"))
-             | sinks.WriteRejects(ctx.run.path("rejects", "numbers")))
+             | sinks.WriteRejects(ctx.run.rejects("numbers"), "numbers"))
 
         ctx.run_pipeline(build)
         sinks.fill_empty_shards(out, "numbers", SCHEMA, 3)
