@@ -19,8 +19,8 @@ STAGE_MODULES = {
     "links": "webtext.pipeline.links",
     "crawl": "webtext.pipeline.crawl",
     "dedup": "webtext.pipeline.dedup",
-    "tokenizer": "webtext.pipeline.tokenizer",
-    "shards": "webtext.pipeline.shards",
+    "tokenizer": "webtext.pipeline.tokenizer_stage",
+    "shards": "webtext.pipeline.shards_stage",
 }
 # Commands handled by the torch-only trainer's own command line (webtext.train.cli), argv passed through.
 TRAIN_COMMANDS = ("train", "sample", "eval", "export-hf", "import-hf")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from webtext.train import safetensors
-from webtext.train.model import GPT, GPTConfig
-from webtext.train.shards import fsync_dir
+from . import safetensors
+from .model import GPT, GPTConfig
+from .shard_format import fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from webtext.train import checkpoint as ckpt
-from webtext.train import safetensors
-from webtext.train.model import GPT, GPTConfig
-from webtext.train.shards import atomic_write_bytes
+from . import checkpoint as ckpt
+from . import safetensors
+from .model import GPT, GPTConfig
+from .shard_format import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
 
 def export_hf(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """Write OUT_DIR/config.json + model.safetensors (+ the run's tokenizer files when found)."""
-    from webtext.train.sample import find_tokenizer
+    from .generate import find_tokenizer
 
     source = ckpt.resolve_checkpoint(checkpoint)
     model, meta = ckpt.load_model(source)
@@ -70,7 +70,7 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path) -> Path:
     except FileNotFoundError:
         log.info("no tokenizer found for %s; exporting weights only", source)
     if eot_id is None and tokenizer_path is not None:
-        from webtext.train.sample import load_tokenizer
+        from .generate import load_tokenizer
 
         eot_id = load_tokenizer(tokenizer_path).token_to_id("<|endoftext|>")
     safetensors.save_file(to_hf_state(model), out_dir / "model.safetensors", metadata={"format": "pt"})
