@@ -13,8 +13,8 @@ import torch
 
 from . import checkpoint as ckpt
 from . import safetensors
+from .atomic import atomic_write_bytes
 from .model import GPT, GPTConfig
-from .shard_format import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

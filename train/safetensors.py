@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .shard_format import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
