@@ -11,7 +11,7 @@ The pieces:
 Every configuration trains GPT-2 124M at T=1024 on the same batches from our loader (RUN/shards with --run, else a
 synthetic shard of random tokens): bf16 autocast, fused AdamW, gradient clipping, torch.compile unless the mode is
 "none". Throughput is timed over whole groups of steps (one synchronisation per group), median of the groups.
-Needs torch, numpy and pyarrow; transformers for the baseline.
+Needs torch, numpy, pyarrow and safetensors; transformers for the baseline.
 """
 from __future__ import annotations
 

@@ -15,9 +15,10 @@ from webtext.train.cli import main
 from webtext.train.shard_format import Manifest, ShardInfo
 
 REPO = Path(__file__).resolve().parent.parent
-TRAIN_MODULES = ["webtext.train", "webtext.train.shard_format", "webtext.train.model", "webtext.train.data",
-                 "webtext.train.safetensors", "webtext.train.checkpoint", "webtext.train.trainer",
-                 "webtext.train.generate", "webtext.train.evaluate", "webtext.train.hf", "webtext.train.cli"]
+TRAIN_MODULES = ["webtext.train", "webtext.train.atomic", "webtext.train.shard_format", "webtext.train.model",
+                 "webtext.train.chunked_loss", "webtext.train.data", "webtext.train.safetensors_io",
+                 "webtext.train.checkpoint", "webtext.train.trainer", "webtext.train.generate", "webtext.train.evaluate",
+                 "webtext.train.hf", "webtext.train.cli"]
 FORBIDDEN = ["apache_beam", "trafilatura", "praw", "datasketch", "requests"]
 TINY = ["--model", "tiny", "--block-size", "32", "--micro-batch", "4", "--warmup", "2", "--lr", "3e-3",
         "--device", "cpu"]

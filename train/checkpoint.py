@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import atomic, safetensors
+from . import atomic, safetensors_io
 from .atomic import TRASH_PREFIX, atomic_path, fsync_dir, fsync_tree
 from .model import GPT, GPTConfig
 
@@ -53,7 +53,7 @@ def save_checkpoint(train_dir: Path, step: int, model: GPT, meta: dict,
     with atomic_path(final) as temp:
         temp.mkdir()
         config_json = json.dumps(model.config.to_dict(), sort_keys=True)
-        safetensors.save_file(model_state(model), temp / WEIGHTS,
+        safetensors_io.save_file(model_state(model), temp / WEIGHTS,
                                  metadata={"model_config": config_json, "step": str(step)})
         if optimizer is not None:
             torch.save(optimizer.state_dict(), temp / OPTIMIZER)
@@ -114,8 +114,8 @@ def load_weights(model: GPT, checkpoint: Path) -> None:
                                 for key, value in stored.to_dict().items() if getattr(model.config, key) != value)
         raise CheckpointError(f"{checkpoint}: was written for another model config ({differences})")
     try:
-        tensors = safetensors.load_file(checkpoint / WEIGHTS)
-    except (OSError, safetensors.SafetensorsError) as error:
+        tensors = safetensors_io.load_file(checkpoint / WEIGHTS)
+    except (OSError, safetensors_io.SafetensorsError) as error:
         raise CheckpointError(f"{checkpoint}: cannot read weights ({error})") from None
     expected = model_state(model)
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))

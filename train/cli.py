@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .hf import HFConversionError
     from .model import ConfigError
-    from .safetensors import SafetensorsError
+    from .safetensors_io import SafetensorsError
     from .shard_format import ShardFormatError
 
     try:
