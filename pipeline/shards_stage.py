@@ -25,12 +25,12 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
 
 from webtext.pipeline import layout, sinks, storage
-from webtext.pipeline.encoder import ENGINES, Encoder
+from webtext.pipeline.token_encoding import ENGINES, Encoder
 from webtext.pipeline.progress import Progress
 from webtext.pipeline.layout import RunDir
 from webtext.pipeline.storage import FileEntry
 from webtext.pipeline.stage import Action, Option, Stage, StageContext, StageError, upstream_fingerprints
-from webtext.train import shards as shard_format
+from webtext.train import shard_format
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ SPLITS = ("val", "train")  # val takes the lowest doc_id hashes, train the rest
 
 
 def doc_hash(doc_id: str) -> int:
-    """The 64-bit hash of a document id that places it: split (as train.shards.split_for_doc) and shard order."""
+    """The 64-bit hash of a document id that places it: split (as train.shard_format.split_for_doc) and shard order."""
     return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(), "big")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from webtext.pipeline import bpe, layout, storage
+from webtext.pipeline import gpt2_bpe, layout, storage
 from webtext.pipeline.layout import RunDir
 from webtext.pipeline.storage import FileEntry
 from webtext.pipeline.stage import Option, Stage, StageContext, StageError, upstream_fingerprints
@@ -104,7 +104,7 @@ def train_on_corpus(ctx: StageContext):
     if ctx.config["sample_bytes"] > 0:
         sample = choose_sample(*_scan(source.files, rows), ctx.config["sample_bytes"])
         log.info("tokenizer: sample of %d documents, %.1f MB of text", sample.documents, sample.text_bytes / 1e6)
-    return bpe.train_bpe(iter_training_texts(source.files, rows, sample, ctx), vocab_size=ctx.config["vocab_size"],
+    return gpt2_bpe.train_bpe(iter_training_texts(source.files, rows, sample, ctx), vocab_size=ctx.config["vocab_size"],
                          min_frequency=ctx.config["min_frequency"], show_progress=sys.stderr.isatty())
 
 
@@ -114,14 +114,14 @@ def load_gpt2(directory: str):
         if not storage.exists(path):
             raise StageError(f"--from-gpt2: {path} not found (the directory needs encoder.json and vocab.bpe)")
     try:
-        return bpe.tokenizer_from_gpt2(storage.read_bytes(paths[0]), storage.read_bytes(paths[1]),
+        return gpt2_bpe.tokenizer_from_gpt2(storage.read_bytes(paths[0]), storage.read_bytes(paths[1]),
                                        encoder_where=paths[0], merges_where=paths[1])
-    except bpe.VocabularyError as error:
+    except gpt2_bpe.VocabularyError as error:
         raise StageError(str(error)) from None
 
 
 def save(run: RunDir, tokenizer) -> None:
-    vocab_json, merges_txt = bpe.gpt2_files(tokenizer)
+    vocab_json, merges_txt = gpt2_bpe.gpt2_files(tokenizer)
     contents = [tokenizer.to_str(pretty=True).encode("utf-8"), vocab_json, merges_txt]
     for name, data in zip(FILES, contents):
         storage.write_bytes(run.path(NAME, name), data)
@@ -132,17 +132,17 @@ def execute(ctx: StageContext) -> None:
     if config["from_gpt2"]:
         tokenizer = load_gpt2(config["from_gpt2"])
     else:
-        if config["vocab_size"] < bpe.MIN_VOCAB_SIZE:
-            raise StageError(f"--vocab-size must be at least {bpe.MIN_VOCAB_SIZE}, got {config['vocab_size']}")
+        if config["vocab_size"] < gpt2_bpe.MIN_VOCAB_SIZE:
+            raise StageError(f"--vocab-size must be at least {gpt2_bpe.MIN_VOCAB_SIZE}, got {config['vocab_size']}")
         tokenizer = train_on_corpus(ctx)
-    size = bpe.vocab_size(tokenizer)
+    size = gpt2_bpe.vocab_size(tokenizer)
     if not config["from_gpt2"] and size < config["vocab_size"]:
         log.warning("tokenizer: the corpus supports only %d tokens (asked for %d): no pair left occurs %d times",
                     size, config["vocab_size"], config["min_frequency"])
     ctx.count("vocab.size", size)
-    ctx.count("vocab.merges", len(bpe.model_vocab_and_merges(tokenizer.to_str())[1]))
+    ctx.count("vocab.merges", len(gpt2_bpe.model_vocab_and_merges(tokenizer.to_str())[1]))
     save(ctx.run, tokenizer)
-    log.info("tokenizer: %d tokens, <|endoftext|> = %d, written to %s", size, bpe.eot_id(tokenizer), ctx.run.path(NAME))
+    log.info("tokenizer: %d tokens, <|endoftext|> = %d, written to %s", size, gpt2_bpe.eot_id(tokenizer), ctx.run.path(NAME))
 
 
 def external_inputs(run: RunDir, config: dict) -> list[FileEntry]:
