@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -29,13 +29,13 @@ from webtext.pipeline.token_encoding import ENGINES, Encoder
 from webtext.pipeline.progress import Progress
 from webtext.pipeline.layout import RunDir
 from webtext.pipeline.storage import FileEntry
-from webtext.pipeline.stage import Action, Option, Stage, StageContext, StageError, upstream_fingerprints
+from webtext.pipeline.options import options_of
+from webtext.pipeline.stage import Action, Stage, StageContext, StageError, upstream_fingerprints
 from webtext.train import shard_format
 
 log = logging.getLogger(__name__)
 
 NAME = "shards"
-TOKENIZER_FILE = ("tokenizer", "tokenizer.json")
 ENCODE_BATCH_DOCS = 512
 SPLITS = ("val", "train")  # val takes the lowest doc_id hashes, train the rest
 
@@ -363,7 +363,7 @@ def build_pipeline(p: beam.Pipeline, job: ShardJob) -> None:
     _ = ((encoded.rejects, written.rejects)
          | "AllRejects" >> beam.Flatten()
          | "CountRejects" >> beam.ParDo(sinks.CountRejects(NAME))
-         | "WriteRejects" >> sinks.WriteRejects(job.rejects))
+         | "WriteRejects" >> sinks.WriteRejects(job.rejects, NAME))
 
 
 # -- verification -------------------------------------------------------------------------------------------------
@@ -420,9 +420,9 @@ def verify_shards(run: RunDir) -> Verified:
     Checksums, dtype, documents ending with eot, ids below the vocabulary size, document and token totals;
     raises ShardFormatError naming the first bad file.
     """
-    directory = run.path(NAME)
+    directory = run.path(layout.SHARDS)
     manifest_path = storage.join(directory, shard_format.MANIFEST_NAME)
-    tokenizer_path = run.path(*TOKENIZER_FILE)
+    tokenizer_path = run.path(layout.TOKENIZER_JSON)
     tokenizer_sha256 = (hashlib.sha256(storage.read_bytes(tokenizer_path)).hexdigest()
                         if storage.exists(tokenizer_path) else None)
     if _is_local(directory):
@@ -441,7 +441,7 @@ def verify_command(run: RunDir) -> int:
         result = verify_shards(run)
     except shard_format.ShardFormatError as error:
         raise StageError(f"verification failed: {error}") from None
-    print(f"shards: {result.shards} shards verified against {run.path(NAME, shard_format.MANIFEST_NAME)}: "
+    print(f"shards: {result.shards} shards verified against {run.path(layout.SHARDS_MANIFEST)}: "
           + ", ".join(f"{s} {result.documents[s]:,} documents / {result.tokens[s]:,} tokens" for s in SPLITS))
     return 0
 
@@ -450,7 +450,7 @@ def verify_command(run: RunDir) -> int:
 
 
 def tokenizer_info(run: RunDir, engine: str) -> tuple[str, TokenizerInfo]:
-    path = run.path(*TOKENIZER_FILE)
+    path = run.path(layout.TOKENIZER_JSON)
     if not storage.exists(path):
         raise StageError(f"{path} not found: run `webtext tokenizer {run.root}` first")
     data = storage.read_bytes(path)
@@ -464,9 +464,9 @@ def tokenizer_info(run: RunDir, engine: str) -> tuple[str, TokenizerInfo]:
 
 def check_splits(ctx: StageContext, rows: int) -> None:
     """Errors for a corpus that gave no shards at all, or no train shard, named as the user can fix them."""
-    written = json.loads(storage.read_bytes(ctx.run.path(NAME, shard_format.MANIFEST_NAME)))["shards"]
+    written = json.loads(storage.read_bytes(ctx.run.path(layout.SHARDS_MANIFEST)))["shards"]
     if not written:
-        raise StageError(f"no documents left to encode: all {rows} were rejected (see {ctx.run.path('rejects', NAME)})")
+        raise StageError(f"no documents left to encode: all {rows} were rejected (see {ctx.run.rejects(NAME)})")
     if not any(entry["split"] == "train" for entry in written):
         raise StageError(f"every document fell into the val split; lower --val-fraction "
                          f"(now {ctx.config['val_fraction']}) or add documents")
@@ -485,7 +485,7 @@ def execute(ctx: StageContext) -> None:
     tokenizer_path, tokenizer = tokenizer_info(ctx.run, config["encoder"])
     log.info("shards: %d documents from %s, vocabulary %d (eot %d, %s), encoding with %s",
              rows, source.pattern, tokenizer.vocab_size, tokenizer.eot_id, tokenizer.dtype, tokenizer.engine)
-    job = ShardJob(source.pattern, tokenizer_path, ctx.run.path(NAME), ctx.run.path("rejects", NAME), tokenizer,
+    job = ShardJob(source.pattern, tokenizer_path, ctx.run.path(layout.SHARDS), ctx.run.rejects(NAME), tokenizer,
                    config["val_fraction"], config["shard_tokens"])
     ctx.run_pipeline(lambda p: build_pipeline(p, job))
     check_splits(ctx, rows)
@@ -500,7 +500,7 @@ def execute(ctx: StageContext) -> None:
 
 def external_inputs(run: RunDir, config: dict) -> list[FileEntry]:
     source = layout.find_documents(run)
-    return (source.files if source else []) + storage.match(run.path(*TOKENIZER_FILE))
+    return (source.files if source else []) + storage.match(run.path(layout.TOKENIZER_JSON))
 
 
 def upstream(run: RunDir, config: dict) -> list[str]:
@@ -508,16 +508,22 @@ def upstream(run: RunDir, config: dict) -> list[str]:
     return upstream_fingerprints(run, ([source.stage] if source else []) + ["tokenizer"])
 
 
+@dataclass(frozen=True)
+class ShardsOptions:
+    """The shards stage's options (flags and [shards] keys)."""
+
+    val_fraction: float = field(default=0.0005, metadata={
+        "help": "share of documents (by a hash of doc_id) in the val split; at least one document"})
+    shard_tokens: int = field(default=100_000_000, metadata={"help": "about this many tokens per shard"})
+    encoder: str = field(default="auto", metadata={
+        "help": "encoding engine: tiktoken on our BPE files (ids checked equal), tokenizers, or auto",
+        "choices": ENGINES})
+
+
 STAGE = Stage(
     name=NAME,
     help="encode the documents with the run's tokenizer into Arrow token shards (train/val) and manifest.json",
-    options=[
-        Option("--val-fraction", "share of documents (by a hash of doc_id) in the val split; at least one document",
-               float, 0.0005),
-        Option("--shard-tokens", "about this many tokens per shard", int, 100_000_000),
-        Option("--encoder", "encoding engine: tiktoken on our BPE files (ids checked equal), tokenizers, or auto",
-               str, "auto", choices=ENGINES),
-    ],
+    options=options_of(ShardsOptions),
     execute=execute,
     external_inputs=external_inputs,
     upstream=upstream,

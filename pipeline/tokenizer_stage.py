@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -17,7 +17,8 @@ from tqdm import tqdm
 from webtext.pipeline import gpt2_bpe, layout, storage
 from webtext.pipeline.layout import RunDir
 from webtext.pipeline.storage import FileEntry
-from webtext.pipeline.stage import Option, Stage, StageContext, StageError, upstream_fingerprints
+from webtext.pipeline.options import options_of
+from webtext.pipeline.stage import Stage, StageContext, StageError, upstream_fingerprints
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def save(run: RunDir, tokenizer) -> None:
     vocab_json, merges_txt = gpt2_bpe.gpt2_files(tokenizer)
     contents = [tokenizer.to_str(pretty=True).encode("utf-8"), vocab_json, merges_txt]
     for name, data in zip(FILES, contents):
-        storage.write_bytes(run.path(NAME, name), data)
+        storage.write_bytes(run.path(layout.TOKENIZER, name), data)
 
 
 def execute(ctx: StageContext) -> None:
@@ -142,7 +143,7 @@ def execute(ctx: StageContext) -> None:
     ctx.count("vocab.size", size)
     ctx.count("vocab.merges", len(gpt2_bpe.model_vocab_and_merges(tokenizer.to_str())[1]))
     save(ctx.run, tokenizer)
-    log.info("tokenizer: %d tokens, <|endoftext|> = %d, written to %s", size, gpt2_bpe.eot_id(tokenizer), ctx.run.path(NAME))
+    log.info("tokenizer: %d tokens, <|endoftext|> = %d, written to %s", size, gpt2_bpe.eot_id(tokenizer), ctx.run.path(layout.TOKENIZER))
 
 
 def external_inputs(run: RunDir, config: dict) -> list[FileEntry]:
@@ -159,16 +160,23 @@ def upstream(run: RunDir, config: dict) -> list[str]:
     return upstream_fingerprints(run, [source.stage]) if source else []
 
 
+@dataclass(frozen=True)
+class TokenizerOptions:
+    """The tokenizer stage's options (flags and [tokenizer] keys)."""
+
+    vocab_size: int = field(default=50257, metadata={
+        "help": "tokens in the vocabulary, <|endoftext|> (the last id) included"})
+    sample_bytes: int = field(default=0, metadata={
+        "help": "train on a deterministic sample of about this many bytes of text (0: everything)"})
+    min_frequency: int = field(default=2, metadata={"help": "a pair must occur at least this often to be merged"})
+    from_gpt2: str | None = field(default=None, metadata={
+        "help": "directory (or URL) holding GPT-2's encoder.json and vocab.bpe: use them, no training"})
+
+
 STAGE = Stage(
     name=NAME,
     help="train a GPT-2 byte-level BPE on the documents (or take GPT-2's own vocabulary with --from-gpt2)",
-    options=[
-        Option("--vocab-size", "tokens in the vocabulary, <|endoftext|> (the last id) included", int, 50257),
-        Option("--sample-bytes", "train on a deterministic sample of about this many bytes of text (0: everything)",
-               int, 0),
-        Option("--min-frequency", "a pair must occur at least this often to be merged", int, 2),
-        Option("--from-gpt2", "directory (or URL) holding GPT-2's encoder.json and vocab.bpe: use them, no training"),
-    ],
+    options=options_of(TokenizerOptions),
     execute=execute,
     external_inputs=external_inputs,
     upstream=upstream,
