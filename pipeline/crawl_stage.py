@@ -403,13 +403,7 @@ class ExtractDocs(beam.DoFn):
 # -- the stage -------------------------------------------------------------------------------------------------------
 
 def warc_inputs(config: dict) -> list[storage.FileEntry]:
-    entries: list[storage.FileEntry] = []
-    for pattern in config.get("from_warc") or []:
-        matched = storage.match(pattern)
-        if not matched:
-            raise StageError(f"--from-warc {pattern}: no file matches")
-        entries += matched
-    return sorted(set(entries), key=lambda e: e.path)
+    return storage.match_each(config.get("from_warc") or [], "--from-warc")
 
 
 class _Fetched:

@@ -125,17 +125,11 @@ def input_files(run: layout.RunDir, config: dict) -> list[storage.FileEntry]:
 
 
 def eval_files(config: dict) -> list[storage.FileEntry]:
-    entries = []
-    for spec in config.get("eval_set") or []:
-        try:
-            _, path = decontam.parse_eval_spec(spec)
-        except ValueError as error:
-            raise StageError(str(error)) from None
-        matched = storage.match(path)
-        if not matched:
-            raise StageError(f"--eval-set {spec}: no such file {path}")
-        entries.extend(matched)
-    return entries
+    try:
+        paths = [decontam.parse_eval_spec(spec)[1] for spec in config.get("eval_set") or []]
+    except ValueError as error:
+        raise StageError(str(error)) from None
+    return storage.match_each(paths, "--eval-set")
 
 
 def resolve_banding(config: dict) -> Banding:

@@ -94,13 +94,7 @@ def link_rules(config: dict) -> LinkRules:
 
 def dump_files(config: dict) -> list[storage.FileEntry]:
     """Every dump file the globs name; a glob that matches nothing is an error before the pipeline starts."""
-    files: list[storage.FileEntry] = []
-    for pattern in config.get("reddit_dumps") or []:
-        matched = storage.match(pattern)
-        if not matched:
-            raise StageError(f"--reddit-dumps: no file matches {pattern!r}")
-        files.extend(matched)
-    return sorted({f.path: f for f in files}.values(), key=lambda f: f.path)
+    return storage.match_each(config.get("reddit_dumps") or [], "--reddit-dumps")
 
 
 # -- reading -------------------------------------------------------------------------------------------------------
