@@ -110,6 +110,17 @@ def _add_union_of_options(parser: argparse.ArgumentParser, stages: dict) -> None
                 option.add_to(parser)
 
 
+def unknown_to_beam(args: Sequence[str]) -> list[str]:
+    """The arguments that no Beam pipeline option takes (in `--flag value` or `--flag=value` form, as Beam parses them)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for options in {str(cls): cls for cls in PipelineOptions.__subclasses__()}.values():
+        options._add_argparse_args(parser)  # what PipelineOptions itself parses with
+    _, unknown = parser.parse_known_args(list(args))
+    return unknown
+
+
 def run_stages(names: Sequence[str], stages: dict, run_root: str, file_config: dict, flags: dict,
                beam_args: list[str], force: bool) -> None:
     from .stage import resolve_config, run_stage
@@ -130,9 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages = available_stages()
     parser = build_parser(stages)
     args, beam_args = parser.parse_known_args(argv)
-    unexpected = [a for a in beam_args if not a.startswith("-")]
-    if unexpected:
-        parser.error(f"unexpected arguments: {' '.join(unexpected)}")
+    unknown = unknown_to_beam(beam_args)
+    if unknown:
+        parser.error(f"unknown to webtext {args.command} and to Beam: {' '.join(unknown)}")
     setup_logging(args.log_level)
     from .stage import StageError
 

@@ -68,3 +68,37 @@ def test_a_flag_shared_by_stages_has_one_meaning():
 
 def test_the_stages_are_the_layouts_in_build_order():
     assert tuple(available_stages()) == layout.DATA_STAGES
+
+
+def _readme_command(prefix: str) -> list[str]:
+    import shlex
+
+    from tests.conftest import REPO_ROOT
+
+    text = (REPO_ROOT / "README.md").read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.strip().startswith(prefix))
+    return shlex.split(line, comments=True)[1:]
+
+
+def test_the_readme_dataflow_line_reaches_beam_unchanged():
+    from webtext.pipeline.cli import unknown_to_beam
+
+    argv = _readme_command("webtext build gs://")
+    args, beam_args = build_parser(available_stages()).parse_known_args(argv)
+    assert (args.command, args.run, args.config) == ("build", "gs://bucket/run", "webtext.toml")
+    assert beam_args == argv[argv.index("--runner"):]  # every Beam flag and value, in order, as written
+    assert beam_args[:2] == ["--runner", "DataflowRunner"]
+    assert unknown_to_beam(beam_args) == []
+
+
+def test_beam_flags_in_both_forms_and_unknown_flags(webtext_cli, tmp_path, capsys):
+    from webtext.pipeline.cli import unknown_to_beam
+
+    assert unknown_to_beam(["--runner=FnApiRunner", "--experiments", "a", "--experiments=b", "--save_main_session",
+                            "--direct_num_workers", "2"]) == []
+    with pytest.raises(SystemExit) as exit_info:
+        webtext_cli("links", tmp_path / "run", "--reddit-dumps", "x.zst", "--min-karam=50")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown to webtext links and to Beam: --min-karam=50" in err
+    assert not (tmp_path / "run").exists()
