@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 try:
@@ -26,6 +27,14 @@ from . import layout, storage  # noqa: E402
 log = logging.getLogger("webtext")
 
 RUN_SECTION = "run"  # the config file's section for what is not a stage's: beam_args
+TRAIN_EXTRA = "PyTorch is not installed; the trainer needs it: pip install 'webtext[train]'"
+
+
+def torch_installed() -> bool:
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ImportError:
+        return False
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -136,6 +145,9 @@ def run_stages(names: Sequence[str], stages: dict, run_root: str, file_config: d
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in layout.TRAIN_COMMANDS:
+        if not torch_installed():
+            print(f"webtext {argv[0]}: error: {TRAIN_EXTRA}", file=sys.stderr)
+            return 2
         from webtext.train.cli import main as train_main
         return train_main(argv)
     stages = available_stages()

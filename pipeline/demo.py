@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from webtext.crawl.sample import make_sample_dump
-from webtext.pipeline.cli import run_stages
+from webtext.pipeline.cli import TRAIN_EXTRA, run_stages, torch_installed
 from webtext.pipeline.report import print_stats
 from webtext.pipeline.stage import StageError
 
@@ -60,7 +60,9 @@ def run_demo(root: str, stages: dict, submissions: int = 400, beam_args: list[st
         print(f"demo: wrote {dump} ({planted['lines']} submissions, {planted['links']} qualifying links"
               + (f", pointing at {len(urls)} pages on {DEMO_SITES} loopback hosts)" if urls else ")"), file=sys.stderr)
         run_stages(list(stages), stages, root, demo_config(dump, stages), {}, list(beam_args or []), force)
-    if "shards" in stages:
+    if "shards" in stages and not torch_installed():
+        print(f"demo: training skipped: {TRAIN_EXTRA}", file=sys.stderr)
+    elif "shards" in stages:
         from webtext.train.cli import main as train_main
         shutil.rmtree(Path(root) / "train" / DEMO_TRAINING, ignore_errors=True)  # the demo's own scratch model
         code = train_main(demo_training(root))
