@@ -12,15 +12,11 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 from typing import Sequence
 
-
-class _QuietBeamImports(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("apitools not found")
-
+from .logs import quiet_beam_imports, setup_logging
 
 # Beam's GCP modules warn about a missing optional client at import time (so before our Beam imports below); that
 # says nothing about a webtext run.
-logging.getLogger().addFilter(_QuietBeamImports())
+quiet_beam_imports()
 
 from . import layout, storage  # noqa: E402
 
@@ -35,13 +31,6 @@ def torch_installed() -> bool:
         return importlib.util.find_spec("torch") is not None
     except ImportError:
         return False
-
-
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_QuietBeamImports())
 
 
 def available_stages() -> dict:
@@ -79,7 +68,8 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="run directory: a local path or any Beam filesystem URL (gs://…)")
     parser.add_argument("--config", help="TOML file with a [stage] section per stage; flags win over it")
     parser.add_argument("--force", action="store_true", help="run even if RUN/<stage>/_SUCCESS says it is done")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    parser.add_argument("--log-level", default="INFO", help="level of webtext's own log (default: INFO); Beam's "
+                                                             "shows warnings")
 
 
 def build_parser(stages: dict) -> argparse.ArgumentParser:

@@ -51,8 +51,13 @@ class StageContext:
     def run_pipeline(self, build: Callable[[beam.Pipeline], None]):
         """Builds and runs one Beam pipeline; its counters of this stage's namespace are added to the stage's.
 
-        Returns the PipelineResult (for metrics of other namespaces)."""
-        pipeline = beam.Pipeline(options=self.pipeline_options())
+        Without --runner it runs on the pinned local runner. Returns the PipelineResult (for metrics of other
+        namespaces)."""
+        runner = None
+        if not names_runner(self.beam_args):
+            from .local_runner import LocalRunner
+            runner = LocalRunner()
+        pipeline = beam.Pipeline(runner=runner, options=self.pipeline_options())
         build(pipeline)
         result = pipeline.run()
         result.wait_until_finish()
@@ -65,26 +70,30 @@ class StageContext:
         self.counters[name] = self.counters.get(name, 0) + value
 
 
-# Local worker processes: our own progress at INFO; Beam's start-up notes that say nothing to a user hidden
-# (sdk_worker_main's, and "Discarding unparseable args" for DirectRunner flags the worker does not know).
-WORKER_LOG_LEVELS = {"webtext": "INFO", "apache_beam.runners.worker.sdk_worker_main": "ERROR", "__main__": "ERROR",
+# Local worker processes: our own records at our level; Beam's start-up notes that say nothing to a user hidden
+# (sdk_worker_main's, and "Discarding unparseable args" for flags the worker does not know).
+WORKER_LOG_LEVELS = {"apache_beam.runners.worker.sdk_worker_main": "ERROR",
                      "apache_beam.options.pipeline_options": "ERROR"}
 
 
 def default_beam_args(beam_args: Sequence[str]) -> list[str]:
-    """Without a runner named, run locally on the DirectRunner with one worker process per core, whose Beam
-    harness logs warnings only (at INFO it prints some 25 lines of set-up per worker and stage)."""
+    """Without a runner named, the pinned local runner (`local_runner.LocalRunner`) runs one worker process per core,
+    whose Beam harness logs warnings only (at INFO it prints some 25 lines of set-up per worker and stage)."""
     args = list(beam_args)
-    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
-        args.append("--runner=DirectRunner")
+    if not names_runner(args):
         if not any(a.startswith("--direct_running_mode") for a in args):
             args.append("--direct_running_mode=multi_processing")
         if not any(a.startswith("--direct_num_workers") for a in args):
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
         if not any(a.startswith(("--default_sdk_harness_log_level", "--sdk_harness_log_level_overrides")) for a in args):
+            ours = logging.getLevelName(logging.getLogger("webtext").getEffectiveLevel())
             args += ["--default_sdk_harness_log_level=WARNING", "--sdk_harness_log_level_overrides="
-                     + json.dumps(WORKER_LOG_LEVELS)]
+                     + json.dumps({"webtext": ours, **WORKER_LOG_LEVELS})]
     return args
+
+
+def names_runner(beam_args: Sequence[str]) -> bool:
+    return any(a == "--runner" or a.startswith("--runner=") for a in beam_args)
 
 
 def beam_counters(result, namespace: str) -> dict[str, int]:

@@ -108,8 +108,7 @@ def test_redirects_to_another_host_are_crawled_by_that_hosts_worker(tmp_path, we
                     a.url("/to-private"): "robots-disallowed", a.url("/ping"): "redirect-loop",
                     a.url("/chain/0"): "too-many-redirects", a.url("/missing.html"): "http-404"}
         write_links(tmp_path, list(expected))
-        assert webtext_cli("crawl", tmp_path, *SAMPLE_OPTIONS, "--max-redirects", "4", "--runner=DirectRunner",
-                           "--direct_running_mode=multi_processing", "--direct_num_workers=2") == 0
+        assert webtext_cli("crawl", tmp_path, *SAMPLE_OPTIONS, "--max-redirects", "4", "--direct_num_workers=2") == 0
         assert web.overlaps() == {}, "a host saw two requests at once"
         assert web.too_soon({"a": 0.05, "b": crawl_delay}) == {}, "a host saw requests faster than its delay"
         assert a.log.paths().count("/robots.txt") == 1 and b.log.paths().count("/robots.txt") == 1
@@ -161,8 +160,7 @@ def test_the_sample_web_gives_the_expected_documents(sample_crawl):
 def test_worker_count_does_not_change_the_documents(sample_crawl, tmp_path, webtext_cli):
     run, sample = sample_crawl
     write_links(tmp_path, sample.urls)
-    assert webtext_cli("crawl", tmp_path, *SAMPLE_OPTIONS, "--runner=DirectRunner",
-                       "--direct_running_mode=multi_processing", "--direct_num_workers=2") == 0
+    assert webtext_cli("crawl", tmp_path, *SAMPLE_OPTIONS, "--direct_num_workers=2") == 0
     assert without_run_details(rows(tmp_path, "docs/docs-*.parquet")) == without_run_details(rows(run, "docs/docs-*.parquet"))
     assert outcomes(tmp_path)[2] == outcomes(run)[2]
 

@@ -159,10 +159,8 @@ def test_result_does_not_depend_on_input_order_or_worker_count(tmp_path, webtext
     write_docs(tmp_path / "b", shuffled, files=3)
     write_docs(tmp_path / "c", list(reversed(shuffled)), files=2)
     assert webtext_cli("dedup", tmp_path / "a", *beam_args) == 0
-    assert webtext_cli("dedup", tmp_path / "b", "--runner=DirectRunner", "--direct_running_mode=multi_processing",
-                       "--direct_num_workers=2") == 0
-    assert webtext_cli("dedup", tmp_path / "c", "--runner=DirectRunner", "--direct_running_mode=multi_processing",
-                       "--direct_num_workers=1") == 0
+    assert webtext_cli("dedup", tmp_path / "b", "--direct_num_workers=2") == 0
+    assert webtext_cli("dedup", tmp_path / "c", "--direct_num_workers=1") == 0
     first = file_contents(tmp_path / "a")
     assert any(first[name] for name in first if name.startswith("dedup/clusters"))
     assert file_contents(tmp_path / "b") == first

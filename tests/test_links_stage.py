@@ -102,7 +102,7 @@ def test_same_posts_in_two_files_and_formats_merge_once(sample_dump, tmp_path, w
 def test_output_is_deterministic_across_runners_and_workers(sample_dump, tmp_path, webtext_cli, beam_args):
     dump, _ = sample_dump
     runs = {"fnapi": beam_args,
-            "multiprocess": ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]}
+            "multiprocess": ["--direct_num_workers=2"]}  # the default local runner, 2 worker processes
     outputs = {}
     for name, args in runs.items():
         run = tmp_path / name

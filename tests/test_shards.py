@@ -23,7 +23,7 @@ from webtext.train.shard_format import Manifest, Shard
 SHARD_TOKENS = 20_000
 VAL_FRACTION = 0.05
 FNAPI = "--runner=FnApiRunner"
-MULTIPROCESS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+MULTIPROCESS = ["--direct_num_workers=2"]  # the default local runner
 
 
 def corpus_rows(shared_data: Path) -> list[dict]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import apache_beam as beam
 import pyarrow as pa
@@ -130,8 +131,14 @@ def test_counter_table_lists_every_counter():
 
 
 def test_local_default_runner_keeps_our_worker_logs_and_quiets_beams():
-    local = default_beam_args([])
-    assert local[:2] == ["--runner=DirectRunner", "--direct_running_mode=multi_processing"]
+    ours = logging.getLogger("webtext")
+    level, _ = ours.level, ours.setLevel(logging.INFO)  # as `webtext --log-level INFO` sets it
+    try:
+        local = default_beam_args([])
+    finally:
+        ours.setLevel(level)
+    assert local[0] == "--direct_running_mode=multi_processing"  # on the pinned LocalRunner: no --runner
+    assert not any(a.startswith("--runner") for a in local)
     overrides = json.loads(next(a for a in local if a.startswith("--sdk_harness_log_level_overrides=")).split("=", 1)[1])
     assert overrides["webtext"] == "INFO" and "--default_sdk_harness_log_level=WARNING" in local
     custom = default_beam_args(["--default_sdk_harness_log_level=DEBUG"])  # the user's choice stands alone

@@ -1,0 +1,43 @@
+"""The local runner, named outright: Beam's FnApiRunner with worker processes started by `webtext.pipeline.local_worker`.
+
+Beam's DirectRunner would first try to download the Prism runner, and its workers' log output depends on whether the
+gcp extra is installed; this runner downloads nothing and its workers log the same way everywhere.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability.api import beam_provision_api_pb2
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.runners.portability.portable_runner import JobServiceHandle
+from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+
+def worker_command() -> str:
+    return f"{shlex.quote(sys.executable)} -m webtext.pipeline.local_worker"
+
+
+class LocalRunner(fn_runner.FnApiRunner):
+    """The FnApiRunner in multi-process mode (--direct_num_workers processes) whose workers start through our module.
+
+    Like Beam's DirectRunner, it hands the pipeline options to the workers (their log levels, filesystem options)."""
+
+    def run_pipeline(self, pipeline, options: PipelineOptions):
+        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        self._provision_info = fn_runner.ExtendedProvisionInfo(
+            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+        return super().run_pipeline(pipeline, options)
+
+    # FnApiRunner sets its default environment from --direct_running_mode when a run starts; in multi-process mode that
+    # is Beam's own worker command, which this runner replaces with ours (the same harness, after our logging set-up).
+    @property
+    def _default_environment(self):
+        return self._environment
+
+    @_default_environment.setter
+    def _default_environment(self, environment) -> None:
+        if isinstance(environment, SubprocessSDKEnvironment):
+            environment = SubprocessSDKEnvironment.from_command_string(worker_command())
+        self._environment = environment

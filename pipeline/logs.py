@@ -1,0 +1,53 @@
+"""Our log output, configured explicitly for the CLI and the local runner's workers, so that it is the same whether
+or not Beam's gcp extra is installed (without it, Beam's import-time warning used to configure the root logger)."""
+from __future__ import annotations
+
+import logging
+import sys
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Shown at the chosen level: ours, and what the Dataflow runner says about staging and the job (its console link).
+# Every other logger (Beam's local runner, type hints, workers' set-up) shows warnings only.
+OUR_LOGGERS = ("webtext", "apache_beam.runners.dataflow", "apache_beam.runners.portability.stager")
+
+
+class QuietBeamImports(logging.Filter):
+    """Drops Beam's import-time note about a missing optional client (without the gcp extra): nothing to do with a run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("apitools not found")
+
+
+def _stderr_handler() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(QuietBeamImports())
+    return handler
+
+
+def quiet_beam_imports() -> None:
+    """Before Beam is imported: its import-time note is dropped (the root logger itself filters it)."""
+    logging.getLogger().addFilter(QuietBeamImports())
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """One stderr handler on the root logger (replacing any that an import installed) showing warnings, and
+    OUR_LOGGERS at `level`."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_stderr_handler())
+    root.setLevel(logging.WARNING)
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+def setup_worker_logging() -> None:
+    """In a local worker process, before Beam is imported: our records go straight to stderr in our format (their
+    level comes with the pipeline options); Beam's go only to the runner, which shows its warnings."""
+    root = logging.getLogger()
+    root.addHandler(logging.NullHandler())  # so that an import-time logging.warning() configures nothing
+    quiet_beam_imports()
+    ours = logging.getLogger("webtext")
+    ours.addHandler(_stderr_handler())
+    ours.propagate = False
