@@ -122,12 +122,22 @@ def unknown_to_beam(args: Sequence[str]) -> list[str]:
 
 def run_stages(names: Sequence[str], stages: dict, run_root: str, file_config: dict, flags: dict,
                beam_args: list[str], force: bool) -> None:
-    from .stage import resolve_config, run_stage
+    from . import dataflow
+    from .stage import StageError, resolve_config, run_stage
 
     run = layout.RunDir(run_root)
     configs = {name: resolve_config(stages[name], file_config, flags) for name in names}
     beam_args = list(file_config.get(RUN_SECTION, {}).get("beam_args", [])) + list(beam_args)
-    save_resolved_config(run, configs, beam_args)
+    dataflow.check_google_credentials([run_root, *dataflow.gcs_locations(beam_args)])
+    if dataflow.template_location(beam_args):  # a template is one stage's job; making it leaves RUN as it is
+        if not dataflow.is_dataflow(beam_args):
+            raise StageError("--template_location writes a Dataflow template: add --runner DataflowRunner "
+                             "--project … --region … --temp_location gs://…")
+        if len(names) > 1:
+            raise StageError("--template_location writes one stage's job: give it to one stage's command "
+                             f"(webtext {'|'.join(n for n in names if stages[n].runs_beam)} RUN …)")
+    else:
+        save_resolved_config(run, configs, beam_args)
     for name in names:
         run_stage(stages[name], run, configs[name], beam_args, force=force)
 
@@ -150,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .stage import StageError
 
     try:
+        if args.command != "demo":
+            from .dataflow import check_google_credentials
+            check_google_credentials([args.run])
         if args.command == "stats":
             from .report import print_stats
             return print_stats(args.run)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from . import layout, sinks, storage
+from . import dataflow, layout, sinks, storage
 from .options import Option
 from .layout import RunDir
 from .storage import FileEntry, StageError
@@ -46,20 +46,22 @@ class StageContext:
     counters: dict[str, int] = field(default_factory=dict)
 
     def pipeline_options(self) -> PipelineOptions:
-        return PipelineOptions(default_beam_args(self.beam_args))
+        return PipelineOptions(default_beam_args(self.beam_args) + dataflow.staging_args(self.beam_args))
 
     def run_pipeline(self, build: Callable[[beam.Pipeline], None]):
         """Builds and runs one Beam pipeline; its counters of this stage's namespace are added to the stage's.
 
         Without --runner it runs on the pinned local runner. Returns the PipelineResult (for metrics of other
-        namespaces)."""
+        namespaces); with --template_location the job is only written as a Dataflow template (TemplateWritten)."""
         runner = None
-        if not names_runner(self.beam_args):
+        if not dataflow.names_runner(self.beam_args):
             from .local_runner import LocalRunner
             runner = LocalRunner()
         pipeline = beam.Pipeline(runner=runner, options=self.pipeline_options())
         build(pipeline)
         result = pipeline.run()
+        if dataflow.template_location(self.beam_args):
+            raise TemplateWritten(self.name)
         result.wait_until_finish()
         counters = beam_counters(result, self.name)
         for name, value in counters.items():
@@ -68,6 +70,10 @@ class StageContext:
 
     def count(self, name: str, value: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + value
+
+
+class TemplateWritten(Exception):
+    """The stage's Beam job was written as a Dataflow classic template (--template_location) instead of being run."""
 
 
 # Local worker processes: our own records at our level; Beam's start-up notes that say nothing to a user hidden
@@ -80,7 +86,7 @@ def default_beam_args(beam_args: Sequence[str]) -> list[str]:
     """Without a runner named, the pinned local runner (`local_runner.LocalRunner`) runs one worker process per core,
     whose Beam harness logs warnings only (at INFO it prints some 25 lines of set-up per worker and stage)."""
     args = list(beam_args)
-    if not names_runner(args):
+    if not dataflow.names_runner(args):
         if not any(a.startswith("--direct_running_mode") for a in args):
             args.append("--direct_running_mode=multi_processing")
         if not any(a.startswith("--direct_num_workers") for a in args):
@@ -90,10 +96,6 @@ def default_beam_args(beam_args: Sequence[str]) -> list[str]:
             args += ["--default_sdk_harness_log_level=WARNING", "--sdk_harness_log_level_overrides="
                      + json.dumps({"webtext": ours, **WORKER_LOG_LEVELS})]
     return args
-
-
-def names_runner(beam_args: Sequence[str]) -> bool:
-    return any(a == "--runner" or a.startswith("--runner=") for a in beam_args)
 
 
 def beam_counters(result, namespace: str) -> dict[str, int]:
@@ -129,6 +131,7 @@ class Stage:
     upstream: Callable[[RunDir, dict], list[str]] = lambda run, config: []
     outputs: Sequence[str] = ()  # folders under RUN that the stage rewrites (cleared before a run)
     actions: Sequence[Action] = ()  # switches of this stage's subcommand that replace a run (not in `build`)
+    runs_beam: bool = True  # False for a stage that works in this process only (no Beam job, so no template)
 
     def defaults(self) -> dict[str, Any]:
         return {o.key: o.empty_default() for o in self.options}
@@ -153,7 +156,12 @@ def upstream_fingerprints(run: RunDir, stages: Sequence[str]) -> list[str]:
 
 
 def run_stage(stage: Stage, run: RunDir, config: dict[str, Any], beam_args: list[str], force: bool = False) -> bool:
-    """Runs a stage unless it completed before on the same inputs; returns whether it ran."""
+    """Runs a stage unless it completed before on the same inputs; returns whether it ran.
+
+    With --template_location it writes the stage's Dataflow template instead, and leaves RUN as it is."""
+    if dataflow.template_location(beam_args):
+        write_template(stage, run, config, beam_args)
+        return False
     inputs = stage.external_inputs(run, config)
     inputs_fingerprint = fingerprint(config, inputs, stage.upstream(run, config))
     previous = run.read_success(stage.name)
@@ -177,6 +185,22 @@ def run_stage(stage: Stage, run: RunDir, config: dict[str, Any], beam_args: list
     run.write_success(stage.name, inputs_fingerprint, {"seconds": round(elapsed, 3)})
     print(f"{stage.name}: done in {elapsed:.1f}s", file=sys.stderr)
     return True
+
+
+def write_template(stage: Stage, run: RunDir, config: dict[str, Any], beam_args: list[str]) -> None:
+    """Builds the stage's job for RUN's current inputs and writes it as a Dataflow classic template."""
+    location = dataflow.template_location(beam_args)
+    if not stage.runs_beam:
+        raise StageError(f"{stage.name} runs no Beam job (it works in this process, reading RUN directly), so it "
+                         f"has no Dataflow template: run `webtext {stage.name} {run.root}` itself")
+    started = time.time()
+    try:
+        stage.execute(StageContext(stage.name, run, config, beam_args))
+    except TemplateWritten:
+        print(f"{stage.name}: Dataflow template written to {location} in {time.time() - started:.1f}s",
+              file=sys.stderr)
+        return
+    raise RuntimeError(f"{stage.name}: the stage finished without building its Beam job")
 
 
 def fingerprint(config: dict, inputs: Iterable[FileEntry], upstream: Iterable[str] = ()) -> str:

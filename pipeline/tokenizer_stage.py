@@ -181,4 +181,5 @@ STAGE = Stage(
     external_inputs=external_inputs,
     upstream=upstream,
     outputs=[NAME],
+    runs_beam=False,  # trains in this process, reading RUN (gs:// too) directly
 )
