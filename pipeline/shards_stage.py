@@ -25,16 +25,16 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
 
 from webtext.pipeline import beamio, docsource, rundir
-from webtext.pipeline.token_encoding import ENGINES, Encoder
 from webtext.pipeline.progress import Progress
 from webtext.pipeline.rundir import FileEntry, RunDir
 from webtext.pipeline.stage import Action, Option, Stage, StageContext, StageError, upstream_fingerprints
+from webtext.pipeline.token_encoding import ENGINES, Encoder
 from webtext.train import shard_format
 
 log = logging.getLogger(__name__)
 
 NAME = "shards"
-TOKENIZER_FILE = ("tokenizer", "tokenizer.json")
+TOKENIZER_FILE = shard_format.RUN_TOKENIZER.parts
 ENCODE_BATCH_DOCS = 512
 SPLITS = ("val", "train")  # val takes the lowest doc_id hashes, train the rest
 
@@ -358,16 +358,6 @@ class Verified:
     tokens: dict[str, int]
 
 
-def _check_manifest(manifest: shard_format.Manifest, where: str, tokenizer_sha256: str | None) -> None:
-    if tokenizer_sha256 is not None and manifest.tokenizer_sha256 != tokenizer_sha256:
-        raise shard_format.ShardFormatError(
-            f"{where}: made with tokenizer {manifest.tokenizer_sha256[:12]}…, but the run's tokenizer.json is "
-            f"{tokenizer_sha256[:12]}… (rerun the shards stage)")
-    for split in SPLITS:
-        if not manifest.split(split):
-            raise shard_format.ShardFormatError(f"{where}: no {split} shard")
-
-
 def _download(source: str, destination: Path) -> None:
     with FileSystems.open(source, compression_type=CompressionTypes.UNCOMPRESSED) as handle, \
             open(destination, "wb") as target:
@@ -382,7 +372,7 @@ def _verify_remote(directory: str, manifest_path: str, tokenizer_sha256: str | N
             raise shard_format.ShardFormatError(f"{manifest_path}: no shard manifest here (run the shards stage first)")
         _download(manifest_path, local / shard_format.MANIFEST_NAME)
         manifest = shard_format.Manifest.load(local)
-        _check_manifest(manifest, manifest_path, tokenizer_sha256)
+        shard_format.check_manifest(manifest, SPLITS, tokenizer_sha256, where=manifest_path)
         for info in manifest.shards:
             remote = rundir.join(directory, info.name)
             if not rundir.exists(remote):
@@ -409,8 +399,7 @@ def verify_shards(run: RunDir) -> Verified:
                         if rundir.exists(tokenizer_path) else None)
     if _is_local(directory):
         manifest = shard_format.Manifest.load(directory)
-        _check_manifest(manifest, manifest_path, tokenizer_sha256)
-        shard_format.verify(manifest)
+        shard_format.verify(manifest, splits=SPLITS, tokenizer_sha256=tokenizer_sha256)
     else:
         manifest = _verify_remote(directory, manifest_path, tokenizer_sha256)
     return Verified(len(manifest.shards), {s: sum(i.documents for i in manifest.split(s)) for s in SPLITS},

@@ -15,8 +15,8 @@ from tests.tokenizer_corpus import letter_bpe_gpt2_files, real_pages, tricky_doc
 from webtext.pipeline import gpt2_bpe, shards_stage
 from webtext.pipeline.beamio import read_parquet_rows
 from webtext.pipeline.cli import main as webtext
-from webtext.pipeline.token_encoding import Encoder
 from webtext.pipeline.rundir import RunDir
+from webtext.pipeline.token_encoding import Encoder
 from webtext.train import shard_format
 from webtext.train.shard_format import Manifest, Shard
 

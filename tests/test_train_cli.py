@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +121,16 @@ def test_a_new_run_over_existing_checkpoints_is_refused(trained, caplog):
     assert main(["train", str(trained), *TINY, "--max-steps", "20", "--name", "cli"]) == 2
     assert "already holds checkpoints" in caplog.text and "--resume" in caplog.text
     assert sorted(p.name for p in train_dir.iterdir()) == before
+
+
+def test_verify_shards_refuses_shards_of_another_tokenizer(trained, tmp_path, caplog):
+    run = tmp_path / "run"
+    for folder in ("shards", "tokenizer"):
+        shutil.copytree(trained / folder, run / folder)
+    tokenizer = run / "tokenizer" / "tokenizer.json"
+    tokenizer.write_bytes(tokenizer.read_bytes() + b"\n")
+    assert main(["train", str(run), *TINY, "--max-steps", "1", "--verify-shards"]) == 2
+    assert "rerun the shards stage" in caplog.text and not (run / "train").exists()
 
 
 def test_only_the_projects_errors_are_turned_into_exit_code_2(tmp_path, monkeypatch, caplog):

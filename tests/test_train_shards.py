@@ -207,6 +207,19 @@ def test_verify_names_a_missing_shard(tmp_path):
         shard_format.verify(manifest)
 
 
+def test_check_manifest_wants_the_splits_and_the_tokenizer(tmp_path):
+    manifest = write_run(tmp_path, splits=(("train", 1),))
+    shard_format.check_manifest(manifest, ["train"], "0" * 64)
+    with pytest.raises(ShardFormatError, match="manifest.json: no shards in split 'val'"):
+        shard_format.verify(manifest, splits=["train", "val"])
+    with pytest.raises(ShardFormatError, match="made with tokenizer 000000000000…, but the run's tokenizer.json is "
+                                               "111111111111… \\(rerun the shards stage\\)"):
+        shard_format.verify(manifest, tokenizer_sha256="1" * 64)
+    manifest.shards.clear()
+    with pytest.raises(ShardFormatError, match="manifest.json: the manifest lists no shards"):
+        shard_format.verify(manifest)
+
+
 def _rewrite_shard(manifest: Manifest, index: int, documents, dtype="uint16") -> None:
     info = manifest.shards[index]
     stats = shard_format.write_shard(manifest.path_of(info), documents, dtype)

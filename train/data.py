@@ -12,22 +12,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .shard_format import Manifest, Shard, ShardFormatError
+from .shard_format import Manifest, Shard, ShardFormatError, check_manifest, check_shard
 
 
 def open_split(manifest: Manifest, split: str) -> list[Shard]:
     """Memory-map every shard of a split, checking each against its manifest entry (cheap checks only)."""
-    infos = manifest.split(split)
-    if not infos:
-        raise ShardFormatError(f"{manifest.root / 'manifest.json'}: no shards in split {split!r}")
+    check_manifest(manifest, splits=[split])
     shards = []
-    for info in infos:
+    for info in manifest.split(split):
         shard = Shard(manifest.path_of(info))
-        if shard.dtype != manifest.dtype:
-            raise ShardFormatError(f"{shard.path}: tokens are {shard.dtype}, the manifest says {manifest.dtype}")
-        if shard.num_documents != info.documents or shard.num_tokens != info.tokens:
-            raise ShardFormatError(f"{shard.path}: holds {shard.num_documents} documents / {shard.num_tokens} tokens, "
-                                   f"the manifest says {info.documents} / {info.tokens}")
+        check_shard(manifest, info, shard)
         shards.append(shard)
     return shards
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from .model import GPT, ConfigError, KVCache
+from .shard_format import RUN_TOKENIZER
 
 
 @dataclass
@@ -88,7 +89,7 @@ def find_tokenizer(checkpoint: Path, meta: dict, explicit: str | None = None) ->
     candidates = [Path(explicit)] if explicit else []
     candidates += [checkpoint / "tokenizer.json", checkpoint.parent / "tokenizer.json"]
     if meta.get("run"):
-        candidates.append(Path(meta["run"]) / "tokenizer" / "tokenizer.json")
+        candidates.append(Path(meta["run"]) / RUN_TOKENIZER)
     for candidate in candidates:
         if candidate.is_file():
             return candidate

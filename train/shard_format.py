@@ -21,6 +21,7 @@ from .atomic import atomic_path, atomic_write_bytes
 FORMAT = "webtext-shards"
 VERSION = 1
 MANIFEST_NAME = "manifest.json"
+RUN_TOKENIZER = Path("tokenizer", "tokenizer.json")  # in the run directory; its sha256 is in the manifest
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 ARROW_DTYPES = {"uint16": pa.uint16(), "uint32": pa.uint32()}
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -476,6 +477,30 @@ class Shard:
 # Verification
 
 
+def check_manifest(manifest: Manifest, splits: Sequence[str] = (), tokenizer_sha256: str | None = None,
+                   where: str | os.PathLike | None = None) -> None:
+    """What a valid manifest must also hold for its use: shards, a shard in each of `splits`, and (when given)
+    the sha256 of the tokenizer.json they were made with. `where` names the manifest in messages."""
+    where = where or manifest.root / MANIFEST_NAME
+    if tokenizer_sha256 is not None and manifest.tokenizer_sha256 != tokenizer_sha256:
+        raise ShardFormatError(f"{where}: made with tokenizer {manifest.tokenizer_sha256[:12]}…, but the run's "
+                               f"tokenizer.json is {tokenizer_sha256[:12]}… (rerun the shards stage)")
+    if not manifest.shards:
+        raise ShardFormatError(f"{where}: the manifest lists no shards")
+    for split in splits:
+        if not manifest.split(split):
+            raise ShardFormatError(f"{where}: no shards in split {split!r}")
+
+
+def check_shard(manifest: Manifest, info: ShardInfo, shard: Shard) -> None:
+    """An opened shard's dtype and totals against its manifest entry: no pass over its tokens."""
+    if shard.dtype != manifest.dtype:
+        raise ShardFormatError(f"{shard.path}: tokens are {shard.dtype}, the manifest says {manifest.dtype}")
+    if shard.num_documents != info.documents or shard.num_tokens != info.tokens:
+        raise ShardFormatError(f"{shard.path}: holds {shard.num_documents} documents / {shard.num_tokens} tokens, "
+                               f"the manifest says {info.documents} / {info.tokens}")
+
+
 def verify_shard(manifest: Manifest, info: ShardInfo, check_sha256: bool = True) -> None:
     path = manifest.path_of(info)
     if not path.is_file():
@@ -486,11 +511,7 @@ def verify_shard(manifest: Manifest, info: ShardInfo, check_sha256: bool = True)
             raise ShardFormatError(f"{path}: sha256 {actual} differs from the manifest's {info.sha256} "
                                    "(damaged, truncated or rewritten)")
     shard = Shard(path)
-    if shard.dtype != manifest.dtype:
-        raise ShardFormatError(f"{path}: tokens are {shard.dtype}, the manifest says {manifest.dtype}")
-    if shard.num_documents != info.documents or shard.num_tokens != info.tokens:
-        raise ShardFormatError(f"{path}: holds {shard.num_documents} documents / {shard.num_tokens} tokens, "
-                               f"the manifest says {info.documents} / {info.tokens}")
+    check_shard(manifest, info, shard)
     base_doc = 0
     for segment in shard.segments:
         lengths = segment.lengths
@@ -510,9 +531,9 @@ def verify_shard(manifest: Manifest, info: ShardInfo, check_sha256: bool = True)
         base_doc += len(segment)
 
 
-def verify(manifest: Manifest, check_sha256: bool = True) -> None:
-    """Check every shard against the manifest; raises ShardFormatError naming the first bad shard."""
-    if not manifest.shards:
-        raise ShardFormatError(f"{manifest.root / MANIFEST_NAME}: the manifest lists no shards")
+def verify(manifest: Manifest, check_sha256: bool = True, splits: Sequence[str] = (),
+           tokenizer_sha256: str | None = None) -> None:
+    """check_manifest, then every shard against the manifest; raises ShardFormatError naming the first bad file."""
+    check_manifest(manifest, splits, tokenizer_sha256)
     for info in manifest.shards:
         verify_shard(manifest, info, check_sha256=check_sha256)

@@ -22,7 +22,7 @@ from . import checkpoint as ckpt
 from .data import LoaderState, PrefetchingLoader, TrainBatches, WindowIndex, eval_window_ids, open_split
 from .model import (ATTENTION_CHOICES, GPT, ConfigError, GPTConfig, MODEL_SHAPES, named_config,
                                  parameter_groups)
-from .shard_format import Manifest, ShardFormatError, verify
+from .shard_format import RUN_TOKENIZER, Manifest, ShardFormatError, sha256_file, verify
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ def accumulation_steps(cfg: TrainConfig, block_size: int, world_size: int) -> in
 
 
 def copy_tokenizer(run: Path, train_dir: Path) -> None:
-    source = run / "tokenizer" / "tokenizer.json"
+    source = run / RUN_TOKENIZER
     if source.is_file():
         shutil.copyfile(source, train_dir / "tokenizer.json")
 
@@ -369,8 +369,9 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
     if cfg.verify_shards:  # rank 0 reads the shards; every rank fails with its message, none waits at a barrier
         problem = None
         if ctx.is_main:
+            tokenizer = run / RUN_TOKENIZER
             try:
-                verify(manifest)
+                verify(manifest, splits=["train"], tokenizer_sha256=sha256_file(tokenizer) if tokenizer.is_file() else None)
             except ShardFormatError as error:
                 problem = str(error)
         problem = ctx.from_main(problem)
