@@ -23,7 +23,8 @@ def write_counting_run(root: Path, shard_sizes=(1000, 601, 350), block_size: int
         tokens = (np.arange(start, start + size) % EOT).astype(np.uint16)
         tokens[-1] = EOT
         name = shard_format.shard_name("train", index)
-        stats = shard_format.write_shard_batch(root / name, TokenBatch(tokens, np.array([0, size])), [f"d{index}"], "uint16")
+        batch = TokenBatch(tokens, np.array([0, size]))
+        stats = shard_format.write_shard_batch(root / name, batch, [f"d{index}"], "uint16")
         infos.append(ShardInfo.from_stats(name, "train", stats))
         start += size
     manifest = Manifest(root=root, tokenizer_sha256="0" * 64, vocab_size=1000, eot_id=EOT, dtype="uint16", shards=infos)

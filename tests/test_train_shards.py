@@ -77,7 +77,8 @@ def test_batch_variant_matches_document_variant(tmp_path):
     flat = np.concatenate([tokens for _, tokens in documents]).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum([len(tokens) for _, tokens in documents])])
     a = shard_format.write_shard(tmp_path / "a.arrow", documents, "uint16")
-    b = shard_format.write_shard_batch(tmp_path / "b.arrow", TokenBatch(flat, offsets), [d for d, _ in documents], "uint16")
+    b = shard_format.write_shard_batch(tmp_path / "b.arrow", TokenBatch(flat, offsets), [d for d, _ in documents],
+                                       "uint16")
     assert a == b  # identical bytes, hence identical sha256
 
 
