@@ -1,9 +1,5 @@
-"""The `shards` stage: documents encoded with the run's tokenizer into Arrow token shards (train/val) plus manifest.json.
-
-A Beam job: encode in batches (tokenizer loaded once per worker), size every document, plan shards of about
---shard-tokens tokens over the documents ordered by a hash of doc_id, group each shard's documents and write it.
-The same documents and tokenizer give the same files, whatever the runner or worker count.
-"""
+"""The `shards` stage, a Beam job: documents encoded with the run's tokenizer into Arrow token shards (train/val by
+a hash of doc_id) plus manifest.json; the same documents and tokenizer give the same files on any runner."""
 from __future__ import annotations
 
 import hashlib

@@ -1,7 +1,5 @@
-"""Command line of the trainer: `train`, `sample`, `eval`, `export-hf`, `import-hf` (torch-only; `webtext` passes argv here).
-
-Usage: python -m webtext.train train RUN [...], or under torchrun for DDP; CKPT may be a training directory (its latest).
-"""
+"""Command line of the trainer: `train`, `sample`, `eval`, `export-hf`, `import-hf` (`webtext` passes argv here;
+also `python -m webtext.train`, under torchrun for DDP). CKPT may be a training directory: its latest checkpoint."""
 from __future__ import annotations
 
 import argparse

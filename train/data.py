@@ -1,8 +1,5 @@
-"""The shard loader: memory-mapped (x, y) windows, a seeded permutation per epoch split across ranks, prefetched.
-
-A window is block_size + 1 consecutive tokens of one record batch; window starts are multiples of
-block_size. Its state (seed, epoch, position) goes into checkpoints so a resumed run sees the same batches.
-"""
+"""The shard loader: (x, y) windows of block_size + 1 tokens from memory-mapped shards, a seeded permutation per
+epoch split across ranks, prefetched; its state goes into checkpoints so a resumed run sees the same batches."""
 from __future__ import annotations
 
 import queue

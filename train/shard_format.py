@@ -1,8 +1,5 @@
-"""The shard format, the one contract between pipeline/ (writes shards) and train/ (reads them).
-
-Arrow IPC files with `tokens: large_list<uint16|uint32>` and `doc_id: string`, plus a manifest.json.
-Only numpy and pyarrow here, so the pipeline can import it without torch.
-"""
+"""The shard format, the contract between pipeline/ (writes shards) and train/ (reads them): Arrow IPC files of
+`tokens: large_list<uint16|uint32>` and `doc_id: string` plus manifest.json; numpy and pyarrow only (no torch)."""
 from __future__ import annotations
 
 import hashlib

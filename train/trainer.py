@@ -1,7 +1,5 @@
-"""The training loop of `webtext train`: AdamW, warmup + cosine, accumulation, DDP, evaluation, logging, checkpoints.
-
-Runs on one CPU, one GPU, or under torchrun with DDP (gloo on CPU, NCCL on GPUs); only rank 0 writes.
-"""
+"""The training loop of `webtext train`: AdamW, warmup + cosine, accumulation, evaluation, logging, checkpoints;
+on one CPU, one GPU, or under torchrun with DDP (gloo on CPU, NCCL on GPUs), where only rank 0 writes."""
 from __future__ import annotations
 
 import contextlib
