@@ -1,7 +1,5 @@
-"""The `tokenizer` stage: a GPT-2 byte-level BPE trained on the corpus (or a deterministic sample), or GPT-2's own.
-
-Writes RUN/tokenizer/tokenizer.json and the GPT-2-format vocab.json + merges.txt.
-"""
+"""The `tokenizer` stage: GPT-2's byte-level BPE trained on the corpus (or a deterministic sample), or GPT-2's own;
+writes RUN/tokenizer/tokenizer.json and the GPT-2-format vocab.json + merges.txt."""
 from __future__ import annotations
 
 import hashlib
