@@ -27,7 +27,7 @@ from webtext.crawl.fetch import (DEFAULT_USER_AGENT, REDIRECT_STATUSES, FetchCon
                                  crawl_host, follow_redirect, host_key, page_outcome, redirect_item)
 from webtext.crawl.filters import RULES, QualityConfig
 from webtext.crawl.politeness import HostDone, HostPool
-from webtext.crawl.urls import InvalidUrl, normalize_url, url_domain
+from webtext.crawl.reddit.urls import InvalidUrl, normalize_url, url_domain
 from webtext.crawl.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
 from webtext.pipeline import beamio, rundir
 from webtext.pipeline.links import LINKS_SCHEMA

@@ -30,7 +30,7 @@ def write_links(run_dir: Path, urls: list[str], shards: int = 2) -> list[dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from webtext.crawl.urls import normalize_url, url_domain
+    from webtext.crawl.reddit.urls import normalize_url, url_domain
     from webtext.pipeline.links import LINKS_SCHEMA
 
     rows = []
