@@ -80,7 +80,7 @@ def library_loop(pages: list[bytes], urls: list[str], languages: tuple[str, ...]
 def write_run(run: Path, pages: list[bytes], urls: list[str]) -> None:
     """A WARC holding every page as a 200 text/html response, and the links table pointing at them."""
     from tests.testweb import write_links
-    from webtext.crawl.warc import HttpExchange, WarcWriter
+    from webtext.crawl.fetch.warc import HttpExchange, WarcWriter
 
     writer = WarcWriter(str(run / "archive"), "bench")
     (run / "archive").mkdir(parents=True)

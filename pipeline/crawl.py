@@ -23,12 +23,15 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
 from webtext.crawl.extract import ExtractConfig, ExtractionSandbox, InlineExtractor, Page, PageResult
-from webtext.crawl.fetch import (DEFAULT_USER_AGENT, REDIRECT_STATUSES, FetchConfig, Fetcher, FetchFailure, FetchResult,
-                                 crawl_host, follow_redirect, host_key, page_outcome, redirect_item)
+from webtext.crawl.fetch.config import DEFAULT_USER_AGENT, FetchConfig
+from webtext.crawl.fetch.fetcher import Fetcher
+from webtext.crawl.fetch.host_links import crawl_host, redirect_item
+from webtext.crawl.fetch.outcomes import FetchFailure, FetchResult
+from webtext.crawl.fetch.politeness import HostDone, HostPool, host_key
+from webtext.crawl.fetch.responses import REDIRECT_STATUSES, follow_redirect, page_outcome
+from webtext.crawl.fetch.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
 from webtext.crawl.filters import RULES, QualityConfig
-from webtext.crawl.politeness import HostDone, HostPool
 from webtext.crawl.reddit.urls import InvalidUrl, normalize_url, url_domain
-from webtext.crawl.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
 from webtext.pipeline import beamio, rundir
 from webtext.pipeline.links import LINKS_SCHEMA
 from webtext.pipeline.progress import Progress

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from webtext.crawl.robots import (MAX_PATTERN_CHARS, normalize_path, parse_robots, pattern_matches, product_token,
-                                  robots_url, rules_for_status)
+from webtext.crawl.fetch.robots import (MAX_PATTERN_CHARS, normalize_path, parse_robots, pattern_matches,
+                                        product_token, robots_url, rules_for_status)
 
 UA = "webtext-crawler/0.1 (+https://example.org/crawler)"
 

@@ -1,13 +1,10 @@
-"""The HTTP fetcher: polite, bounded and guarded fetching of HTML pages, with robots.txt, redirects and retries.
+"""The Fetcher: one link at a time through robots.txt, the address guard, redirects by hand, retries and limits.
 
-Every response is handed to an `archive` callback (the WARC writer) as it was received. Each outcome that is not a
-page ready for extraction carries a reject reason (`timeout`, `too-large`, `robots-disallowed`, `http-404`, …).
+Every response is handed to an `archive` callback (the WARC writer) as it was received.
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import email.utils
 import http.client
 import http.cookiejar
 import logging
@@ -16,363 +13,26 @@ import socket
 import ssl
 import threading
 import time
-import zlib
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
-from urllib.parse import urljoin, urlsplit
+from typing import Callable
+from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
 
-from webtext.crawl.addresses import (AddressBlocked, AddressGuard, PinnedAdapter, ResolveFailed, observe_sockets,
-                                     system_resolve)
-from webtext.crawl.politeness import HostScheduler
-from webtext.crawl.robots import ROBOTS_MAX_BYTES, RobotsRules, Rule, robots_url, rules_for_status
-from webtext.crawl.warc import HttpExchange
+from .addresses import AddressBlocked, AddressGuard, PinnedAdapter, ResolveFailed, observe_sockets, system_resolve
+from .config import FetchConfig
+from .outcomes import FetchFailure, FetchResult, error_detail
+from .politeness import HostScheduler, host_key
+from .responses import (PAGE_STATUSES, backoff_seconds, follow_redirect, is_html, page_outcome, parse_retry_after,
+                        redirect_target, retryable_status)
+from .robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsRules, RobotsVerdict, robots_verdict
+from .warc import HttpExchange
+from .watchdog import Deadline, Watchdog
 
 log = logging.getLogger(__name__)
 
-DEFAULT_USER_AGENT = "webtext-crawler/0.1 (+https://github.com/webtext-corpus/webtext/blob/main/docs/crawl.md)"
-HTML_TYPES = ("text/html", "application/xhtml+xml")
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-PAGE_STATUSES = frozenset({200, 203})
 SMALL_BODY_BYTES = 64 * 1024  # what we keep of error pages and redirect bodies
-ROBOTS_CACHE_SECONDS = 24 * 3600  # RFC 9309: a cached robots.txt should not be used for longer than 24 hours
-NETWORK_FAILURES = frozenset({"timeout", "connection-error", "dns-error", "tls-error"})
 
-
-@dataclass(frozen=True)
-class FetchConfig:
-    """How to fetch: identity, limits, timeouts, retries, politeness and the address policy."""
-
-    user_agent: str = DEFAULT_USER_AGENT
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    page_deadline: float = 60.0  # the most one exchange may take, first byte to last: slow drips end here
-    link_deadline: float = 0.0  # the most one link may take, all hops, retries and waits (0: 3 page deadlines)
-    max_bytes: int = 5_000_000  # body bytes as received
-    max_decompressed_bytes: int = 25_000_000
-    max_redirects: int = 5
-    retries: int = 3
-    backoff_base: float = 1.0
-    backoff_max: float = 60.0
-    retry_after_max: float = 120.0
-    host_delay: float = 1.0
-    max_crawl_delay: float = 60.0
-    allow_private_addresses: bool = False
-    allowed_networks: tuple[str, ...] = ()
-    ca_bundle: str | None = None  # a CA file instead of the system's (tests with their own certificates)
-
-    @property
-    def link_budget(self) -> float:
-        return self.link_deadline if self.link_deadline > 0 else 3 * self.page_deadline
-
-
-class FetchFailure(Exception):
-    """Why a fetch ended without a page; `retryable` failures are tried again up to the retry limit."""
-
-    def __init__(self, reason: str, detail: str = "", retryable: bool = False, exchange: HttpExchange | None = None):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail, self.retryable, self.exchange = reason, detail, retryable, exchange
-
-
-@dataclass
-class FetchResult:
-    """The outcome of fetching one link: a page ready for extraction (`reason` is None) or why not."""
-
-    url: str
-    reason: str | None = None
-    detail: str = ""
-    final_url: str | None = None
-    status: int | None = None
-    content_type: str = ""
-    body: bytes = b""  # content-decoded
-    bytes_received: int = 0  # as received, over all exchanges of this link
-    elapsed: float = 0.0
-    attempts: int = 0
-    redirects: int = 0
-    fetched_at: float = 0.0  # epoch seconds
-    warc_file: str | None = None
-    warc_offset: int | None = None
-    redirect_to: str | None = None  # not done yet: a redirect to another host, to be followed by that host's crawler
-    seen: list[str] = field(default_factory=list)  # with `redirect_to`: the URLs of the chain so far (loops)
-
-    @property
-    def ok(self) -> bool:
-        """A page ready for extraction."""
-        return self.reason is None and self.redirect_to is None
-
-    @property
-    def pending(self) -> bool:
-        """Stopped at a redirect to another host: `Fetcher.fetch_page(resume=…)` goes on from there."""
-        return self.reason is None and self.redirect_to is not None
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FetchResult:
-        return cls(**data)
-
-
-# -- small pure helpers, shared with the WARC replay ------------------------------------------------------------------
-
-def host_key(url: str) -> str:
-    """The politeness key of a URL: its lower-cased host, with the port unless it is the scheme's default."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").rstrip(".")
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
-    return host if port in (None, default) else f"{host}:{port}"
-
-
-def media_type(content_type: str | None) -> str:
-    return (content_type or "").split(";", 1)[0].strip().lower()
-
-
-def is_html(content_type: str | None) -> bool:
-    """HTML or XHTML; a missing Content-Type is given the benefit of the doubt (the body is sniffed later)."""
-    kind = media_type(content_type)
-    return kind == "" or kind in HTML_TYPES
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None when absent or invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # str.isdigit alone accepts "²"
-        return float(value)
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # asctime dates carry no zone; HTTP dates are always UTC
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
-
-
-def follow_redirect(current: str, target: str, hop: int, seen: set[str], max_redirects: int) -> str:
-    """The next URL of a redirect chain; a chain longer than `max_redirects` or a loop is a FetchFailure."""
-    if hop == max_redirects:
-        raise FetchFailure("too-many-redirects", f"more than {max_redirects} redirects")
-    if target in seen:
-        raise FetchFailure("redirect-loop", f"{current} -> {target}")
-    seen.add(target)
-    return target
-
-
-def redirect_target(base: str, exchange: HttpExchange) -> str | None:
-    """The absolute URL a redirect points to; None when the response is not a redirect."""
-    if exchange.status not in REDIRECT_STATUSES:
-        return None
-    location = (exchange.header("location") or "").strip()
-    if not location:
-        raise FetchFailure("bad-redirect", f"{exchange.status} without a Location header")
-    target = urljoin(base, location).split("#", 1)[0]
-    parts = urlsplit(target)
-    if parts.scheme.lower() not in ("http", "https"):
-        raise FetchFailure("bad-redirect", f"redirect to a non-HTTP URL: {location[:200]}")
-    if "@" in parts.netloc:  # requests would send (and we would archive) the credentials as Authorization
-        raise FetchFailure("bad-redirect", "redirect to a URL with credentials")
-    return target
-
-
-def decode_body(raw: bytes, content_encoding: str | None, limit: int, cut: bool = False) -> bytes:
-    """The body with its Content-Encoding (gzip, deflate, identity) undone, refusing more than `limit` bytes
-    (or, with `cut`, keeping the first `limit` bytes).
-
-    One compression layer at most: real servers never stack them, and each layer would multiply a bomb."""
-    encodings = [e.strip().lower() for e in (content_encoding or "").split(",") if e.strip()]
-    layers = [e for e in encodings if e not in ("identity", "none")]
-    if len(layers) > 1:
-        raise FetchFailure("bad-encoding", f"more than one Content-Encoding: {', '.join(layers)[:200]}")
-    data = raw
-    for encoding in layers:
-        if encoding in ("gzip", "x-gzip"):
-            data = _inflate(data, zlib.MAX_WBITS | 16, limit, cut)
-        elif encoding == "deflate":
-            try:
-                data = _inflate(data, zlib.MAX_WBITS, limit, cut)
-            except FetchFailure as failure:
-                if failure.reason != "bad-encoding":
-                    raise
-                data = _inflate(data, -zlib.MAX_WBITS, limit, cut)  # raw deflate without the zlib header, as IIS sends
-        else:
-            raise FetchFailure("bad-encoding", f"unsupported Content-Encoding {encoding!r}")
-    if len(data) > limit and cut:
-        return data[:limit]
-    if len(data) > limit:
-        raise FetchFailure("too-large", f"body of {len(data):,} bytes is over {limit:,}")
-    return data
-
-
-MAX_GZIP_MEMBERS = 100
-_INFLATE_SLICE = 64 * 1024
-
-
-def _inflate(data: bytes, wbits: int, limit: int, cut: bool = False) -> bytes:
-    """Decompresses in slices (no copies of the rest of the body per member), at most MAX_GZIP_MEMBERS members."""
-    output = bytearray()
-    view = memoryview(data)
-    position, members = 0, 0
-    try:
-        while position < len(data):
-            members += 1
-            if members > MAX_GZIP_MEMBERS:
-                raise FetchFailure("bad-encoding", f"more than {MAX_GZIP_MEMBERS} gzip members")
-            inflater = zlib.decompressobj(wbits)
-            while not inflater.eof and position < len(data):
-                piece = view[position:position + _INFLATE_SLICE]
-                position += len(piece)
-                output += inflater.decompress(piece, limit - len(output) + 1)
-                if len(output) > limit and cut:
-                    return bytes(output[:limit])
-                if len(output) > limit:
-                    raise FetchFailure("decompression-bomb", f"decompresses to more than {limit:,} bytes "
-                                       f"from {len(data):,}")
-            if not inflater.eof:
-                break  # a truncated stream: keep what decompressed
-            position -= len(inflater.unused_data)
-            if not wbits & 16:
-                break  # gzip may have several members, zlib and raw deflate streams one
-    except zlib.error as error:
-        raise FetchFailure("bad-encoding", f"corrupt compressed body: {error}") from None
-    return bytes(output)
-
-
-def page_outcome(exchange: HttpExchange, config: FetchConfig) -> bytes:
-    """The decoded HTML body of a final (non-redirect) response; raises FetchFailure when it is not a usable page."""
-    if exchange.status not in PAGE_STATUSES:
-        phrase = exchange.reason_phrase or http.client.responses.get(exchange.status, "")
-        raise FetchFailure(f"http-{exchange.status}", phrase)
-    content_type = exchange.header("content-type", "")
-    if not is_html(content_type):
-        raise FetchFailure("not-html", content_type or "")
-    if exchange.truncated == "length":
-        raise FetchFailure("too-large", f"body over {config.max_bytes:,} bytes")
-    if exchange.truncated == "time":
-        raise FetchFailure("timeout", "body not complete within the page deadline")
-    if exchange.truncated:
-        raise FetchFailure("connection-error", f"body truncated ({exchange.truncated})")
-    return decode_body(exchange.body, exchange.header("content-encoding"), config.max_decompressed_bytes)
-
-
-def backoff_seconds(attempt: int, config: FetchConfig, rng: random.Random) -> float:
-    """Exponential backoff with jitter: base·2^attempt, capped, times a random factor in [0.5, 1)."""
-    return min(config.backoff_max, config.backoff_base * (2 ** attempt)) * (0.5 + rng.random() / 2)
-
-
-def _retryable_status(status: int) -> bool:
-    return status == 429 or (500 <= status < 600 and status not in (501, 505))
-
-
-# -- the deadline watchdog ------------------------------------------------------------------------------------------
-
-class _Deadline:
-    """One exchange's deadline; the sockets it used are shut down when it passes, which ends any blocked read."""
-
-    def __init__(self, at: float):
-        self.at = at
-        self.expired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def attach(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.append(sock)
-            expired = self.expired
-        if expired:
-            _shutdown(sock)
-
-    def expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shutdown(sock)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-class Watchdog:
-    """A thread that enforces exchange deadlines, so no read can outlive its deadline (a header that drips in
-    byte by byte never trips a read timeout)."""
-
-    def __init__(self):
-        self._condition = threading.Condition()
-        self._active: set[_Deadline] = set()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    @contextmanager
-    def deadline(self, at: float) -> Iterator[_Deadline]:
-        guard = _Deadline(at)
-        with self._condition:
-            self._active.add(guard)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="fetch-watchdog", daemon=True)
-                self._thread.start()
-            self._condition.notify()
-        try:
-            yield guard
-        finally:
-            with self._condition:
-                self._active.discard(guard)
-
-    def close(self) -> None:
-        with self._condition:
-            self._closed = True
-            self._condition.notify()
-
-    def _run(self) -> None:
-        with self._condition:
-            while not self._closed:
-                now = time.monotonic()
-                for guard in [g for g in self._active if g.at <= now]:
-                    self._active.discard(guard)
-                    guard.expire()
-                nearest = min((g.at for g in self._active), default=None)
-                self._condition.wait(None if nearest is None else max(0.0, nearest - now))
-
-
-# -- robots.txt verdicts --------------------------------------------------------------------------------------------
-
-@dataclass
-class RobotsVerdict:
-    """What robots.txt of an origin says, or why it cannot tell (`failure` becomes the links' reject reason)."""
-
-    rules: RobotsRules
-    failure: str | None = None
-    detail: str = ""
-    fetched_at: float = field(default_factory=time.monotonic)
-
-    def to_dict(self) -> dict:
-        """Plain data, with the fetch time as wall-clock time (for another process)."""
-        rules = self.rules
-        return {"rules": [(rule.allow, rule.pattern) for rule in rules.rules], "crawl_delay": rules.crawl_delay,
-                "allow_all": rules.allow_all, "disallow_all": rules.disallow_all, "failure": self.failure,
-                "detail": self.detail, "fetched_wall": time.time() - (time.monotonic() - self.fetched_at)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> RobotsVerdict:
-        rules = RobotsRules([Rule(allow, pattern) for allow, pattern in data["rules"]], data["crawl_delay"],
-                            data["allow_all"], data["disallow_all"])
-        return cls(rules, data["failure"], data["detail"], time.monotonic() - (time.time() - data["fetched_wall"]))
-
-
-# -- the fetcher ----------------------------------------------------------------------------------------------------
 
 class _NoRedirectSession(requests.Session):
     """A Session that never looks at redirects: requests would otherwise read (and decompress, uncapped) the body of
@@ -406,9 +66,7 @@ class Fetcher:
         self.session = self._session()
         self.watchdog = Watchdog()
         self._rng = random.Random(seed)
-        self._robots: dict[str, RobotsVerdict] = {}
-        self._robots_locks: dict[str, threading.Lock] = {}
-        self._robots_lock = threading.Lock()
+        self.robots = RobotsCache(self._fetch_robots)
         self._refused_hosts: dict[str, tuple[float, str]] = {}  # host -> (monotonic until, why): long Retry-After
         self._refused_lock = threading.Lock()
 
@@ -483,9 +141,7 @@ class Fetcher:
         """What this fetcher knows of a host (`host_key`): its scheduler state, its robots.txt verdicts and a refusal
         (long Retry-After), as plain data with wall-clock times, for the process that crawls the host next."""
         state: dict = {"schedule": self.scheduler.host_state(host)}
-        with self._robots_lock:
-            state["robots"] = {origin: verdict.to_dict() for origin, verdict in self._robots.items()
-                               if host_key(origin) == host}
+        state["robots"] = self.robots.host_state(host)
         with self._refused_lock:
             refused = self._refused_hosts.get(host)
         if refused:
@@ -496,12 +152,7 @@ class Fetcher:
         """Takes over a `host_state` from another process: no request before the host is ready again, its
         robots.txt not fetched again (while the verdict is fresh), its Crawl-delay and refusal kept."""
         self.scheduler.restore_host(host, state.get("schedule") or {})
-        with self._robots_lock:
-            for origin, data in (state.get("robots") or {}).items():
-                verdict = RobotsVerdict.from_dict(data)
-                known = self._robots.get(origin)
-                if known is None or known.fetched_at < verdict.fetched_at:
-                    self._robots[origin] = verdict
+        self.robots.restore(state.get("robots") or {})
         if state.get("refused"):
             until, why = state["refused"]
             with self._refused_lock:
@@ -525,25 +176,13 @@ class Fetcher:
             self._refused_hosts[host] = (time.monotonic() + seconds, why)
 
     def _check_robots(self, url: str) -> None:
-        verdict = self.robots(url)
+        verdict = self.robots.verdict(url)
         if verdict.failure:
             raise FetchFailure(verdict.failure, verdict.detail)
         if not verdict.rules.allowed(url):
             raise FetchFailure("robots-disallowed", urlsplit(url).path[:200])
 
     # -- robots.txt -------------------------------------------------------------------------------------------------
-
-    def robots(self, url: str) -> RobotsVerdict:
-        """The cached robots.txt verdict of the URL's origin, fetched once (per day) even with many threads asking."""
-        origin = robots_url(url)
-        with self._robots_lock:
-            lock = self._robots_locks.setdefault(origin, threading.Lock())
-        with lock:
-            verdict = self._robots.get(origin)
-            if verdict is None or time.monotonic() - verdict.fetched_at > ROBOTS_CACHE_SECONDS:
-                verdict = self._fetch_robots(origin)
-                self._robots[origin] = verdict
-        return verdict
 
     def _fetch_robots(self, robots_address: str) -> RobotsVerdict:
         current = robots_address
@@ -558,33 +197,13 @@ class Fetcher:
                 return RobotsVerdict(RobotsRules.disallowing_all(), "robots-unreachable",
                                      f"robots.txt: {failure.reason} {failure.detail}".strip())
             if target is None:
-                return self._robots_verdict(robots_address, exchange)
+                verdict = robots_verdict(exchange, self.config)
+                delay = verdict.rules.crawl_delay
+                if verdict.failure is None and delay is not None and delay > self.config.host_delay:
+                    self.scheduler.set_delay(host_key(robots_address), delay)
+                return verdict
             current = target
         return RobotsVerdict(RobotsRules.allowing_all())  # too many redirects: unavailable, so allowed
-
-    def _robots_verdict(self, robots_address: str, exchange: HttpExchange) -> RobotsVerdict:
-        body = b""
-        if 200 <= exchange.status < 300:
-            if exchange.truncated in ("time", "disconnect"):  # a cut-off file could lack the rules that matter
-                return RobotsVerdict(RobotsRules.disallowing_all(), "robots-unreachable",
-                                     f"robots.txt incomplete ({exchange.truncated})")
-            try:  # RFC 9309: parse at least the first 500 KiB of a larger file
-                body = decode_body(exchange.body, exchange.header("content-encoding"), ROBOTS_MAX_BYTES, cut=True)
-            except FetchFailure as failure:
-                return RobotsVerdict(RobotsRules.disallowing_all(), "robots-unreachable",
-                                     f"robots.txt: {failure.reason} {failure.detail}")
-            if exchange.truncated or len(body) >= ROBOTS_MAX_BYTES:
-                body = body[:body.rfind(b"\n") + 1]  # not a rule cut in half
-        rules = rules_for_status(exchange.status, body, self.config.user_agent)
-        if rules.disallow_all:
-            return RobotsVerdict(rules, "robots-unreachable", f"robots.txt answered {exchange.status}")
-        delay = rules.crawl_delay
-        if delay is not None and delay > self.config.host_delay:
-            if delay > self.config.max_crawl_delay:
-                return RobotsVerdict(rules, "crawl-delay-too-long",
-                                     f"Crawl-delay {delay:g}s is over --max-crawl-delay {self.config.max_crawl_delay:g}s")
-            self.scheduler.set_delay(host_key(robots_address), delay)
-        return RobotsVerdict(rules)
 
     # -- one URL, with retries --------------------------------------------------------------------------------------
 
@@ -613,7 +232,7 @@ class Fetcher:
                 wait = backoff_seconds(attempt, self.config, self._rng)
                 if time.monotonic() + wait >= until:
                     raise failure
-            elif _retryable_status(exchange.status):
+            elif retryable_status(exchange.status):
                 retry_after = parse_retry_after(exchange.header("retry-after"))
                 if retry_after is not None and retry_after > self.config.retry_after_max:
                     self._refuse_host(host, retry_after)
@@ -731,7 +350,7 @@ class Fetcher:
         exchange.body = b"".join(chunks)
         return True
 
-    def _failure(self, error: Exception, guard: _Deadline) -> FetchFailure:
+    def _failure(self, error: Exception, guard: Deadline) -> FetchFailure:
         """The reject reason of an exception raised while requesting or reading."""
         if guard.expired:
             return FetchFailure("timeout", f"no complete response within the page deadline "
@@ -748,66 +367,13 @@ class Fetcher:
         if isinstance(error, timeouts):
             return FetchFailure("timeout", f"read timeout ({self.config.read_timeout:g}s)")
         if isinstance(error, (requests.exceptions.SSLError, urllib3.exceptions.SSLError, ssl.SSLError)):
-            return FetchFailure("tls-error", _short(error))
+            return FetchFailure("tls-error", error_detail(error))
         bad_url = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
                    urllib3.exceptions.LocationParseError, UnicodeError)
         if isinstance(error, bad_url):
-            return FetchFailure("bad-url", _short(error))
+            return FetchFailure("bad-url", error_detail(error))
         connection = (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
                       urllib3.exceptions.ProtocolError, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
         if isinstance(error, connection):
-            return FetchFailure("connection-error", _short(error), retryable=True)
-        return FetchFailure("fetch-error", _short(error))
-
-
-def _short(error: Exception) -> str:
-    return f"{type(error).__name__}: {error}"[:300]
-
-
-# -- a host's links, one after another ----------------------------------------------------------------------------
-
-def redirect_item(link: dict, result: FetchResult) -> dict:
-    """A link whose fetch stopped at a redirect to another host, as an item for `crawl_host` of that host."""
-    return {"redirected_link": link, "result": result.to_dict()}
-
-
-def _work(item: dict) -> tuple[dict, FetchResult | None]:
-    """(link, the result to resume or None) of a `crawl_host` item: a link row or a `redirect_item`."""
-    if "redirected_link" in item:
-        return item["redirected_link"], FetchResult.from_dict(item["result"])
-    return item, None
-
-
-def crawl_host(fetcher: Fetcher, links: Iterable[dict], max_pages: int = 0,
-               max_network_failures: int = 0, stay_on_host: bool = False) -> Iterator[tuple[dict, FetchResult]]:
-    """Fetches one host's links in order of `url_key`, yielding (link, result) for every link.
-
-    An item may also be a `redirect_item` (a link that another host redirected here): its fetch goes on from the
-    redirect. With `stay_on_host`, a redirect to another host ends a link's fetch as a `pending` result.
-    After `max_pages` links (0: no cap) the rest are rejected `host-cap`; after `max_network_failures` consecutive
-    network failures (0: never) the host counts as down and the rest are rejected `host-unreachable`."""
-    failures_in_a_row = 0
-    work = sorted((_work(item) for item in links), key=lambda pair: (pair[0].get("url_key") or "", pair[0]["url"]))
-    for index, (link, resume) in enumerate(work):
-        url = link["url"]
-        if max_pages and index >= max_pages:
-            yield link, _ended(url, resume, "host-cap", f"more than {max_pages} links on this host")
-            continue
-        if max_network_failures and failures_in_a_row >= max_network_failures:
-            yield link, _ended(url, resume, "host-unreachable",
-                               f"{failures_in_a_row} network failures in a row on this host")
-            continue
-        try:
-            result = fetcher.fetch_page(url, stay_on_host=stay_on_host, resume=resume)
-        except Exception as error:  # a bug: keep the link in the accounting and go on with the host
-            log.exception("fetching %s failed unexpectedly", url)
-            result = _ended(url, resume, "fetch-error", _short(error))
-        failures_in_a_row = failures_in_a_row + 1 if result.reason in NETWORK_FAILURES else 0
-        yield link, result
-
-
-def _ended(url: str, resume: FetchResult | None, reason: str, detail: str) -> FetchResult:
-    """A link's result without (further) fetching: keeps what a resumed link had so far."""
-    if resume is None:
-        return FetchResult(url=url, reason=reason, detail=detail)
-    return dataclasses.replace(resume, reason=reason, detail=detail, redirect_to=None, seen=[])
+            return FetchFailure("connection-error", error_detail(error), retryable=True)
+        return FetchFailure("fetch-error", error_detail(error))

@@ -1,15 +1,26 @@
-"""robots.txt per RFC 9309: groups by product token, longest-match allow/disallow with `*` and `$`, and Crawl-delay.
+"""robots.txt per RFC 9309: groups by product token, longest-match allow/disallow with `*` and `$`, Crawl-delay,
+what a response means (status, size, Crawl-delay limit) and the verdicts cached per origin for a day.
 
 urllib.robotparser is not enough: it applies the first matching rule instead of the longest, ignores `*` and `$`
-inside paths and treats an unreachable file as allow-all. Fetching and caching live in `webtext.crawl.fetch`.
+inside paths and treats an unreachable file as allow-all. The fetching itself is the Fetcher's.
 """
 from __future__ import annotations
 
 import re
+import threading
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 from urllib.parse import urlsplit
 
+from .compression import decode_body
+from .config import FetchConfig
+from .outcomes import FetchFailure
+from .politeness import host_key
+from .warc import HttpExchange
+
 ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309 asks crawlers to parse at least 500 KiB
+ROBOTS_CACHE_SECONDS = 24 * 3600  # RFC 9309: a cached robots.txt should not be used for longer than 24 hours
 MAX_PATTERN_CHARS = 2048  # longer Allow/Disallow values are ignored (no real path is that long)
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -181,3 +192,87 @@ def rules_for_status(status: int, body: bytes, user_agent: str) -> RobotsRules:
     if 400 <= status < 500 and status != 429:
         return RobotsRules.allowing_all()
     return RobotsRules.disallowing_all()
+
+
+@dataclass
+class RobotsVerdict:
+    """What robots.txt of an origin says, or why it cannot tell (`failure` becomes the links' reject reason)."""
+
+    rules: RobotsRules
+    failure: str | None = None
+    detail: str = ""
+    fetched_at: float = field(default_factory=time.monotonic)
+
+    def to_dict(self) -> dict:
+        """Plain data, with the fetch time as wall-clock time (for another process)."""
+        rules = self.rules
+        return {"rules": [(rule.allow, rule.pattern) for rule in rules.rules], "crawl_delay": rules.crawl_delay,
+                "allow_all": rules.allow_all, "disallow_all": rules.disallow_all, "failure": self.failure,
+                "detail": self.detail, "fetched_wall": time.time() - (time.monotonic() - self.fetched_at)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RobotsVerdict:
+        rules = RobotsRules([Rule(allow, pattern) for allow, pattern in data["rules"]], data["crawl_delay"],
+                            data["allow_all"], data["disallow_all"])
+        return cls(rules, data["failure"], data["detail"], time.monotonic() - (time.time() - data["fetched_wall"]))
+
+
+def robots_verdict(exchange: HttpExchange, config: FetchConfig) -> RobotsVerdict:
+    """The verdict of an origin's final (non-redirect) robots.txt response: its status, at most ROBOTS_MAX_BYTES of
+    its body, and a Crawl-delay over --max-crawl-delay."""
+    body = b""
+    if 200 <= exchange.status < 300:
+        if exchange.truncated in ("time", "disconnect"):  # a cut-off file could lack the rules that matter
+            return RobotsVerdict(RobotsRules.disallowing_all(), "robots-unreachable",
+                                 f"robots.txt incomplete ({exchange.truncated})")
+        try:  # RFC 9309: parse at least the first 500 KiB of a larger file
+            body = decode_body(exchange.body, exchange.header("content-encoding"), ROBOTS_MAX_BYTES, cut=True)
+        except FetchFailure as failure:
+            return RobotsVerdict(RobotsRules.disallowing_all(), "robots-unreachable",
+                                 f"robots.txt: {failure.reason} {failure.detail}")
+        if exchange.truncated or len(body) >= ROBOTS_MAX_BYTES:
+            body = body[:body.rfind(b"\n") + 1]  # not a rule cut in half
+    rules = rules_for_status(exchange.status, body, config.user_agent)
+    if rules.disallow_all:
+        return RobotsVerdict(rules, "robots-unreachable", f"robots.txt answered {exchange.status}")
+    delay = rules.crawl_delay
+    if delay is not None and delay > config.host_delay and delay > config.max_crawl_delay:
+        return RobotsVerdict(rules, "crawl-delay-too-long",
+                             f"Crawl-delay {delay:g}s is over --max-crawl-delay {config.max_crawl_delay:g}s")
+    return RobotsVerdict(rules)
+
+
+class RobotsCache:
+    """The robots.txt verdict of each origin, fetched (by `fetch`, given the robots.txt URL) once a day however many
+    threads ask, and handed over, per host, to the process that crawls the host next."""
+
+    def __init__(self, fetch: Callable[[str], RobotsVerdict]):
+        self._fetch = fetch
+        self._verdicts: dict[str, RobotsVerdict] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def verdict(self, url: str) -> RobotsVerdict:
+        origin = robots_url(url)
+        with self._lock:
+            lock = self._locks.setdefault(origin, threading.Lock())
+        with lock:
+            verdict = self._verdicts.get(origin)
+            if verdict is None or time.monotonic() - verdict.fetched_at > ROBOTS_CACHE_SECONDS:
+                verdict = self._fetch(origin)
+                self._verdicts[origin] = verdict
+        return verdict
+
+    def host_state(self, host: str) -> dict:
+        """The verdicts of a host's origins (`host_key`) as plain data."""
+        with self._lock:
+            return {origin: verdict.to_dict() for origin, verdict in self._verdicts.items() if host_key(origin) == host}
+
+    def restore(self, verdicts: dict) -> None:
+        """Takes over verdicts of `host_state` from another process, unless one known here is newer."""
+        with self._lock:
+            for origin, data in verdicts.items():
+                verdict = RobotsVerdict.from_dict(data)
+                known = self._verdicts.get(origin)
+                if known is None or known.fetched_at < verdict.fetched_at:
+                    self._verdicts[origin] = verdict
