@@ -22,7 +22,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
-from webtext.crawl.extract import ExtractConfig, ExtractionSandbox, InlineExtractor, Page, PageResult
+from webtext.crawl.extract.pages import ExtractConfig, Page, PageResult
+from webtext.crawl.extract.quality import RULES, QualityConfig
+from webtext.crawl.extract.sandbox import ExtractionSandbox, InlineExtractor
 from webtext.crawl.fetch.config import DEFAULT_USER_AGENT, FetchConfig
 from webtext.crawl.fetch.fetcher import Fetcher
 from webtext.crawl.fetch.host_links import crawl_host, redirect_item
@@ -30,7 +32,6 @@ from webtext.crawl.fetch.outcomes import FetchFailure, FetchResult
 from webtext.crawl.fetch.politeness import HostDone, HostPool, host_key
 from webtext.crawl.fetch.responses import REDIRECT_STATUSES, follow_redirect, page_outcome
 from webtext.crawl.fetch.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
-from webtext.crawl.filters import RULES, QualityConfig
 from webtext.crawl.reddit.urls import InvalidUrl, normalize_url, url_domain
 from webtext.pipeline import beamio, rundir
 from webtext.pipeline.links import LINKS_SCHEMA

@@ -7,8 +7,9 @@ import time
 import pytest
 
 from tests.testweb import ACCENTED, JAPANESE, SMART, legacy_page
-from webtext.crawl.extract import (ExtractConfig, ExtractionSandbox, InlineExtractor, Page, codec_name, decode_html,
-                                   looks_binary, page_title, process_page)
+from webtext.crawl.extract.charset import codec_name, decode_html, looks_binary
+from webtext.crawl.extract.pages import ExtractConfig, Page, page_title, process_page
+from webtext.crawl.extract.sandbox import ExtractionSandbox, InlineExtractor
 from webtext.crawl.sampleweb import Article, german_article_text, render_article, sample_articles
 
 RUSSIAN = ("Москва является столицей России и крупнейшим городом страны. "

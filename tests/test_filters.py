@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from webtext.crawl.filters import RULES, QualityConfig, all_failures, first_failure
+from webtext.crawl.extract.quality import RULES, QualityConfig, all_failures, first_failure
 from webtext.crawl.sampleweb import sample_articles
 
 DEFAULT = QualityConfig()
