@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="each measurement is repeated, the best kept")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "extraction-benchmark"))
     args = parser.parse_args()
-    from webtext.crawl.extract.pages import extraction_scores
+    from benchmarks.extraction_metric import extraction_scores
 
     pages_by_id, truth, original_urls = load_pages(Path(args.data))
     ids = list(pages_by_id)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.extraction_metric import extraction_scores
 from tests.testweb import RETRY_AFTER, ZOO_OPTIONS, article_page, bind_zoo, build_zoo, redirect, write_links
-from webtext.crawl.extract.pages import extraction_scores
 from webtext.crawl.sampleweb import LoopbackWeb, Response, Site, serve_sample_web
 from webtext.crawl.fetch.warc import iter_responses
 from webtext.pipeline.beamio import read_parquet_rows
