@@ -18,9 +18,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from webtext.crawl.reddit import dumps, submissions
 from webtext.crawl.reddit.linkrules import LinkRules, judge_submission, merge_link
-from webtext.crawl.sample import make_sample_dump
 from webtext.crawl.reddit.urls import UrlFilter
 from webtext.pipeline.cli import available_stages, run_stages
+from webtext.pipeline.demo_dump import make_sample_dump
 
 
 def plain_loop(path: str) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from tests.testweb import ACCENTED, JAPANESE, SMART, legacy_page
 from webtext.crawl.extract.charset import codec_name, decode_html, looks_binary
 from webtext.crawl.extract.pages import ExtractConfig, Page, page_title, process_page
 from webtext.crawl.extract.sandbox import ExtractionSandbox, InlineExtractor
-from webtext.crawl.sampleweb import Article, german_article_text, render_article, sample_articles
+from webtext.pipeline.demo_web import Article, german_article_text, render_article, sample_articles
 
 RUSSIAN = ("Москва является столицей России и крупнейшим городом страны. "
            "В городе много музеев, театров и парков, а метро считается одним из самых красивых в мире. ") * 3

@@ -11,7 +11,7 @@ import pytest
 from webtext.crawl.fetch.addresses import AddressBlocked, AddressGuard, ResolveFailed, address_problem
 from webtext.crawl.fetch.config import FetchConfig
 from webtext.crawl.fetch.fetcher import Fetcher
-from webtext.crawl.sampleweb import LoopbackWeb, Response, Site
+from webtext.pipeline.demo_web import LoopbackWeb, Response, Site
 
 TLS = Path(__file__).parent / "data" / "tls"
 PAGE = b"<html><body><p>hello</p></body></html>"

@@ -9,7 +9,7 @@ from webtext.crawl.fetch.config import FetchConfig
 from webtext.crawl.fetch.fetcher import Fetcher
 from webtext.crawl.fetch.host_links import crawl_host
 from webtext.crawl.fetch.politeness import HostDone, HostPool, HostScheduler
-from webtext.crawl.sampleweb import LoopbackWeb, Response, Site
+from webtext.pipeline.demo_web import LoopbackWeb, Response, Site
 
 PAGE = b"<html><body><p>page</p></body></html>"
 

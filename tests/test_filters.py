@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from webtext.crawl.extract.quality import RULES, QualityConfig, all_failures, first_failure
-from webtext.crawl.sampleweb import sample_articles
+from webtext.pipeline.demo_web import sample_articles
 
 DEFAULT = QualityConfig()
 

@@ -16,8 +16,8 @@ from tests.dump_files import raw_records
 from webtext.crawl.reddit.dumps import iter_dump_records
 from webtext.crawl.reddit.linkrules import LinkRow, LinkRules, judge_submission, merge_link, submission_reject
 from webtext.crawl.reddit.submissions import BadSubmission, Submission, parse_submission
-from webtext.crawl.sample import make_sample_dump
 from webtext.crawl.reddit.urls import UrlFilter
+from webtext.pipeline.demo_dump import make_sample_dump
 
 RULES = LinkRules()
 

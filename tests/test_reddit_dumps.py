@@ -18,7 +18,7 @@ from tests.dump_files import raw_records
 from webtext.crawl.reddit import dumps
 from webtext.crawl.reddit.dumps import DumpLine, dump_codec, iter_dump_records
 from webtext.crawl.reddit.submissions import BadSubmission, Submission, parse_submission
-from webtext.crawl.sample import make_sample_dump
+from webtext.pipeline.demo_dump import make_sample_dump
 
 DUMP_LINES = {"RS_v2_2005-06.xz": 103, "RS_2005-06.zst": 103, "RS_v2_2005-07.xz": 1079, "RS_2005-07.zst": 1079,
               "mixed-eras_submissions.ndjson": 31}  # from reddit-dumps/MANIFEST.md

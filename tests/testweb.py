@@ -11,7 +11,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from webtext.crawl.sampleweb import Article, RequestContext, Response, Site, render_article, sample_articles
+from webtext.pipeline.demo_web import Article, RequestContext, Response, Site, render_article, sample_articles
 
 # Options that keep the zoo fast; the politeness delay stays on, smaller.
 ZOO_OPTIONS = [
