@@ -1,17 +1,16 @@
-"""robots.txt per RFC 9309: groups by product token, longest-match allow/disallow with `*` and `$`, Crawl-delay,
-what a response means (status, size, Crawl-delay limit) and the verdicts cached per origin for a day.
-
-urllib.robotparser is not enough: it applies the first matching rule instead of the longest, ignores `*` and `$`
-inside paths and treats an unreachable file as allow-all. The fetching itself is the Fetcher's.
+"""robots.txt per RFC 9309, parsed and matched by protego: what a response means (status, size, Crawl-delay limit)
+and the verdicts cached per origin for a day. The fetching itself is the Fetcher's.
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable
 from urllib.parse import urlsplit
+
+from protego import Protego
 
 from .compression import decode_body
 from .config import FetchConfig
@@ -21,9 +20,7 @@ from .warc import HttpExchange
 
 ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309 asks crawlers to parse at least 500 KiB
 ROBOTS_CACHE_SECONDS = 24 * 3600  # RFC 9309: a cached robots.txt should not be used for longer than 24 hours
-MAX_PATTERN_CHARS = 2048  # longer Allow/Disallow values are ignored (no real path is that long)
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+MAX_PATTERN_CHARS = 2048  # lines with longer values are ignored (no real path is that long)
 
 
 def product_token(user_agent: str) -> str:
@@ -32,61 +29,13 @@ def product_token(user_agent: str) -> str:
     return token.split("/")[0].lower()
 
 
-def normalize_path(path: str) -> str:
-    """Percent-encoding made comparable: non-ASCII and spaces encoded as UTF-8, escapes of unreserved characters
-    decoded, other escapes upper-cased (RFC 9309 section 2.2.2)."""
-    def unescape(match: re.Match) -> str:
-        char = chr(int(match.group(1), 16))
-        return char if char in _UNRESERVED else "%" + match.group(1).upper()
-
-    encoded = "".join(c if 0x20 < ord(c) < 0x7F else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in path)
-    return _ESCAPE_RE.sub(unescape, encoded)
-
-
-@dataclass(frozen=True)
-class Rule:
-    allow: bool
-    pattern: str  # normalised; may contain `*` and a final `$`
-
-    @property
-    def priority(self) -> int:
-        """Longest match wins: the length of the pattern in octets (RFC 9309 section 2.2.2)."""
-        return len(self.pattern)
-
-    def matches(self, path: str) -> bool:
-        return pattern_matches(self.pattern, path)
-
-
-def pattern_matches(pattern: str, path: str) -> bool:
-    """Whether a robots.txt pattern (`*` any characters, a final `$` the end) matches a path from its start.
-
-    Linear, unlike a backtracking regex: the first piece is a prefix, each later piece is found leftmost after the
-    previous one (leftmost leaves the most room for the rest), and with `$` the last piece must end the path."""
-    anchored = pattern.endswith("$")
-    pieces = (pattern[:-1] if anchored else pattern).split("*")
-    first, rest = pieces[0], pieces[1:]
-    if not path.startswith(first):
-        return False
-    if not rest:
-        return not anchored or len(path) == len(first)
-    position = len(first)
-    middle, last = rest[:-1], rest[-1]
-    for piece in middle:
-        found = path.find(piece, position)
-        if found < 0:
-            return False
-        position = found + len(piece)
-    if anchored:
-        return len(path) - len(last) >= position and path.endswith(last)
-    return path.find(last, position) >= 0
-
-
 @dataclass
 class RobotsRules:
-    """The rules that apply to one crawler on one origin."""
+    """What robots.txt says to one crawler (its product token) on one origin: the file's text, read by protego, or
+    allow-all / disallow-all when the status code says so."""
 
-    rules: list[Rule] = field(default_factory=list)
-    crawl_delay: float | None = None
+    text: str = ""
+    agent: str = ""
     allow_all: bool = False
     disallow_all: bool = False
 
@@ -98,83 +47,30 @@ class RobotsRules:
     def disallowing_all(cls) -> RobotsRules:
         return cls(disallow_all=True)
 
+    @cached_property
+    def _parsed(self) -> Protego:
+        return Protego.parse(self.text)
+
+    @property
+    def crawl_delay(self) -> float | None:
+        if self.allow_all or self.disallow_all:
+            return None
+        return self._parsed.crawl_delay(self.agent)
+
     def allowed(self, url: str) -> bool:
         """Whether the crawler may fetch this URL (its path and query); /robots.txt itself is always allowed."""
-        parts = urlsplit(url)
-        path = parts.path or "/"
-        if path == "/robots.txt":
-            return True
-        if self.allow_all:
+        if (urlsplit(url).path or "/") == "/robots.txt" or self.allow_all:
             return True
         if self.disallow_all:
             return False
-        target = normalize_path(path + ("?" + parts.query if parts.query else ""))
-        best: Rule | None = None
-        for rule in self.rules:
-            if rule.matches(target):
-                better = best is None or rule.priority > best.priority
-                tie_goes_to_allow = best is not None and rule.priority == best.priority and rule.allow
-                if better or tie_goes_to_allow:
-                    best = rule
-        return best is None or best.allow
-
-
-@dataclass
-class _Group:
-    agents: list[str] = field(default_factory=list)
-    rules: list[Rule] = field(default_factory=list)
-    crawl_delay: float | None = None
-
-
-def _parse_groups(text: str) -> list[_Group]:
-    groups: list[_Group] = []
-    current: _Group | None = None
-    last_was_agent = False
-    for raw_line in text.splitlines():
-        line = raw_line.split("#", 1)[0].strip()
-        if ":" not in line:
-            continue
-        key, _, value = line.partition(":")
-        key, value = key.strip().lower().replace("_", "-"), value.strip()
-        if key in ("user-agent", "useragent"):
-            if current is None or not last_was_agent:
-                current = _Group()
-                groups.append(current)
-            current.agents.append(value.lower())
-            last_was_agent = True
-            continue
-        last_was_agent = False
-        if current is None:
-            continue  # rules before any user-agent line belong to no group
-        if key in ("allow", "disallow"):
-            pattern = normalize_path(value)
-            if pattern and len(pattern) <= MAX_PATTERN_CHARS:  # an empty Disallow allows everything
-                current.rules.append(Rule(allow=key == "allow", pattern=pattern))
-        elif key in ("crawl-delay", "crawldelay"):
-            try:
-                delay = float(value)
-            except ValueError:
-                continue
-            if delay >= 0 and delay == delay:  # not NaN
-                current.crawl_delay = delay if current.crawl_delay is None else max(current.crawl_delay, delay)
-    return groups
-
-
-def _agent_matches(agent: str, token: str) -> bool:
-    agent = agent.split("/")[0].strip()
-    return bool(agent) and agent != "*" and agent == token
+        return self._parsed.can_fetch(url, self.agent)
 
 
 def parse_robots(text: str, user_agent: str) -> RobotsRules:
-    """The rules of the groups for our product token (all of them merged), else of the `*` groups, else none."""
-    token = product_token(user_agent)
-    groups = _parse_groups(text)
-    chosen = [g for g in groups if any(_agent_matches(a, token) for a in g.agents)]
-    if not chosen:
-        chosen = [g for g in groups if "*" in g.agents]
-    rules = [rule for group in chosen for rule in group.rules]
-    delays = [g.crawl_delay for g in chosen if g.crawl_delay is not None]
-    return RobotsRules(rules=rules, crawl_delay=max(delays) if delays else None)
+    """The rules of a robots.txt for the product token of `user_agent`, without lines whose value is overlong."""
+    lines = [line for line in text.splitlines()
+             if len(line.split("#", 1)[0].partition(":")[2].strip()) <= MAX_PATTERN_CHARS]
+    return RobotsRules("\n".join(lines), product_token(user_agent))
 
 
 def robots_url(url: str) -> str:
@@ -206,14 +102,13 @@ class RobotsVerdict:
     def to_dict(self) -> dict:
         """Plain data, with the fetch time as wall-clock time (for another process)."""
         rules = self.rules
-        return {"rules": [(rule.allow, rule.pattern) for rule in rules.rules], "crawl_delay": rules.crawl_delay,
-                "allow_all": rules.allow_all, "disallow_all": rules.disallow_all, "failure": self.failure,
-                "detail": self.detail, "fetched_wall": time.time() - (time.monotonic() - self.fetched_at)}
+        return {"text": rules.text, "agent": rules.agent, "allow_all": rules.allow_all,
+                "disallow_all": rules.disallow_all, "failure": self.failure, "detail": self.detail,
+                "fetched_wall": time.time() - (time.monotonic() - self.fetched_at)}
 
     @classmethod
     def from_dict(cls, data: dict) -> RobotsVerdict:
-        rules = RobotsRules([Rule(allow, pattern) for allow, pattern in data["rules"]], data["crawl_delay"],
-                            data["allow_all"], data["disallow_all"])
+        rules = RobotsRules(data["text"], data["agent"], data["allow_all"], data["disallow_all"])
         return cls(rules, data["failure"], data["detail"], time.monotonic() - (time.time() - data["fetched_wall"]))
 
 
