@@ -148,7 +148,7 @@ def test_a_sandbox_that_died_while_idle_is_restarted(article_html):
     with ExtractionSandbox(ExtractConfig(), timeout=30) as sandbox:
         assert sandbox.process(Page("https://example.com/1", article_html)).ok
         sandbox._process.kill()
-        sandbox._process.wait()
+        sandbox._process.join()
         assert sandbox.process(Page("https://example.com/2", article_html)).ok
 
 

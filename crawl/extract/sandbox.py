@@ -5,48 +5,22 @@ Python could never stop; a page that needs too much memory is a reject (`extract
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
-import pickle
-import select
-import struct
-import subprocess
-import sys
+import threading
 import time
-from typing import BinaryIO
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
+from typing import Iterator
 
 from .language import identify_language
 from .pages import ExtractConfig, Page, PageResult, process_page, quiet_libraries
 
-
-class _Frames:
-    """Length-prefixed pickles over a pair of pipes."""
-
-    def __init__(self, reader: BinaryIO, writer: BinaryIO):
-        self.reader, self.writer = reader, writer
-
-    def send(self, value) -> None:
-        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        self.writer.write(struct.pack(">Q", len(data)) + data)
-        self.writer.flush()
-
-    def receive(self, deadline: float | None = None):
-        size = struct.unpack(">Q", self._read(8, deadline))[0]
-        return pickle.loads(self._read(size, deadline))
-
-    def _read(self, size: int, deadline: float | None) -> bytes:
-        fd = self.reader.fileno()
-        chunks, missing = [], size
-        while missing:
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                    raise TimeoutError
-            chunk = os.read(fd, min(missing, 1 << 20))
-            if not chunk:
-                raise EOFError("the other side closed the pipe")
-            chunks.append(chunk)
-            missing -= len(chunk)
-        return b"".join(chunks)
+# A fresh interpreter, not a fork: a Beam worker has gRPC and other threads whose locks a forked child would inherit.
+_CONTEXT = multiprocessing.get_context("spawn")
+# Numeric libraries in the child start one thread each (their pools would count against the memory limit).
+_CHILD_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+_environment_lock = threading.Lock()
 
 
 class ExtractionSandbox:
@@ -57,8 +31,8 @@ class ExtractionSandbox:
 
     def __init__(self, config: ExtractConfig, timeout: float = 30.0, memory_mb: int = 0):
         self.config, self.timeout, self.memory_mb = config, timeout, memory_mb
-        self._process: subprocess.Popen | None = None
-        self._frames: _Frames | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._connection: Connection | None = None
         self._ready = False
         self.restarts = 0  # children killed or lost, each replaced by a fresh one
 
@@ -71,53 +45,52 @@ class ExtractionSandbox:
         started = time.perf_counter()
         if not self._ready:
             self._start()
-        assert self._frames is not None
+        assert self._connection is not None
         try:
             try:
-                self._frames.send(page)
-            except BrokenPipeError:  # the child died while idle (e.g. killed for memory): one fresh start
+                self._connection.send(page)
+            except (BrokenPipeError, ConnectionResetError):  # the child died while idle (e.g. killed for memory)
                 self._stop()
                 self.restarts += 1
                 self._start()
-                self._frames.send(page)
-            result = self._frames.receive(deadline=time.monotonic() + self.timeout)
-        except TimeoutError:
-            self._stop()
-            self.restarts += 1
-            return PageResult("extract-timeout", f"no result within {self.timeout:g}s",
-                              seconds=time.perf_counter() - started)
-        except (EOFError, BrokenPipeError, OSError) as error:
+                self._connection.send(page)
+            if not self._connection.poll(self.timeout):
+                self._stop()
+                self.restarts += 1
+                return PageResult("extract-timeout", f"no result within {self.timeout:g}s",
+                                  seconds=time.perf_counter() - started)
+            return self._connection.recv()
+        except (EOFError, OSError) as error:
             code = self._stop()
             self.restarts += 1
             return PageResult("extract-error", f"the extraction process died ({code}): {error}"[:300],
                               seconds=time.perf_counter() - started)
-        return result
 
     def close(self) -> None:
         if self._process is not None:
-            try:
-                self._frames.writer.close()  # the child ends when its input does
-                self._process.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+            self._connection.close()  # the child ends when its input does
+            self._process.join(timeout=5)
             self._stop()
 
     def _spawn(self) -> None:
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self._process = subprocess.Popen([sys.executable, "-m", "webtext.crawl.extract.sandbox", "--sandbox"],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        self._frames = _Frames(self._process.stdout, self._process.stdin)
-        self._frames.send((self.config, self.memory_mb))
+        ours, theirs = _CONTEXT.Pipe()
+        process = _CONTEXT.Process(target=serve_pages, args=(theirs, self.config, self.memory_mb),
+                                   name="webtext-extraction", daemon=True)
+        with _child_environment():
+            process.start()
+        theirs.close()  # only the child holds its end: its death is an EOF here
+        self._process, self._connection = process, ours
 
     def _start(self) -> None:
         """Waits for the spawned (or a newly spawned) child to say it is ready."""
         if self._process is None:
             self._spawn()
-        assert self._frames is not None
+        assert self._connection is not None
         try:
-            ready = self._frames.receive(deadline=time.monotonic() + self.STARTUP_SECONDS)
-        except (TimeoutError, EOFError) as error:
+            if not self._connection.poll(self.STARTUP_SECONDS):
+                raise TimeoutError(f"no answer within {self.STARTUP_SECONDS:g}s")
+            ready = self._connection.recv()
+        except (TimeoutError, EOFError, OSError) as error:
             self._stop()
             raise RuntimeError(f"the extraction sandbox did not start: {error!r}") from None
         if ready != "ready":
@@ -126,17 +99,17 @@ class ExtractionSandbox:
         self._ready = True
 
     def _stop(self) -> int | None:
-        process, self._process, self._frames, self._ready = self._process, None, None, False
+        process, connection = self._process, self._connection
+        self._process, self._connection, self._ready = None, None, False
+        if connection is not None:
+            connection.close()
         if process is None:
             return None
-        if process.poll() is None:
+        if process.is_alive():
             process.kill()
-        code = process.wait()
-        for pipe in (process.stdin, process.stdout):
-            try:
-                pipe.close()
-            except OSError:
-                pass
+        process.join()
+        code = process.exitcode
+        process.close()
         return code
 
     def __enter__(self) -> ExtractionSandbox:
@@ -144,6 +117,22 @@ class ExtractionSandbox:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextmanager
+def _child_environment() -> Iterator[None]:
+    """The child's environment variables, set while it starts (a spawned child copies this process's)."""
+    with _environment_lock:
+        saved = {name: os.environ.get(name) for name in _CHILD_ENVIRONMENT}
+        os.environ.update(_CHILD_ENVIRONMENT)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 class InlineExtractor:
@@ -159,14 +148,9 @@ class InlineExtractor:
         pass
 
 
-def _sandbox_main() -> None:
-    """The child: read (config, memory) then pages, answer each with its PageResult, until stdin closes."""
-    reader = os.fdopen(os.dup(0), "rb", buffering=0)
-    writer = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)  # stray prints must not corrupt the protocol
+def serve_pages(connection: Connection, config: ExtractConfig, memory_mb: int) -> None:
+    """The child: under the memory limit, answer each page with its PageResult until the parent closes the pipe."""
     quiet_libraries()
-    frames = _Frames(reader, writer)
-    config, memory_mb = frames.receive()
     if memory_mb:
         import resource
 
@@ -175,20 +159,14 @@ def _sandbox_main() -> None:
     import trafilatura  # noqa: F401 (imported before answering "ready", so the first page is not slow)
 
     identify_language("warm up the model")
-    frames.send("ready")
+    connection.send("ready")
     while True:
         try:
-            page = frames.receive()
+            page = connection.recv()
         except EOFError:
             return
         try:
             result = process_page(page, config)
         except MemoryError:
             result = PageResult("extract-error", f"out of memory (limit {memory_mb} MB)")
-        frames.send(result)
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["--sandbox"]:
-    from webtext.crawl.extract.sandbox import _sandbox_main as main  # the importable module, so results pickle by its name
-
-    main()
+        connection.send(result)
