@@ -97,17 +97,17 @@ def peak_rss_mb() -> float:
 
 def _train_child(args: argparse.Namespace) -> None:
     """Runs in the child: build the text, train, print one JSON line of figures."""
-    from webtext.pipeline import bpe
+    from webtext.pipeline import gpt2_bpe
 
     texts = [text for _, text in varied_documents(int(args.megabytes * 1e6), Path(args.data))]
     text_bytes = sum(len(t.encode("utf-8")) for t in texts)
     rss_before = peak_rss_mb()
     batches = (texts[i:i + 1000] for i in range(0, len(texts), 1000))
     started = time.perf_counter()
-    tokenizer = bpe.train_bpe(batches, vocab_size=args.vocab_size, min_frequency=2)
+    tokenizer = gpt2_bpe.train_bpe(batches, vocab_size=args.vocab_size, min_frequency=2)
     seconds = time.perf_counter() - started
     print(json.dumps({"documents": len(texts), "text_mb": text_bytes / 1e6, "seconds": seconds,
-                      "vocab_size": bpe.vocab_size(tokenizer), "peak_rss_mb": peak_rss_mb(),
+                      "vocab_size": gpt2_bpe.vocab_size(tokenizer), "peak_rss_mb": peak_rss_mb(),
                       "rss_before_training_mb": rss_before}))
 
 

@@ -104,7 +104,7 @@ def stage_run(run: Path, extra: list[str]) -> Timer:
 
 
 def stage_docs(run: Path) -> dict[str, str]:
-    from webtext.pipeline.beamio import read_parquet_rows
+    from webtext.pipeline.storage import read_rows as read_parquet_rows
 
     return {row["url"]: row["text"] for path in glob.glob(str(run / "docs" / "*.parquet"))
             for row in read_parquet_rows(path)}

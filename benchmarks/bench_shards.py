@@ -28,9 +28,9 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_bpe import DEFAULT_DATA, varied_documents  # noqa: E402
 
-from webtext.pipeline import bpe  # noqa: E402
-from webtext.pipeline.encoder import tiktoken_encoding  # noqa: E402
-from webtext.train.shards import Manifest, Shard  # noqa: E402
+from webtext.pipeline import gpt2_bpe  # noqa: E402
+from webtext.pipeline.token_encoding import tiktoken_encoding  # noqa: E402
+from webtext.train.shard_format import Manifest, Shard  # noqa: E402
 
 
 def write_corpus(run: Path, megabytes: float, files: int, data: Path) -> tuple[list[str], list[str], int]:
@@ -88,7 +88,7 @@ def main() -> None:
         webtext("tokenizer", str(run), "--from-gpt2", str(Path(args.data) / "gpt2-tokenizer"))
         tokenizer_json = (run / "tokenizer" / "tokenizer.json").read_text()
 
-        tokenizer = bpe.tokenizer_from_json(tokenizer_json)
+        tokenizer = gpt2_bpe.tokenizer_from_json(tokenizer_json)
         encodings, seconds = timed(lambda: tokenizer.encode_batch(texts, add_special_tokens=False))
         baseline = [e.ids for e in encodings]
         del encodings

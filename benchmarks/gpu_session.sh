@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on a GPU machine: the CUDA checks, then the timed sweep of benchmarks/train_gpu.py.
-# Needs only python3 with torch, numpy, pyarrow (and transformers for the baseline); the project need not be
+# Needs only python3 with torch, numpy, pyarrow, safetensors (and transformers for the baseline); the project need not be
 # installed. Logs and JSON go to $OUT (default ./gpu-out); BUDGET_S bounds the sweep (default 360 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."

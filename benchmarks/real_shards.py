@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_bpe import DEFAULT_DATA, real_documents  # noqa: E402
 
 from webtext.pipeline.cli import main as webtext  # noqa: E402
-from webtext.train.shards import Manifest  # noqa: E402
+from webtext.train.shard_format import Manifest  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ The pieces:
 Every configuration trains GPT-2 124M at T=1024 on the same batches from our loader (RUN/shards with --run, else a
 synthetic shard of random tokens): bf16 autocast, fused AdamW, gradient clipping, torch.compile unless the mode is
 "none". Throughput is timed over whole groups of steps (one synchronisation per group), median of the groups.
-Needs torch, numpy and pyarrow; transformers for the baseline.
+Needs torch, numpy, pyarrow and safetensors; transformers for the baseline.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_loader import write_synthetic  # noqa: E402
 
-from webtext.train import shards  # noqa: E402
+from webtext.train import shard_format  # noqa: E402
 from webtext.train.data import PrefetchingLoader, TrainBatches, WindowIndex, open_split  # noqa: E402
 from webtext.train.model import GPT, GPTConfig, named_config, parameter_groups  # noqa: E402
 from webtext.train.trainer import (Distributed, attention_backends, autocast, enable_fast_math,  # noqa: E402
@@ -285,7 +285,7 @@ def estimated_seconds(spec: Spec) -> float:
 def run_sweep(args, run: Path, device: torch.device, out_json: Path | None) -> list[Result]:
     deadline = time.monotonic() + args.budget_s
     report = {"machine": machine_figures(device), "command": " ".join(sys.argv), "results": []}
-    manifest = shards.Manifest.load(run / "shards")
+    manifest = shard_format.Manifest.load(run / "shards")
     index = WindowIndex(open_split(manifest, "train"), args.block_size)
     report["loader_tokens_per_s"] = loader_rate(index, args.main_batch, device, seconds=1.0 if args.smoke else 3.0)
     print(f"# {json.dumps(report['machine'])}", flush=True)
@@ -460,7 +460,7 @@ def run_checks(args, device: torch.device) -> int:
             report(f"attention {name} vs math (fp32)", error < 2e-2, f"relative error {error:.1e}")
 
     # 4. greedy decoding with the KV cache equals recomputing the whole prefix each step
-    from webtext.train.sample import SamplingConfig, generate
+    from webtext.train.generate import SamplingConfig, generate
 
     ours.eval()
     prompt = idx[0, :16].tolist()
@@ -551,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.sweep:
             run_sweep(args, run, device, Path(args.json) if args.json else None)
             return 0
-        manifest = shards.Manifest.load(run / "shards")
+        manifest = shard_format.Manifest.load(run / "shards")
         config = named_config(args.model, vocab_size=manifest.vocab_size, block_size=args.block_size)
         index = WindowIndex(open_split(manifest, "train"), args.block_size)
         if args.one:

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from webtext.train import shards
+from webtext.train import shard_format
 from webtext.train.data import PrefetchingLoader, TrainBatches, WindowIndex, open_split
 
 TARGET_GPU_CONSUMPTION = 600_000  # tokens/s: the trainer's target on one H100 (issue 6)
 
 
-def write_synthetic(root: Path, tokens: int, vocab_size: int = 50257, shard_tokens: int = 25_000_000) -> shards.Manifest:
+def write_synthetic(root: Path, tokens: int, vocab_size: int = 50257, shard_tokens: int = 25_000_000) -> shard_format.Manifest:
     rng = np.random.default_rng(0)
     infos = []
     for index, start in enumerate(range(0, tokens, shard_tokens)):
@@ -28,12 +28,12 @@ def write_synthetic(root: Path, tokens: int, vocab_size: int = 50257, shard_toke
         flat = rng.integers(0, vocab_size - 1, size=size, dtype=np.int64)
         offsets = np.append(np.arange(0, size, 1500, dtype=np.int64), size)
         flat[offsets[1:] - 1] = vocab_size - 1
-        name = shards.shard_name("train", index)
-        stats = shards.write_shard_arrays(root / name, flat, offsets, [f"d{index}-{i}" for i in range(len(offsets) - 1)],
-                                          "uint16")
-        infos.append(shards.ShardInfo.from_stats(name, "train", stats))
-    manifest = shards.Manifest(root=root, tokenizer_sha256="0" * 64, vocab_size=vocab_size, eot_id=vocab_size - 1,
-                               dtype="uint16", shards=infos)
+        name = shard_format.shard_name("train", index)
+        stats = shard_format.write_shard_arrays(root / name, flat, offsets, [f"d{index}-{i}" for i in range(len(offsets) - 1)],
+                                                "uint16")
+        infos.append(shard_format.ShardInfo.from_stats(name, "train", stats))
+    manifest = shard_format.Manifest(root=root, tokenizer_sha256="0" * 64, vocab_size=vocab_size, eot_id=vocab_size - 1,
+                                     dtype="uint16", shards=infos)
     manifest.save()
     return manifest
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as temp:
         if args.run:
-            manifest = shards.Manifest.load(Path(args.run) / "shards")
+            manifest = shard_format.Manifest.load(Path(args.run) / "shards")
         else:
             started = time.perf_counter()
             manifest = write_synthetic(Path(temp), args.tokens)

@@ -11,7 +11,7 @@ import datetime as dt
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import Param, dag
 
-DATA_STAGES = ("links", "crawl", "dedup", "tokenizer", "shards")
+from webtext.pipeline.layout import DATA_STAGES
 
 
 def stage_command(stage: str) -> str:

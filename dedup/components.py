@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from webtext.dedup.survivors import DocRank, pick_survivor
+from .survivors import DocRank, pick_survivor
 
 
 class UnionFind:

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from webtext.dedup.text import words
+from .text import words
 
 DEFAULT_NGRAM = 8
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the positional combination

@@ -13,7 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
-from webtext.dedup.survivors import DocRank
+from .survivors import DocRank, pick_survivor
 
 DEFAULT_FALSE_NEGATIVE_WEIGHT = 0.9
 
@@ -65,23 +65,20 @@ def bucket_pairs(members: Iterable[DocRank], max_bucket_size: int) -> Iterable[t
 
     Up to `max_bucket_size` members every pair; a larger bucket pairs each member with the bucket's best-ranked
     member only (a star), so a bucket of n near-identical documents costs n - 1 comparisons, not n^2 / 2.
-    `members` is iterated twice for large buckets and never held whole.
+    `members` is iterated more than once for large buckets and never held whole.
     """
     small: list[DocRank] = []
-    hub: DocRank | None = None
-    size = 0
     for member in members:
-        size += 1
-        if size <= max_bucket_size:
-            small.append(member)
-        if hub is None or member.sort_key() < hub.sort_key():
-            hub = member
-    if size <= max_bucket_size:
+        if len(small) == max_bucket_size:
+            break
+        small.append(member)
+    else:
         ids = sorted({m.doc_id for m in small})
         for i, first in enumerate(ids):
             for second in ids[i + 1:]:
                 yield first, second
         return
+    hub = pick_survivor(members)
     for member in members:
         if member.doc_id != hub.doc_id:
             yield tuple(sorted((member.doc_id, hub.doc_id)))

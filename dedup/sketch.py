@@ -6,9 +6,9 @@ from typing import Sequence
 
 import numpy as np
 
-from webtext.dedup.minhash import MinHasher
-from webtext.dedup.survivors import DocRank
-from webtext.dedup.text import exact_hash
+from .minhash import MinHasher
+from .survivors import DocRank
+from .text import exact_hash
 
 
 @dataclass

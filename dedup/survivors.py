@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -18,12 +20,13 @@ class DocRank:
         return -self.score, -self.length, self.doc_id
 
 
-def pick_survivor(members: Iterable[DocRank]) -> DocRank:
-    """The member that stays; the same whatever the order of `members`."""
-    best = None
+def pick_survivor(members: Iterable[T], rank: Callable[[T], DocRank] = lambda member: member) -> T:
+    """The member that stays (the one whose `rank` has the smallest sort key); the same whatever the order."""
+    best, best_key = None, None
     for member in members:
-        if best is None or member.sort_key() < best.sort_key():
-            best = member
+        key = rank(member).sort_key()
+        if best_key is None or key < best_key:
+            best, best_key = member, key
     if best is None:
         raise ValueError("a cluster needs at least one member")
     return best

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 try:
@@ -12,28 +11,21 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 from typing import Sequence
 
-log = logging.getLogger("webtext")
-
-# Data stages in build order; each module exposes STAGE (a webtext.pipeline.stage.Stage).
-STAGE_MODULES = {
-    "links": "webtext.pipeline.links",
-    "crawl": "webtext.pipeline.crawl",
-    "dedup": "webtext.pipeline.dedup",
-    "tokenizer": "webtext.pipeline.tokenizer",
-    "shards": "webtext.pipeline.shards",
-}
-# Commands handled by the torch-only trainer's own command line (webtext.train.cli), argv passed through.
-TRAIN_COMMANDS = ("train", "sample", "eval", "export-hf", "import-hf")
-RUN_SECTION = "run"
-
 
 class _QuietBeamImports(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("apitools not found")
 
 
-# Beam's GCP modules warn about a missing optional client at import time; that says nothing about a webtext run.
+# Beam's GCP modules warn about a missing optional client at import time (so before our Beam imports below); that
+# says nothing about a webtext run.
 logging.getLogger().addFilter(_QuietBeamImports())
+
+from . import layout, storage  # noqa: E402
+
+log = logging.getLogger("webtext")
+
+RUN_SECTION = "run"  # the config file's section for what is not a stage's: beam_args
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -44,18 +36,14 @@ def setup_logging(level: str = "INFO") -> None:
 
 
 def available_stages() -> dict:
-    """The data stages whose modules exist in this installation, in build order."""
-    stages = {}
-    for name, module in STAGE_MODULES.items():
-        if importlib.util.find_spec(module) is not None:
-            stages[name] = importlib.import_module(module).STAGE
-    return stages
+    """The data stages in build order, each its module's STAGE."""
+    return {name: importlib.import_module(f"webtext.pipeline.{name}_stage").STAGE for name in layout.DATA_STAGES}
 
 
 def load_config_file(path: str | None) -> dict:
     if not path:
         return {}
-    from webtext.pipeline.stage import StageError
+    from .stage import StageError
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
@@ -69,14 +57,13 @@ def save_resolved_config(run, stage_configs: dict[str, dict], beam_args: list[st
     """Merges the resolved options of the stages just run into RUN/config.toml (provenance of the run)."""
     import tomli_w
 
-    from webtext.pipeline import rundir
 
-    path = run.path("config.toml")
-    existing = tomllib.loads(rundir.read_bytes(path).decode()) if rundir.exists(path) else {}
+    path = run.path(layout.CONFIG)
+    existing = tomllib.loads(storage.read_bytes(path).decode()) if storage.exists(path) else {}
     for name, config in stage_configs.items():
         existing[name] = {k: v for k, v in config.items() if v is not None}
     existing[RUN_SECTION] = {"beam_args": [a for a in beam_args]}
-    rundir.write_bytes(path, tomli_w.dumps(existing).encode())
+    storage.write_bytes(path, tomli_w.dumps(existing).encode())
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,7 +96,7 @@ def build_parser(stages: dict) -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", help="summarise a run: counts per stage, rejects by reason", allow_abbrev=False)
     stats.add_argument("run", metavar="RUN")
     stats.add_argument("--log-level", default="WARNING")
-    for name in TRAIN_COMMANDS:
+    for name in layout.TRAIN_COMMANDS:
         commands.add_parser(name, add_help=False, help=f"(trainer) see `webtext {name} --help`")
     return parser
 
@@ -123,12 +110,22 @@ def _add_union_of_options(parser: argparse.ArgumentParser, stages: dict) -> None
                 option.add_to(parser)
 
 
+def unknown_to_beam(args: Sequence[str]) -> list[str]:
+    """The arguments that no Beam pipeline option takes (in `--flag value` or `--flag=value` form, as Beam parses them)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for options in {str(cls): cls for cls in PipelineOptions.__subclasses__()}.values():
+        options._add_argparse_args(parser)  # what PipelineOptions itself parses with
+    _, unknown = parser.parse_known_args(list(args))
+    return unknown
+
+
 def run_stages(names: Sequence[str], stages: dict, run_root: str, file_config: dict, flags: dict,
                beam_args: list[str], force: bool) -> None:
-    from webtext.pipeline.rundir import RunDir
-    from webtext.pipeline.stage import resolve_config, run_stage
+    from .stage import resolve_config, run_stage
 
-    run = RunDir(run_root)
+    run = layout.RunDir(run_root)
     configs = {name: resolve_config(stages[name], file_config, flags) for name in names}
     beam_args = list(file_config.get(RUN_SECTION, {}).get("beam_args", [])) + list(beam_args)
     save_resolved_config(run, configs, beam_args)
@@ -138,29 +135,28 @@ def run_stages(names: Sequence[str], stages: dict, run_root: str, file_config: d
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in TRAIN_COMMANDS:
+    if argv and argv[0] in layout.TRAIN_COMMANDS:
         from webtext.train.cli import main as train_main
         return train_main(argv)
     stages = available_stages()
     parser = build_parser(stages)
     args, beam_args = parser.parse_known_args(argv)
-    unexpected = [a for a in beam_args if not a.startswith("-")]
-    if unexpected:
-        parser.error(f"unexpected arguments: {' '.join(unexpected)}")
+    unknown = unknown_to_beam(beam_args)
+    if unknown:
+        parser.error(f"unknown to webtext {args.command} and to Beam: {' '.join(unknown)}")
     setup_logging(args.log_level)
-    from webtext.pipeline.stage import StageError
+    from .stage import StageError
 
     try:
         if args.command == "stats":
-            from webtext.pipeline.report import print_stats
+            from .report import print_stats
             return print_stats(args.run)
         if args.command == "demo":
-            from webtext.pipeline.demo import run_demo
+            from .demo import run_demo
             return run_demo(args.run, stages, submissions=args.submissions, beam_args=beam_args, force=args.force)
         chosen = [a for a in getattr(stages.get(args.command), "actions", ()) if getattr(args, a.key, False)]
         if chosen:
-            from webtext.pipeline.rundir import RunDir
-            return chosen[0].run(RunDir(args.run))
+            return chosen[0].run(layout.RunDir(args.run))
         flags = {k: v for k, v in vars(args).items() if k not in ("command", "run", "config", "force", "log_level")}
         names = list(stages) if args.command == "build" else [args.command]
         run_stages(names, stages, args.run, load_config_file(args.config), flags, beam_args, args.force)

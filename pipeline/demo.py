@@ -26,10 +26,10 @@ DEMO_TRAINING = "demo"
 def demo_config(dump: Path, stages: dict) -> dict:
     """Options suited to a corpus of a few dozen pages; everything else keeps its production default."""
     config = {
-        "links": {"reddit_dumps": [str(dump)], "num_shards": 2},
+        "links": {"reddit_dumps": [str(dump)], "links_shards": 2},
         # the sample web lives on loopback addresses; a short delay keeps the demo quick and still polite
         "crawl": {"allow_private_addresses": True, "host_delay": 0.05, "docs_shards": 2, "fetch_log_shards": 2},
-        "dedup": {"num_shards": 2},
+        "dedup": {"dedup_shards": 2},
         "tokenizer": {"vocab_size": 2048},
         "shards": {"shard_tokens": 200_000, "val_fraction": 0.05},
     }

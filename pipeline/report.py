@@ -2,58 +2,43 @@
 from __future__ import annotations
 
 import html
-import io
 import json
 import logging
 from collections import Counter
 
-import pyarrow.parquet as pq
-
-from webtext.pipeline import rundir
-from webtext.pipeline.rundir import RunDir
+from . import layout, storage
+from .layout import RunDir
 
 log = logging.getLogger(__name__)
 
-STAGES = ("links", "crawl", "dedup", "tokenizer", "shards")
-OUTPUTS = {"links": "links/links-*.parquet", "docs": "docs/docs-*.parquet", "dedup": "dedup/docs-*.parquet"}
-
-
-def parquet_rows(pattern: str) -> int | None:
-    files = rundir.match(pattern)
-    if not files:
-        return None
-    total = 0
-    for entry in files:
-        total += pq.ParquetFile(io.BytesIO(rundir.read_bytes(entry.path))).metadata.num_rows
-    return total
+OUTPUTS = {"links": layout.LINKS_GLOB, "docs": layout.DOCS_GLOB, "dedup": layout.DEDUP_DOCS_GLOB}
 
 
 def rejects_by_reason(run: RunDir, stage: str) -> dict[str, int]:
     reasons: Counter[str] = Counter()
-    for entry in rundir.match(run.path("rejects", stage, "*.parquet")):
-        table = pq.read_table(io.BytesIO(rundir.read_bytes(entry.path)), columns=["reason"])
-        reasons.update(table.column("reason").to_pylist())
+    for batch in storage.iter_batches(run.files(f"{layout.REJECTS}/{stage}/*.parquet"), ["reason"]):
+        reasons.update(batch.column("reason").to_pylist())
     return dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def collect(run: RunDir) -> dict:
     summary: dict = {"run": run.root, "outputs": {}, "stages": {}}
     for name, pattern in OUTPUTS.items():
-        rows = parquet_rows(run.path(pattern))
-        if rows is not None:
-            summary["outputs"][name] = rows
-    manifest = run.path("shards", "manifest.json")
-    if rundir.exists(manifest):
-        data = json.loads(rundir.read_bytes(manifest))
+        files = run.files(pattern)
+        if files:
+            summary["outputs"][name] = storage.count_rows(files)
+    manifest = run.path(layout.SHARDS_MANIFEST)
+    if storage.exists(manifest):
+        data = json.loads(storage.read_bytes(manifest))
         for split in ("train", "val"):
             shards = [s for s in data.get("shards", []) if s.get("split") == split]
             summary["outputs"][f"{split}_tokens"] = sum(s.get("tokens", 0) for s in shards)
             summary["outputs"][f"{split}_documents"] = sum(s.get("documents", 0) for s in shards)
-    for stage in STAGES:
-        stats_path = run.path("stats", f"{stage}.json")
-        if not rundir.exists(stats_path):
+    for stage in layout.DATA_STAGES:
+        stats_path = run.stats(f"{stage}.json")
+        if not storage.exists(stats_path):
             continue
-        stats = json.loads(rundir.read_bytes(stats_path))
+        stats = json.loads(storage.read_bytes(stats_path))
         summary["stages"][stage] = {"seconds": stats.get("seconds"), "counters": stats.get("counters", {}),
                                     "rejects": rejects_by_reason(run, stage)}
     return summary
@@ -87,8 +72,8 @@ def render_html(summary: dict) -> str:
 def print_stats(root: str) -> int:
     run = RunDir(root)
     summary = collect(run)
-    run.write_json(summary, "stats", "stats.json")
-    rundir.write_bytes(run.path("stats", "report.html"), render_html(summary).encode())
+    run.write_json(summary, layout.STATS, "stats.json")
+    storage.write_bytes(run.stats("report.html"), render_html(summary).encode())
     print(render_text(summary))
-    print(f"\nwritten: {run.path('stats', 'stats.json')}, {run.path('stats', 'report.html')}")
+    print(f"\nwritten: {run.stats('stats.json')}, {run.stats('report.html')}")
     return 0

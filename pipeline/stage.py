@@ -1,72 +1,24 @@
 """What every stage shares: its options, resolved config, skip-if-done marker, Beam run, counters table and stats file."""
 from __future__ import annotations
 
-import argparse
+import hashlib
 import json
 import logging
 import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from webtext.pipeline import beamio, rundir
-from webtext.pipeline.rundir import FileEntry, RunDir
+from . import layout, sinks, storage
+from .options import Option
+from .layout import RunDir
+from .storage import FileEntry, StageError
 
 log = logging.getLogger(__name__)
-
-
-class StageError(RuntimeError):
-    """A problem the user can fix (bad input, missing file, bad option); printed without a traceback."""
-
-
-@dataclass(frozen=True)
-class Option:
-    """One stage option: a command-line flag and the config key of the same name (dashes become underscores)."""
-
-    flag: str
-    help: str
-    type: Callable[[str], Any] = str
-    default: Any = None
-    choices: Sequence[Any] | None = None
-    multiple: bool = False  # several values after the flag, a TOML list in the config
-    switch: bool = False  # a boolean flag without a value
-
-    @property
-    def key(self) -> str:
-        return self.flag.lstrip("-").replace("-", "_")
-
-    def add_to(self, parser: argparse.ArgumentParser) -> None:
-        kwargs: dict[str, Any] = {"dest": self.key, "default": argparse.SUPPRESS, "help": self._help()}
-        if self.switch:
-            kwargs["action"] = "store_true"
-        else:
-            kwargs["type"] = self.type
-            if self.choices:
-                kwargs["choices"] = self.choices
-            if self.multiple:
-                kwargs["nargs"] = "+"
-        parser.add_argument(self.flag, **kwargs)
-
-    def _help(self) -> str:
-        return self.help if self.default in (None, False, []) else f"{self.help} (default: {self.default})"
-
-    def empty_default(self) -> Any:
-        if self.switch:
-            return bool(self.default)
-        return [] if self.multiple and self.default is None else self.default
-
-    def coerce(self, value: Any) -> Any:
-        """A config-file value in the type the flag would have given."""
-        if value is None or self.switch:
-            return bool(value) if self.switch else None
-        if self.multiple:
-            values = value if isinstance(value, list) else [value]
-            return [self.type(v) if isinstance(v, str) else v for v in values]
-        return self.type(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -194,25 +146,36 @@ def upstream_fingerprints(run: RunDir, stages: Sequence[str]) -> list[str]:
 def run_stage(stage: Stage, run: RunDir, config: dict[str, Any], beam_args: list[str], force: bool = False) -> bool:
     """Runs a stage unless it completed before on the same inputs; returns whether it ran."""
     inputs = stage.external_inputs(run, config)
-    fingerprint = rundir.fingerprint(config, inputs, stage.upstream(run, config))
+    inputs_fingerprint = fingerprint(config, inputs, stage.upstream(run, config))
     previous = run.read_success(stage.name)
-    if previous and previous.get("fingerprint") == fingerprint and not force:
+    if previous and previous.get("fingerprint") == inputs_fingerprint and not force:
         log.info("%s: already done for these inputs (%s); skipping (use --force to redo)",
                  stage.name, run.success_path(stage.name))
         print(f"{stage.name}: up to date, skipped", file=sys.stderr)
         return False
-    rundir.delete([run.success_path(stage.name)])
+    storage.delete([run.success_path(stage.name)])
     for folder in stage.outputs:
         run.clear(folder, patterns=("*", "*/*"))
-    run.clear(f"rejects/{stage.name}")
+    run.clear(f"{layout.REJECTS}/{stage.name}")
     ctx = StageContext(stage.name, run, config, beam_args, force)
     started = time.time()
     stage.execute(ctx)
-    beamio.fill_empty_shards(run.path("rejects", stage.name), "rejects", beamio.REJECT_SCHEMA, beamio.REJECT_SHARDS)
+    sinks.fill_empty_shards(run.rejects(stage.name), "rejects", layout.REJECT_SCHEMA, layout.REJECT_SHARDS)
     elapsed = time.time() - started
     print(counter_table(stage.name, ctx.counters), file=sys.stderr)
     run.write_json({"stage": stage.name, "seconds": round(elapsed, 3), "counters": ctx.counters},
-                   "stats", f"{stage.name}.json")
-    run.write_success(stage.name, fingerprint, {"seconds": round(elapsed, 3)})
+                   layout.STATS, f"{stage.name}.json")
+    run.write_success(stage.name, inputs_fingerprint, {"seconds": round(elapsed, 3)})
     print(f"{stage.name}: done in {elapsed:.1f}s", file=sys.stderr)
     return True
+
+
+def fingerprint(config: dict, inputs: Iterable[FileEntry], upstream: Iterable[str] = ()) -> str:
+    """A hash of a stage's options, its external input files (name, size, mtime) and its upstream stages' fingerprints."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for entry in sorted(inputs, key=lambda e: e.path):
+        digest.update(f"\n{entry.path}\t{entry.size}\t{entry.mtime:.3f}".encode())
+    for upstream_fingerprint in upstream:
+        digest.update(f"\n{upstream_fingerprint}".encode())
+    return digest.hexdigest()

@@ -173,7 +173,7 @@ def test_corpus_without_duplicates_keeps_everything(tmp_path, webtext_cli, beam_
     rng = random.Random(5)
     rows = [doc(f"d{i:02d}", text_of(rng, LATIN, 120)) for i in range(40)]
     write_docs(tmp_path, rows)
-    assert webtext_cli("dedup", tmp_path, "--num-shards", "3", *beam_args) == 0
+    assert webtext_cli("dedup", tmp_path, "--dedup-shards", "3", *beam_args) == 0
     out = outputs(tmp_path)
     assert sorted(r["doc_id"] for r in out["docs"]) == [r["doc_id"] for r in rows]
     assert out["clusters"] == [] and out["rejects"] == []
@@ -187,7 +187,7 @@ def test_empty_corpus(tmp_path, webtext_cli, beam_args):
     assert webtext_cli("dedup", tmp_path, "--eval-set", f"toy={eval_file}", *beam_args) == 0
     out = outputs(tmp_path)
     assert out == {"docs": [], "clusters": [], "rejects": []}
-    assert len(list((tmp_path / "dedup").glob("docs-*.parquet"))) == 1  # --num-shards 0: one per 256 MiB of input
+    assert len(list((tmp_path / "dedup").glob("docs-*.parquet"))) == 1  # --dedup-shards 0: one per 256 MiB of input
     report = json.loads((tmp_path / "stats" / "contamination.json").read_text())
     assert report["eval_sets"]["toy"]["share_in_corpus"] == 0.0
     assert report["eval_sets"]["toy"]["documents_with_overlap"] == 0
@@ -301,7 +301,7 @@ def test_missing_column_is_a_clear_error(tmp_path, webtext_cli, beam_args, capsy
     (tmp_path / "docs").mkdir()
     pq.write_table(pa.table({"doc_id": ["a"], "text": ["x"]}), tmp_path / "docs" / "docs-00000-of-00001.parquet")
     assert webtext_cli("dedup", tmp_path, *beam_args) == 2
-    assert "no 'url' column" in capsys.readouterr().err
+    assert "docs-00000-of-00001.parquet: has no column 'url'" in capsys.readouterr().err
 
 
 def test_repeated_doc_ids_fail_the_stage(tmp_path, webtext_cli, beam_args, capsys):
@@ -319,8 +319,8 @@ def test_unreadable_parquet_is_a_clear_error(tmp_path, webtext_cli, beam_args, c
 
 
 def test_bad_options_are_clear_errors_and_shards_follow_the_input_size(tmp_path, webtext_cli, beam_args, capsys):
-    from webtext.pipeline.dedup import AUTO_SHARD_BYTES, auto_shards
-    from webtext.pipeline.rundir import FileEntry
+    from webtext.pipeline.dedup_stage import AUTO_SHARD_BYTES, auto_shards
+    from webtext.pipeline.storage import FileEntry
 
     assert auto_shards([FileEntry("a", 10)]) == 1
     assert auto_shards([FileEntry("a", AUTO_SHARD_BYTES), FileEntry("b", AUTO_SHARD_BYTES + 1)]) == 3

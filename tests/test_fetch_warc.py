@@ -90,7 +90,7 @@ def test_common_crawl_style_records_replay(tmp_path):
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
 
-    from webtext.pipeline.crawl import best_ref, index_warc
+    from webtext.pipeline.crawl_stage import best_ref, index_warc
 
     path = tmp_path / "CC-MAIN-test.warc.gz"
     with open(path, "wb") as handle:

@@ -106,7 +106,7 @@ def test_output_is_deterministic_across_runners_and_workers(sample_dump, tmp_pat
     outputs = {}
     for name, args in runs.items():
         run = tmp_path / name
-        assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--num-shards", "3", *args) == 0
+        assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--links-shards", "3", *args) == 0
         outputs[name] = ({p.name: pq.read_table(p).to_pylist() for p in sorted((run / "links").glob("*.parquet"))},
                          {p.name: pq.read_table(p).to_pylist() for p in sorted((run / "rejects" / "links").glob("*.parquet"))})
     assert outputs["fnapi"] == outputs["multiprocess"]

@@ -12,13 +12,13 @@ import pytest
 from tokenizers import Tokenizer
 
 from tests.tokenizer_corpus import letter_bpe_gpt2_files, real_pages, tricky_docs, word_docs, write_docs
-from webtext.pipeline import bpe, shards as shards_stage
-from webtext.pipeline.beamio import read_parquet_rows
+from webtext.pipeline import gpt2_bpe, shards_stage
 from webtext.pipeline.cli import main as webtext
-from webtext.pipeline.encoder import Encoder
-from webtext.pipeline.rundir import RunDir
-from webtext.train import shards as shard_format
-from webtext.train.shards import Manifest, Shard
+from webtext.pipeline.layout import RunDir
+from webtext.pipeline.storage import read_rows as read_parquet_rows
+from webtext.pipeline.token_encoding import Encoder
+from webtext.train import shard_format
+from webtext.train.shard_format import Manifest, Shard
 
 SHARD_TOKENS = 20_000
 VAL_FRACTION = 0.05
@@ -346,7 +346,7 @@ def test_small_corpus_makes_one_train_and_one_val_shard(tmp_path, webtext_cli, b
     encoder = Encoder((run / "tokenizer" / "tokenizer.json").read_bytes())
     val_doc, tokens = next(iter(Shard(run / "shards" / "val-00000.arrow")))
     assert encoder.decode(tokens[:-1]) == rows[int(val_doc[1:])]["text"]
-    assert bpe.ENDOFTEXT == encoder.decode(tokens[-1:])
+    assert gpt2_bpe.ENDOFTEXT == encoder.decode(tokens[-1:])
 
 
 # -- a vocabulary beyond 65,536 tokens: uint32 shards, end to end -------------------------------------------------

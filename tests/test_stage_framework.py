@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from webtext.pipeline import beamio, rundir
+from webtext.pipeline import layout, sinks, storage
 from webtext.pipeline.cli import build_parser, load_config_file, save_resolved_config
-from webtext.pipeline.rundir import RunDir
+from webtext.pipeline.layout import RunDir
 from webtext.pipeline.stage import (Option, Stage, StageError, counter_table, default_beam_args, resolve_config,
                                     run_stage)
 
@@ -28,14 +28,14 @@ def numbers_stage(calls: list) -> Stage:
         def build(p):
             rows = p | beam.Create(range(n)) | beam.Map(lambda i: {"key": f"k{i:04d}", "value": i})
             evens = rows | beam.Filter(lambda r: r["value"] % 2 == 0)
-            evens | beamio.WriteParquet(out, "numbers", SCHEMA, 3, shard_key=lambda r: r["key"], sort_key=lambda r: r["key"])
+            evens | sinks.WriteParquet(out, "numbers", SCHEMA, 3, shard_key=lambda r: r["key"], sort_key=lambda r: r["key"])
             (rows | beam.Filter(lambda r: r["value"] % 2 == 1)
-             | beam.Map(lambda r: beamio.reject("numbers", "odd", f"value {r['value']}", item_id=r["key"]))
-             | beam.ParDo(beamio.CountRejects("numbers"))
-             | beamio.WriteRejects(ctx.run.path("rejects", "numbers")))
+             | beam.Map(lambda r: layout.reject("numbers", "odd", f"value {r['value']}", item_id=r["key"]))
+             | beam.ParDo(sinks.CountRejects("numbers"))
+             | sinks.WriteRejects(ctx.run.rejects("numbers"), "numbers"))
 
         ctx.run_pipeline(build)
-        beamio.fill_empty_shards(out, "numbers", SCHEMA, 3)
+        sinks.fill_empty_shards(out, "numbers", SCHEMA, 3)
         ctx.count("driver.note", 7)
 
     return Stage("numbers", "numbers to shards", [Option("--count", "how many", int, 10),
@@ -47,8 +47,8 @@ def numbers_stage(calls: list) -> Stage:
 
 def read_rows(pattern: str) -> list[dict]:
     rows = []
-    for entry in rundir.match(pattern):
-        rows.extend(beamio.read_parquet_rows(entry.path))
+    for entry in storage.match(pattern):
+        rows.extend(storage.read_rows(entry.path))
     return rows
 
 
@@ -80,7 +80,7 @@ def test_stage_runs_writes_stats_and_skips_when_unchanged(tmp_path, beam_args, c
     assert run_stage(stage, run, config, beam_args) is True
     rows = read_rows(run.path("numbers", "numbers-*.parquet"))
     assert [r["value"] for r in sorted(rows, key=lambda r: r["value"])] == [0, 2, 4, 6, 8]
-    assert len(rundir.match(run.path("numbers", "numbers-*-of-00003.parquet"))) == 3
+    assert len(storage.match(run.path("numbers", "numbers-*-of-00003.parquet"))) == 3
     rejects = read_rows(run.path("rejects", "numbers", "*.parquet"))
     assert sorted(r["item_id"] for r in rejects) == ["k0001", "k0003", "k0005", "k0007", "k0009"]
     assert {r["reason"] for r in rejects} == {"odd"} and {r["stage"] for r in rejects} == {"numbers"}
@@ -105,7 +105,7 @@ def test_parquet_output_is_deterministic(tmp_path, beam_args):
         stage = numbers_stage([])
         run_stage(stage, run, resolve_config(stage, {}, {"count": 50}), beam_args)
         outputs.append({e.path.rsplit("/", 1)[1]: pq.read_table(e.path).to_pylist()
-                        for e in rundir.match(run.path("numbers", "*.parquet"))})
+                        for e in storage.match(run.path("numbers", "*.parquet"))})
     assert outputs[0] == outputs[1]
     for rows in outputs[0].values():
         assert [r["key"] for r in rows] == sorted(r["key"] for r in rows)

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from tokenizers import pre_tokenizers
 
 from tests.tokenizer_corpus import TRICKY_TEXTS, real_pages, tricky_docs, write_docs
-from webtext.pipeline import bpe, tokenizer as tokenizer_stage
-from webtext.pipeline.encoder import Encoder, IncompatibleVocabulary
+from webtext.pipeline import gpt2_bpe, tokenizer_stage
+from webtext.pipeline.token_encoding import Encoder, IncompatibleVocabulary
 
 GPT2_ENCODER_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
@@ -50,7 +50,7 @@ def gpt2_dir(shared_data) -> Path:
 
 @pytest.fixture(scope="module")
 def gpt2(gpt2_dir):
-    return bpe.tokenizer_from_gpt2((gpt2_dir / "encoder.json").read_bytes(), (gpt2_dir / "vocab.bpe").read_bytes())
+    return gpt2_bpe.tokenizer_from_gpt2((gpt2_dir / "encoder.json").read_bytes(), (gpt2_dir / "vocab.bpe").read_bytes())
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def gpt2_encoders(gpt2, gpt2_dir):
 @pytest.fixture(scope="module")
 def trained(shared_data):
     texts = [page["text"] for page in real_pages(shared_data)] + TRICKY_TEXTS
-    return bpe.train_bpe([texts], vocab_size=1500, min_frequency=2)
+    return gpt2_bpe.train_bpe([texts], vocab_size=1500, min_frequency=2)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def small():
     """A tokenizer trained on generated text only (for tests that do not need the real data)."""
     words = ["token", "shard", "merge", "byte", "level", "corpus", "train", "value", "the", "of"]
     texts = [" ".join(words[(i * 7 + j) % len(words)] + str(j % 3) for j in range(40)) for i in range(60)]
-    return bpe.train_bpe([texts + TRICKY_TEXTS], vocab_size=400, min_frequency=2)
+    return gpt2_bpe.train_bpe([texts + TRICKY_TEXTS], vocab_size=400, min_frequency=2)
 
 
 def _real_texts(shared_data: Path) -> list[str]:
@@ -89,16 +89,16 @@ def _real_texts(shared_data: Path) -> list[str]:
 
 
 def test_byte_alphabet_is_gpt2s():
-    table = bpe.byte_to_unicode()
+    table = gpt2_bpe.byte_to_unicode()
     assert len(set(table.values())) == 256
     assert set(table.values()) == set(pre_tokenizers.ByteLevel.alphabet())
     assert table[ord(" ")] == "Ġ" and table[ord("\n")] == "Ċ" and table[ord("A")] == "A"
-    assert bpe.token_bytes("Ġthe") == b" the"
+    assert gpt2_bpe.token_bytes("Ġthe") == b" the"
 
 
 @pytest.mark.realdata
 def test_gpt2_files_are_reproduced_byte_for_byte(gpt2, gpt2_dir):
-    vocab_json, merges_txt = bpe.gpt2_files(gpt2)
+    vocab_json, merges_txt = gpt2_bpe.gpt2_files(gpt2)
     assert vocab_json == (gpt2_dir / "encoder.json").read_bytes()
     assert merges_txt == (gpt2_dir / "vocab.bpe").read_bytes()
 
@@ -166,10 +166,10 @@ def test_endoftext_inside_text_stays_text(small):
 
 @pytest.mark.realdata
 def test_trained_vocabulary_layout(trained):
-    vocab, merges = bpe.model_vocab_and_merges(trained.to_str())
-    assert bpe.vocab_size(trained) == 1500 and bpe.eot_id(trained) == 1499
+    vocab, merges = gpt2_bpe.model_vocab_and_merges(trained.to_str())
+    assert gpt2_bpe.vocab_size(trained) == 1500 and gpt2_bpe.eot_id(trained) == 1499
     assert sorted(vocab.values()) == list(range(1499))
-    assert {vocab[char] for char in bpe.byte_to_unicode().values()} == set(range(256))
+    assert {vocab[char] for char in gpt2_bpe.byte_to_unicode().values()} == set(range(256))
     assert len(merges) == 1499 - 256
     assert [vocab[a + b] for a, b in merges] == list(range(256, 1499))  # ids follow merge order: tiktoken's ranks
 
@@ -179,12 +179,12 @@ def test_trained_files_load_in_tiktoken_with_identical_ids(tmp_path, shared_data
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-    vocab_json, merges_txt = bpe.gpt2_files(trained)
+    vocab_json, merges_txt = gpt2_bpe.gpt2_files(trained)
     (tmp_path / "vocab.json").write_bytes(vocab_json)
     (tmp_path / "merges.txt").write_bytes(merges_txt)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
     ranks = data_gym_to_mergeable_bpe_ranks(str(tmp_path / "merges.txt"), str(tmp_path / "vocab.json"))
-    loaded = tiktoken.Encoding("trained", pat_str=bpe.GPT2_PATTERN, mergeable_ranks=ranks,
+    loaded = tiktoken.Encoding("trained", pat_str=gpt2_bpe.GPT2_PATTERN, mergeable_ranks=ranks,
                                special_tokens={"<|endoftext|>": 1499})
     texts = _real_texts(shared_data)
     expected = Encoder(trained.to_str(), engine="tokenizers").encode(texts)
@@ -195,7 +195,7 @@ def test_trained_files_load_in_tiktoken_with_identical_ids(tmp_path, shared_data
 @pytest.mark.realdata
 def test_trained_files_load_in_transformers(tmp_path, shared_data, trained):
     transformers = pytest.importorskip("transformers")
-    vocab_json, merges_txt = bpe.gpt2_files(trained)
+    vocab_json, merges_txt = gpt2_bpe.gpt2_files(trained)
     (tmp_path / "vocab.json").write_bytes(vocab_json)
     (tmp_path / "merges.txt").write_bytes(merges_txt)
     hf = transformers.GPT2Tokenizer.from_pretrained(str(tmp_path))  # finds vocab.json + merges.txt by name
@@ -207,7 +207,7 @@ def test_trained_files_load_in_transformers(tmp_path, shared_data, trained):
 
 def test_training_rejects_a_vocabulary_without_room_for_the_bytes():
     with pytest.raises(ValueError, match="at least 257"):
-        bpe.train_bpe([["some text"]], vocab_size=256)
+        gpt2_bpe.train_bpe([["some text"]], vocab_size=256)
 
 
 def test_sample_is_the_lowest_hashes_up_to_the_size():

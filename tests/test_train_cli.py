@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 
 from tests.train_support import make_run
-from webtext.train import shards
+from webtext.train import shard_format
 from webtext.train.cli import main
-from webtext.train.shards import Manifest, ShardInfo
+from webtext.train.shard_format import Manifest, ShardInfo
 
 REPO = Path(__file__).resolve().parent.parent
-TRAIN_MODULES = ["webtext.train", "webtext.train.shards", "webtext.train.model", "webtext.train.data",
-                 "webtext.train.safetensors", "webtext.train.checkpoint", "webtext.train.trainer",
-                 "webtext.train.sample", "webtext.train.evaluate", "webtext.train.hf", "webtext.train.cli"]
+TRAIN_MODULES = ["webtext.train", "webtext.train.atomic", "webtext.train.shard_format", "webtext.train.model",
+                 "webtext.train.chunked_loss", "webtext.train.data", "webtext.train.safetensors_io",
+                 "webtext.train.checkpoint", "webtext.train.trainer", "webtext.train.generate", "webtext.train.evaluate",
+                 "webtext.train.hf", "webtext.train.cli"]
 FORBIDDEN = ["apache_beam", "trafilatura", "praw", "datasketch", "requests"]
 TINY = ["--model", "tiny", "--block-size", "32", "--micro-batch", "4", "--warmup", "2", "--lr", "3e-3",
         "--device", "cpu"]
@@ -150,7 +151,7 @@ def test_module_entry_point_and_import_graph():
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.strip() == "[]"
-    shards_only = subprocess.run([sys.executable, "-c", "import sys, webtext.train.shards; print('torch' in sys.modules)"],
+    shards_only = subprocess.run([sys.executable, "-c", "import sys, webtext.train.shard_format; print('torch' in sys.modules)"],
                                  cwd=REPO, capture_output=True, text=True, timeout=60)
     assert shards_only.stdout.strip() == "False"  # the pipeline imports the format without torch
 
@@ -178,16 +179,16 @@ def test_shakespeare_with_the_gpt2_tokenizer_end_to_end(shared_data, tmp_path, c
     infos = []
     (tmp_path / "shards").mkdir()
     for split in ("train", "val"):
-        members = [d for i, d in enumerate(documents) if shards.split_for_doc(f"tiny-{i}", 0.1) == split]
+        members = [d for i, d in enumerate(documents) if shard_format.split_for_doc(f"tiny-{i}", 0.1) == split]
         encoded = [np.append(e.ids, 50256) for e in tokenizer.encode_batch(members)]
-        name = shards.shard_name(split, 0)
-        stats = shards.write_shard(tmp_path / "shards" / name, [(f"{split}-{i}", e) for i, e in enumerate(encoded)],
-                                   "uint16", eot_id=50256)
+        name = shard_format.shard_name(split, 0)
+        stats = shard_format.write_shard(tmp_path / "shards" / name, [(f"{split}-{i}", e) for i, e in enumerate(encoded)],
+                                         "uint16", eot_id=50256)
         infos.append(ShardInfo.from_stats(name, split, stats))
-    manifest = Manifest(root=tmp_path / "shards", tokenizer_sha256=shards.sha256_file(tmp_path / "tokenizer" / "tokenizer.json"),
+    manifest = Manifest(root=tmp_path / "shards", tokenizer_sha256=shard_format.sha256_file(tmp_path / "tokenizer" / "tokenizer.json"),
                         vocab_size=50257, eot_id=50256, dtype="uint16", shards=infos)
     manifest.save()
-    shards.verify(Manifest.load(tmp_path / "shards"))
+    shard_format.verify(Manifest.load(tmp_path / "shards"))
     assert main(["train", str(tmp_path), "--model", "tiny", "--block-size", "64", "--micro-batch", "4", "--max-steps",
                  "25", "--warmup", "3", "--lr", "1e-2", "--eval-every", "25", "--eval-batches", "4", "--ckpt-every", "25",
                  "--device", "cpu",

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from webtext.train import shards
+from webtext.train import shard_format
 from webtext.train.data import (LoaderState, PrefetchingLoader, TrainBatches, WindowIndex, eval_window_ids,
                                 open_split)
-from webtext.train.shards import Manifest, ShardFormatError, ShardInfo
+from webtext.train.shard_format import Manifest, ShardFormatError, ShardInfo
 
 EOT = 999
 
@@ -22,8 +22,8 @@ def write_counting_run(root: Path, shard_sizes=(1000, 601, 350), block_size: int
     for index, size in enumerate(shard_sizes):
         tokens = (np.arange(start, start + size) % EOT).astype(np.uint16)
         tokens[-1] = EOT
-        name = shards.shard_name("train", index)
-        stats = shards.write_shard_arrays(root / name, tokens, np.array([0, size]), [f"d{index}"], "uint16")
+        name = shard_format.shard_name("train", index)
+        stats = shard_format.write_shard_arrays(root / name, tokens, np.array([0, size]), [f"d{index}"], "uint16")
         infos.append(ShardInfo.from_stats(name, "train", stats))
         start += size
     manifest = Manifest(root=root, tokenizer_sha256="0" * 64, vocab_size=1000, eot_id=EOT, dtype="uint16", shards=infos)
@@ -39,7 +39,7 @@ def test_windows_are_consecutive_tokens_of_one_shard(tmp_path):
     assert rows.shape == (index.count, 17) and rows.dtype == np.int64
     steps = np.diff(rows[:, :-1], axis=1)
     assert np.all((steps == 1) | (steps == 1 - EOT))  # consecutive (the counter wraps at EOT)
-    shard_tokens = [shards.Shard(manifest.path_of(info)).tokens for info in manifest.shards]
+    shard_tokens = [shard_format.Shard(manifest.path_of(info)).tokens for info in manifest.shards]
     assert np.array_equal(rows[0], shard_tokens[0][:17])
     assert np.array_equal(rows[62], shard_tokens[1][:17])  # first window of the second shard
     assert np.array_equal(rows[-1], shard_tokens[2][16 * 20: 16 * 21 + 1])
@@ -148,7 +148,7 @@ def test_reading_a_whole_epoch_keeps_anonymous_memory_flat(tmp_path):
     size = 12_000_000  # 24 MB of uint16; as int64 in RAM it would be 96 MB
     tokens = (np.arange(size) % EOT).astype(np.uint16)
     tokens[-1] = EOT
-    stats = shards.write_shard_arrays(tmp_path / "train-00000.arrow", tokens, np.array([0, size]), ["big"], "uint16")
+    stats = shard_format.write_shard_arrays(tmp_path / "train-00000.arrow", tokens, np.array([0, size]), ["big"], "uint16")
     del tokens
     manifest = Manifest(root=tmp_path, tokenizer_sha256="0" * 64, vocab_size=1000, eot_id=EOT, dtype="uint16",
                         shards=[ShardInfo.from_stats("train-00000.arrow", "train", stats)])

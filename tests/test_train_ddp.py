@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from tests.train_support import make_run
 from webtext.train import checkpoint as ckpt
-from webtext.train.shards import ShardFormatError
+from webtext.train.shard_format import ShardFormatError
 from webtext.train.trainer import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from webtext.train.model import GPT, GPTConfig, KVCache, MODEL_SHAPES, named_config, parameter_groups
-from webtext.train.sample import SamplingConfig, filter_logits, generate
+from webtext.train.generate import SamplingConfig, filter_logits, generate
 
 
 def tiny(vocab_size: int = 300, **overrides) -> GPT:

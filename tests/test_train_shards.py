@@ -1,4 +1,4 @@
-"""Tests for webtext.train.shards: writing, memory-mapped reading, manifest validation and verify()."""
+"""Tests for webtext.train.shard_format: writing, memory-mapped reading, manifest validation and verify()."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from webtext.train import shards
-from webtext.train.shards import Manifest, Shard, ShardFormatError, ShardInfo
+from webtext.train import shard_format
+from webtext.train.shard_format import Manifest, Shard, ShardFormatError, ShardInfo
 
 EOT = 99
 VOCAB = 100
@@ -28,8 +28,8 @@ def write_run(tmp_path, splits=(("train", 3), ("val", 1)), docs_per_shard=20, dt
     seed = 0
     for split, count in splits:
         for index in range(count):
-            name = shards.shard_name(split, index)
-            stats = shards.write_shard(tmp_path / name, make_documents(docs_per_shard, seed), dtype, eot_id=EOT)
+            name = shard_format.shard_name(split, index)
+            stats = shard_format.write_shard(tmp_path / name, make_documents(docs_per_shard, seed), dtype, eot_id=EOT)
             infos.append(ShardInfo.from_stats(name, split, stats))
             seed += 1
     manifest = Manifest(root=tmp_path, tokenizer_sha256="0" * 64, vocab_size=VOCAB, eot_id=EOT, dtype=dtype, shards=infos)
@@ -39,10 +39,10 @@ def write_run(tmp_path, splits=(("train", 3), ("val", 1)), docs_per_shard=20, dt
 
 def test_round_trip_zero_copy_views(tmp_path):
     documents = make_documents(50)
-    stats = shards.write_shard(tmp_path / "train-00000.arrow", documents, "uint16", eot_id=EOT)
+    stats = shard_format.write_shard(tmp_path / "train-00000.arrow", documents, "uint16", eot_id=EOT)
     assert stats.documents == 50
     assert stats.tokens == sum(len(tokens) for _, tokens in documents)
-    assert stats.sha256 == shards.sha256_file(tmp_path / "train-00000.arrow")
+    assert stats.sha256 == shard_format.sha256_file(tmp_path / "train-00000.arrow")
 
     shard = Shard(tmp_path / "train-00000.arrow")
     assert shard.dtype == "uint16" and shard.num_documents == 50 and shard.num_tokens == stats.tokens
@@ -59,7 +59,7 @@ def test_round_trip_zero_copy_views(tmp_path):
 
 def test_file_is_one_uncompressed_record_batch(tmp_path):
     path = tmp_path / "s.arrow"
-    shards.write_shard(path, make_documents(30), "uint16")
+    shard_format.write_shard(path, make_documents(30), "uint16")
     with pa.memory_map(str(path)) as source:
         reader = pa.ipc.open_file(source)
         assert reader.num_record_batches == 1
@@ -76,14 +76,14 @@ def test_arrays_variant_matches_document_variant(tmp_path):
     documents = make_documents(25, seed=3)
     flat = np.concatenate([tokens for _, tokens in documents]).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum([len(tokens) for _, tokens in documents])])
-    a = shards.write_shard(tmp_path / "a.arrow", documents, "uint16")
-    b = shards.write_shard_arrays(tmp_path / "b.arrow", flat, offsets, [d for d, _ in documents], "uint16")
+    a = shard_format.write_shard(tmp_path / "a.arrow", documents, "uint16")
+    b = shard_format.write_shard_arrays(tmp_path / "b.arrow", flat, offsets, [d for d, _ in documents], "uint16")
     assert a == b  # identical bytes, hence identical sha256
 
 
 def test_writer_streams_batches_into_one_record_batch(tmp_path):
     documents = make_documents(40, seed=5)
-    with shards.ShardWriter(tmp_path / "w.arrow", "uint32", eot_id=EOT) as writer:
+    with shard_format.ShardWriter(tmp_path / "w.arrow", "uint32", eot_id=EOT) as writer:
         for start in range(0, 40, 7):
             chunk = documents[start:start + 7]
             flat = np.concatenate([tokens for _, tokens in chunk])
@@ -97,11 +97,11 @@ def test_writer_streams_batches_into_one_record_batch(tmp_path):
 def test_writer_refuses_bad_documents_and_leaves_no_file(tmp_path):
     path = tmp_path / "bad.arrow"
     with pytest.raises(ValueError, match="does not end with eot"):
-        shards.write_shard(path, [("a", np.array([1, 2, 3]))], "uint16", eot_id=EOT)
+        shard_format.write_shard(path, [("a", np.array([1, 2, 3]))], "uint16", eot_id=EOT)
     with pytest.raises(ValueError, match="outside uint16"):
-        shards.write_shard(path, [("a", np.array([70000, EOT]))], "uint16")
+        shard_format.write_shard(path, [("a", np.array([70000, EOT]))], "uint16")
     with pytest.raises(ValueError, match="empty"):
-        shards.write_shard(path, [("a", np.array([], dtype=np.int64))], "uint16")
+        shard_format.write_shard(path, [("a", np.array([], dtype=np.int64))], "uint16")
     assert not path.exists()
     assert list(tmp_path.iterdir()) == []  # no temp file left behind
 
@@ -109,7 +109,7 @@ def test_writer_refuses_bad_documents_and_leaves_no_file(tmp_path):
 def test_multi_batch_shard_written_by_another_tool_is_readable(tmp_path):
     """The format allows a few record batches; the reader serves each as its own contiguous segment."""
     documents = make_documents(10, seed=7)
-    schema = shards.shard_schema("uint16")
+    schema = shard_format.shard_schema("uint16")
     path = tmp_path / "multi.arrow"
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         for part in (documents[:4], documents[4:]):
@@ -169,7 +169,7 @@ def test_manifest_missing_and_garbled(tmp_path):
 
 
 def test_verify_accepts_a_good_run(tmp_path):
-    shards.verify(write_run(tmp_path))
+    shard_format.verify(write_run(tmp_path))
 
 
 def test_verify_names_a_truncated_shard(tmp_path):
@@ -178,22 +178,22 @@ def test_verify_names_a_truncated_shard(tmp_path):
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
     with pytest.raises(ShardFormatError, match="train-00001.arrow: sha256") as raised:
-        shards.verify(manifest)
+        shard_format.verify(manifest)
     assert "truncated" in str(raised.value)
     with pytest.raises(ShardFormatError, match="train-00001.arrow: not a readable Arrow IPC file"):
-        shards.verify(manifest, check_sha256=False)
+        shard_format.verify(manifest, check_sha256=False)
 
 
 def test_verify_names_a_missing_shard(tmp_path):
     manifest = write_run(tmp_path)
     (tmp_path / "val-00000.arrow").unlink()
     with pytest.raises(ShardFormatError, match="val-00000.arrow: shard listed in the manifest is missing"):
-        shards.verify(manifest)
+        shard_format.verify(manifest)
 
 
 def _rewrite_shard(manifest: Manifest, index: int, documents, dtype="uint16") -> None:
     info = manifest.shards[index]
-    stats = shards.write_shard(manifest.path_of(info), documents, dtype)
+    stats = shard_format.write_shard(manifest.path_of(info), documents, dtype)
     manifest.shards[index] = ShardInfo.from_stats(info.name, info.split, stats)
 
 
@@ -203,7 +203,7 @@ def test_verify_finds_missing_eot(tmp_path):
     documents[5] = ("no-eot", np.array([1, 2, 3], dtype=np.uint16))
     _rewrite_shard(manifest, 2, documents)
     with pytest.raises(ShardFormatError, match=r"train-00002.arrow: document 5 \('no-eot'\) does not end"):
-        shards.verify(manifest)
+        shard_format.verify(manifest)
 
 
 def test_verify_finds_ids_outside_the_vocabulary(tmp_path):
@@ -212,7 +212,7 @@ def test_verify_finds_ids_outside_the_vocabulary(tmp_path):
     documents[3] = ("big", np.array([1, 4000, EOT], dtype=np.uint16))
     _rewrite_shard(manifest, 0, documents)
     with pytest.raises(ShardFormatError, match="train-00000.arrow: token id 4000 is outside"):
-        shards.verify(manifest)
+        shard_format.verify(manifest)
 
 
 def test_verify_finds_wrong_totals_and_dtype(tmp_path):
@@ -220,11 +220,11 @@ def test_verify_finds_wrong_totals_and_dtype(tmp_path):
     info = manifest.shards[1]
     manifest.shards[1] = ShardInfo(info.name, info.split, info.documents + 1, info.tokens, info.sha256)
     with pytest.raises(ShardFormatError, match="train-00001.arrow: holds 20 documents"):
-        shards.verify(manifest)
+        shard_format.verify(manifest)
     manifest = write_run(tmp_path)
     _rewrite_shard(manifest, 3, make_documents(20, seed=13), dtype="uint32")
     with pytest.raises(ShardFormatError, match="val-00000.arrow: tokens are uint32, the manifest says uint16"):
-        shards.verify(manifest)
+        shard_format.verify(manifest)
 
 
 def test_shard_refuses_wrong_schema(tmp_path):
@@ -237,33 +237,33 @@ def test_shard_refuses_wrong_schema(tmp_path):
 
 
 def test_split_for_doc_is_stable_and_proportional():
-    assert shards.split_for_doc("abc", 0.0) == "train"
-    assert shards.split_for_doc("abc", 1.0) == "val"
-    picks = [shards.split_for_doc(f"doc-{i}", 0.1) for i in range(20000)]
+    assert shard_format.split_for_doc("abc", 0.0) == "train"
+    assert shard_format.split_for_doc("abc", 1.0) == "val"
+    picks = [shard_format.split_for_doc(f"doc-{i}", 0.1) for i in range(20000)]
     assert 0.08 < picks.count("val") / len(picks) < 0.12
-    assert picks == [shards.split_for_doc(f"doc-{i}", 0.1) for i in range(20000)]
+    assert picks == [shard_format.split_for_doc(f"doc-{i}", 0.1) for i in range(20000)]
     # pinned values: a change to the hash would silently move documents between splits
-    assert [shards.split_for_doc(f"doc-{i}", 0.5) for i in range(8)] == PINNED_SPLITS
+    assert [shard_format.split_for_doc(f"doc-{i}", 0.5) for i in range(8)] == PINNED_SPLITS
 
 
 PINNED_SPLITS = ["train", "val", "train", "train", "val", "val", "train", "val"]
 
 
 def test_dtype_for_vocab():
-    assert shards.dtype_for_vocab(50257) == "uint16"
-    assert shards.dtype_for_vocab(65536) == "uint16"
-    assert shards.dtype_for_vocab(65537) == "uint32"
+    assert shard_format.dtype_for_vocab(50257) == "uint16"
+    assert shard_format.dtype_for_vocab(65536) == "uint16"
+    assert shard_format.dtype_for_vocab(65537) == "uint32"
 
 
 def test_failed_rewrite_leaves_the_previous_shard_intact(tmp_path):
     path = tmp_path / "train-00000.arrow"
-    good = shards.write_shard(path, make_documents(10), "uint16", eot_id=EOT)
+    good = shard_format.write_shard(path, make_documents(10), "uint16", eot_id=EOT)
 
     def documents_then_a_bad_one():
         yield from make_documents(10, seed=1)
         yield "bad", np.array([1, 2], dtype=np.uint16)
 
     with pytest.raises(ValueError, match="does not end with eot"):
-        shards.write_shard(path, documents_then_a_bad_one(), "uint16", eot_id=EOT)
-    assert shards.sha256_file(path) == good.sha256
+        shard_format.write_shard(path, documents_then_a_bad_one(), "uint16", eot_id=EOT)
+    assert shard_format.sha256_file(path) == good.sha256
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train-00000.arrow"]

@@ -31,7 +31,7 @@ def write_links(run_dir: Path, urls: list[str], shards: int = 2) -> list[dict]:
     import pyarrow.parquet as pq
 
     from webtext.crawl.reddit.urls import normalize_url, url_domain
-    from webtext.pipeline.links import LINKS_SCHEMA
+    from webtext.pipeline import layout, sinks
 
     rows = []
     for index, url in enumerate(urls):
@@ -39,11 +39,11 @@ def write_links(run_dir: Path, urls: list[str], shards: int = 2) -> list[dict]:
         rows.append({"url": url, "url_key": key, "domain": url_domain(key), "score": 3 + index % 50,
                      "score_sum": 3 + index % 50, "num_submissions": 1, "created_utc": 1_500_000_000 + index,
                      "subreddits": ["test"], "submission_ids": [f"t{index}"], "title": f"Link {index}"})
-    folder = Path(run_dir, "links")
+    folder = Path(run_dir, layout.LINKS)
     folder.mkdir(parents=True, exist_ok=True)
     for shard in range(shards):
-        part = rows[shard::shards]
-        pq.write_table(pa.Table.from_pylist(part, schema=LINKS_SCHEMA), folder / f"links-{shard:05d}-of-{shards:05d}.parquet")
+        table = pa.Table.from_pylist(rows[shard::shards], schema=layout.LINKS_SCHEMA)
+        pq.write_table(table, folder / sinks.shard_name("links", shard, shards))
     return rows
 
 

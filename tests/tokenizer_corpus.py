@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from webtext.pipeline import bpe
+from webtext.pipeline import gpt2_bpe
 
 # Texts that stress a byte-level BPE: every script class of the GPT-2 regex, whitespace runs, the end-of-text marker
 # written inside a document, control characters, emoji with modifiers, combining marks.
@@ -69,7 +69,7 @@ def letter_bpe_gpt2_files(vocab_size: int) -> tuple[bytes, bytes]:
     encoding the token with the merges before it, so `tokenizers` and tiktoken encode the same way.
     """
     letter_tokens = (itertools.product(string.ascii_lowercase, repeat=length) for length in (2, 3, 4))
-    vocab = {char: token_id for token_id, char in enumerate(bpe.byte_to_unicode().values())}
+    vocab = {char: token_id for token_id, char in enumerate(gpt2_bpe.byte_to_unicode().values())}
     merge_ranks: dict[tuple[str, str], int] = {}
     for token in map("".join, itertools.chain.from_iterable(letter_tokens)):
         if len(vocab) == vocab_size - 1:
@@ -79,8 +79,8 @@ def letter_bpe_gpt2_files(vocab_size: int) -> tuple[bytes, bytes]:
         vocab[token] = len(vocab)
     if len(vocab) != vocab_size - 1:
         raise ValueError(f"at most {len(vocab) + 1} tokens fit this scheme, asked for {vocab_size}")
-    vocab[bpe.ENDOFTEXT] = len(vocab)
-    merges = "\n".join([bpe.MERGES_HEADER, *(f"{a} {b}" for a, b in merge_ranks)]) + "\n"
+    vocab[gpt2_bpe.ENDOFTEXT] = len(vocab)
+    merges = "\n".join([gpt2_bpe.MERGES_HEADER, *(f"{a} {b}" for a, b in merge_ranks)]) + "\n"
     return json.dumps(vocab).encode("utf-8"), merges.encode("utf-8")
 
 

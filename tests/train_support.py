@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from webtext.train import shards
-from webtext.train.shards import Manifest, ShardInfo
+from webtext.train import shard_format
+from webtext.train.shard_format import Manifest, ShardInfo
 
 WORDS = ("the cat dog bird sat ran flew over under near a big small red blue green house tree river "
          "quickly slowly and then after before it was very happy sad day night").split()
@@ -57,10 +57,10 @@ def make_run(run: Path, train_docs: int = 400, val_docs: int = 40, train_shards:
         for index, members in enumerate(parts):
             encoded = tokenizer.encode_batch([docs[i] for i in members])
             documents = [(f"{split}-{i}", np.append(np.asarray(e.ids), eot_id)) for i, e in zip(members, encoded)]
-            name = shards.shard_name(split, index)
-            stats = shards.write_shard(shard_dir / name, documents, shards.dtype_for_vocab(vocab_size), eot_id=eot_id)
+            name = shard_format.shard_name(split, index)
+            stats = shard_format.write_shard(shard_dir / name, documents, shard_format.dtype_for_vocab(vocab_size), eot_id=eot_id)
             infos.append(ShardInfo.from_stats(name, split, stats))
-    manifest = Manifest(root=shard_dir, tokenizer_sha256=shards.sha256_file(run / "tokenizer" / "tokenizer.json"),
-                        vocab_size=vocab_size, eot_id=eot_id, dtype=shards.dtype_for_vocab(vocab_size), shards=infos)
+    manifest = Manifest(root=shard_dir, tokenizer_sha256=shard_format.sha256_file(run / "tokenizer" / "tokenizer.json"),
+                        vocab_size=vocab_size, eot_id=eot_id, dtype=shard_format.dtype_for_vocab(vocab_size), shards=infos)
     manifest.save()
     return manifest

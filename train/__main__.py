@@ -1,4 +1,4 @@
 """`python -m webtext.train SUBCOMMAND ...` (also under torchrun)."""
-from webtext.train.cli import main
+from .cli import main
 
 raise SystemExit(main())

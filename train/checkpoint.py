@@ -14,17 +14,16 @@ from pathlib import Path
 
 import torch
 
-from webtext.train import safetensors
-from webtext.train.model import GPT, GPTConfig
-from webtext.train.shards import fsync_dir
+from . import atomic, safetensors_io
+from .atomic import TRASH_PREFIX, atomic_path, fsync_dir, fsync_tree
+from .model import GPT, GPTConfig
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "webtext-checkpoint"
 CHECKPOINT_VERSION = 1
 PREFIX = "ckpt-"
-TEMP_PREFIX = ".tmp-ckpt-"
-TRASH_PREFIX = ".trash-"
+TEMP_PREFIX = atomic.TEMP_PREFIX + PREFIX  # what atomic_path names the temp of a checkpoint
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.pt"
 STATE = "state.pt"
@@ -39,11 +38,6 @@ def checkpoint_name(step: int) -> str:
     return f"{PREFIX}{step:08d}"
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
 def model_state(model: GPT) -> dict[str, torch.Tensor]:
     """The weights to store: the tied output matrix once (as the embedding), no buffers."""
     state = {name: tensor for name, tensor in model.state_dict().items() if name != "lm_head.weight"}
@@ -55,33 +49,20 @@ def save_checkpoint(train_dir: Path, step: int, model: GPT, meta: dict,
                     path: Path | None = None) -> Path:
     """Write ckpt-<step> under train_dir (or `path`) atomically; returns its path. `meta` must be JSON-serialisable."""
     final = Path(path) if path is not None else Path(train_dir) / checkpoint_name(step)
-    train_dir = final.parent
-    train_dir.mkdir(parents=True, exist_ok=True)
-    temp = train_dir / f"{TEMP_PREFIX}{step:08d}-{os.getpid()}"
-    if temp.exists():
-        shutil.rmtree(temp)
-    temp.mkdir(parents=True)
-    config_json = json.dumps(model.config.to_dict(), sort_keys=True)
-    safetensors.save_file(model_state(model), temp / WEIGHTS, metadata={"model_config": config_json, "step": str(step)})
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), temp / OPTIMIZER)
-        _fsync_file(temp / OPTIMIZER)
-    if state is not None:
-        torch.save(state, temp / STATE)
-        _fsync_file(temp / STATE)
-    record = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": step,
-              "model": model.config.to_dict(), **meta}
-    (temp / META).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    _fsync_file(temp / META)
-    fsync_dir(temp)
-    if final.exists():  # the same step written again (e.g. an import over an older one)
-        trash = train_dir / f"{TRASH_PREFIX}{final.name}-{os.getpid()}"
-        os.rename(final, trash)
-        os.rename(temp, final)
-        shutil.rmtree(trash)
-    else:
-        os.rename(temp, final)
-    fsync_dir(train_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(final) as temp:
+        temp.mkdir()
+        config_json = json.dumps(model.config.to_dict(), sort_keys=True)
+        safetensors_io.save_file(model_state(model), temp / WEIGHTS,
+                                 metadata={"model_config": config_json, "step": str(step)})
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), temp / OPTIMIZER)
+        if state is not None:
+            torch.save(state, temp / STATE)
+        fsync_tree(temp)  # on disk before meta.json: remove_stale_temps promotes a temp that has one
+        record = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": step,
+                  "model": model.config.to_dict(), **meta}
+        (temp / META).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return final
 
 
@@ -133,8 +114,8 @@ def load_weights(model: GPT, checkpoint: Path) -> None:
                                 for key, value in stored.to_dict().items() if getattr(model.config, key) != value)
         raise CheckpointError(f"{checkpoint}: was written for another model config ({differences})")
     try:
-        tensors = safetensors.load_file(checkpoint / WEIGHTS)
-    except (OSError, safetensors.SafetensorsError) as error:
+        tensors = safetensors_io.load_file(checkpoint / WEIGHTS)
+    except (OSError, safetensors_io.SafetensorsError) as error:
         raise CheckpointError(f"{checkpoint}: cannot read weights ({error})") from None
     expected = model_state(model)
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from webtext.train.model import ATTENTION_CHOICES, MODEL_SHAPES
+from .model import ATTENTION_CHOICES, MODEL_SHAPES
 
 log = logging.getLogger("webtext.train")
 
@@ -119,7 +119,7 @@ def _device(name: str | None):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from webtext.train.trainer import TrainConfig, train
+    from .trainer import TrainConfig, train
 
     config = TrainConfig(
         run=args.run, name=args.name, model=args.model, n_layer=args.n_layer, n_head=args.n_head,
@@ -140,18 +140,18 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from webtext.train import checkpoint as ckpt
-    from webtext.train import sample
+    from . import checkpoint as ckpt
+    from . import generate as gen
 
     source = ckpt.resolve_checkpoint(args.checkpoint)
     model, meta = ckpt.load_model(source, _device(args.device))
-    tokenizer = sample.load_tokenizer(sample.find_tokenizer(source, meta, args.tokenizer))
-    eot_id = sample.eot_id_of(tokenizer, meta)
-    settings = sample.SamplingConfig(max_new_tokens=args.max_tokens, temperature=args.temperature,
-                                     top_k=args.top_k, top_p=args.top_p, seed=args.seed)
-    prompt_ids = sample.encode_prompt(tokenizer, args.prompt)
-    for ids in sample.generate(model, prompt_ids, settings, eot_id=eot_id, num_samples=args.num_samples):
-        completion = sample.decode(tokenizer, ids)
+    tokenizer = gen.load_tokenizer(gen.find_tokenizer(source, meta, args.tokenizer))
+    eot_id = gen.eot_id_of(tokenizer, meta)
+    settings = gen.SamplingConfig(max_new_tokens=args.max_tokens, temperature=args.temperature,
+                                  top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    prompt_ids = gen.encode_prompt(tokenizer, args.prompt)
+    for ids in gen.generate(model, prompt_ids, settings, eot_id=eot_id, num_samples=args.num_samples):
+        completion = gen.decode(tokenizer, ids)
         if args.json:
             print(json.dumps({"prompt": args.prompt, "completion": completion, "tokens": len(ids)}, ensure_ascii=False))
         else:
@@ -161,14 +161,15 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from webtext.train import checkpoint as ckpt
-    from webtext.train import evaluate, sample
+    from . import checkpoint as ckpt
+    from . import evaluate
+    from .generate import find_tokenizer, load_tokenizer
 
     source = ckpt.resolve_checkpoint(args.checkpoint)
     device = _device(args.device)
     model, meta = ckpt.load_model(source, device)
     if args.text:
-        tokenizer = sample.load_tokenizer(sample.find_tokenizer(source, meta, args.tokenizer))
+        tokenizer = load_tokenizer(find_tokenizer(source, meta, args.tokenizer))
         result = evaluate.eval_text(model, tokenizer, Path(args.text), args.micro_batch, device, args.batches)
     else:
         run = args.run or meta.get("run")
@@ -180,14 +181,14 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from webtext.train.hf import export_hf
+    from .hf import export_hf
 
     print(json.dumps({"hf_dir": str(export_hf(args.checkpoint, args.out_dir))}))
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from webtext.train.hf import import_hf
+    from .hf import import_hf
 
     print(json.dumps({"checkpoint": str(import_hf(args.hf_dir, args.checkpoint))}))
     return 0
@@ -205,11 +206,11 @@ def main(argv: list[str] | None = None) -> int:
             level = logging.WARNING  # under torchrun, rank 0 reports
         logging.basicConfig(level=level,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from webtext.train.checkpoint import CheckpointError
-    from webtext.train.hf import HFConversionError
-    from webtext.train.model import ConfigError
-    from webtext.train.safetensors import SafetensorsError
-    from webtext.train.shards import ShardFormatError
+    from .checkpoint import CheckpointError
+    from .hf import HFConversionError
+    from .model import ConfigError
+    from .safetensors_io import SafetensorsError
+    from .shard_format import ShardFormatError
 
     try:
         return HANDLERS[args.command](args)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from webtext.train.shards import Manifest, Shard, ShardFormatError
+from .shard_format import Manifest, Shard, ShardFormatError
 
 
 def open_split(manifest: Manifest, split: str) -> list[Shard]:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from webtext.train.data import WindowIndex, open_split
-from webtext.train.model import GPT, ConfigError
-from webtext.train.shards import Manifest
-from webtext.train.trainer import Distributed, attention_backends, autocast, evaluate
+from .data import WindowIndex, open_split
+from .model import GPT, ConfigError
+from .shard_format import Manifest
+from .trainer import Distributed, attention_backends, autocast, evaluate
 
 
 @dataclass

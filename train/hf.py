@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from webtext.train import checkpoint as ckpt
-from webtext.train import safetensors
-from webtext.train.model import GPT, GPTConfig
-from webtext.train.shards import atomic_write_bytes
+from . import checkpoint as ckpt
+from . import safetensors_io
+from .atomic import atomic_write_bytes
+from .model import GPT, GPTConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
 
 def export_hf(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """Write OUT_DIR/config.json + model.safetensors (+ the run's tokenizer files when found)."""
-    from webtext.train.sample import find_tokenizer
+    from .generate import find_tokenizer
 
     source = ckpt.resolve_checkpoint(checkpoint)
     model, meta = ckpt.load_model(source)
@@ -70,10 +70,10 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path) -> Path:
     except FileNotFoundError:
         log.info("no tokenizer found for %s; exporting weights only", source)
     if eot_id is None and tokenizer_path is not None:
-        from webtext.train.sample import load_tokenizer
+        from .generate import load_tokenizer
 
         eot_id = load_tokenizer(tokenizer_path).token_to_id("<|endoftext|>")
-    safetensors.save_file(to_hf_state(model), out_dir / "model.safetensors", metadata={"format": "pt"})
+    safetensors_io.save_file(to_hf_state(model), out_dir / "model.safetensors", metadata={"format": "pt"})
     atomic_write_bytes(out_dir / "config.json", (json.dumps(hf_config(model.config, eot_id), indent=2) + "\n").encode())
     if tokenizer_path is not None:
         shutil.copyfile(tokenizer_path, out_dir / "tokenizer.json")
@@ -104,13 +104,13 @@ def config_from_hf(record: dict, where: str) -> GPTConfig:
 def read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
     """model.safetensors, a sharded model.safetensors.index.json, or pytorch_model.bin (weights_only)."""
     if (hf_dir / "model.safetensors").is_file():
-        return safetensors.load_file(hf_dir / "model.safetensors")
+        return safetensors_io.load_file(hf_dir / "model.safetensors")
     index = hf_dir / "model.safetensors.index.json"
     if index.is_file():
         weight_map = json.loads(index.read_text())["weight_map"]
         state = {}
         for shard_file in sorted(set(weight_map.values())):
-            state.update(safetensors.load_file(hf_dir / shard_file))
+            state.update(safetensors_io.load_file(hf_dir / shard_file))
         return state
     if (hf_dir / "pytorch_model.bin").is_file():
         return torch.load(hf_dir / "pytorch_model.bin", map_location="cpu", weights_only=True)

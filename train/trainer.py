@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from webtext.train import checkpoint as ckpt
-from webtext.train.data import LoaderState, PrefetchingLoader, TrainBatches, WindowIndex, eval_window_ids, open_split
-from webtext.train.model import (ATTENTION_CHOICES, GPT, ConfigError, GPTConfig, MODEL_SHAPES, named_config,
+from . import checkpoint as ckpt
+from .data import LoaderState, PrefetchingLoader, TrainBatches, WindowIndex, eval_window_ids, open_split
+from .model import (ATTENTION_CHOICES, GPT, ConfigError, GPTConfig, MODEL_SHAPES, named_config,
                                  parameter_groups)
-from webtext.train.shards import Manifest, ShardFormatError, verify
+from .shard_format import Manifest, ShardFormatError, verify
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,6 @@ from typing import Iterable, Iterator
 from urllib.parse import urljoin
 
 import apache_beam as beam
-import pyarrow as pa
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
@@ -33,53 +30,13 @@ from webtext.crawl.fetch.politeness import HostDone, HostPool, host_key
 from webtext.crawl.fetch.responses import REDIRECT_STATUSES, follow_redirect, page_outcome
 from webtext.crawl.fetch.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
 from webtext.crawl.reddit.urls import InvalidUrl, normalize_url, url_domain
-from webtext.pipeline import beamio, rundir
-from webtext.pipeline.links import LINKS_SCHEMA
+from webtext.pipeline import layout, sinks, storage
 from webtext.pipeline.progress import Progress
 from webtext.pipeline.stage import Option, Stage, StageContext, StageError, upstream_fingerprints
 
 log = logging.getLogger(__name__)
 
 NAME = "crawl"
-REDDIT_FIELDS = ("score", "score_sum", "num_submissions", "created_utc", "subreddits", "submission_ids")
-
-DOC_SCHEMA = pa.schema([
-    ("doc_id", pa.string()),
-    ("url", pa.string()),
-    ("url_key", pa.string()),
-    ("final_url", pa.string()),
-    ("domain", pa.string()),
-    ("title", pa.string()),
-    ("date", pa.string()),
-    ("text", pa.string()),
-    ("language", pa.string()),
-    ("language_score", pa.float64()),
-    *(LINKS_SCHEMA.field(name) for name in REDDIT_FIELDS),  # the link row's Reddit fields travel with the document
-    ("reddit_title", pa.string()),
-    ("fetched_at", pa.int64()),
-    ("n_words", pa.int64()),
-    ("charset", pa.string()),
-    ("warc_file", pa.string()),
-    ("warc_offset", pa.int64()),
-])
-
-FETCH_LOG_SCHEMA = pa.schema([
-    ("url", pa.string()),
-    ("url_key", pa.string()),
-    ("final_url", pa.string()),
-    ("outcome", pa.string()),  # "page" (went on to extraction) or "rejected"
-    ("status", pa.int32()),
-    ("bytes", pa.int64()),
-    ("elapsed", pa.float64()),
-    ("attempts", pa.int32()),
-    ("redirects", pa.int32()),
-    ("reason", pa.string()),
-    ("detail", pa.string()),
-    ("warc_file", pa.string()),
-    ("warc_offset", pa.int64()),
-    ("fetched_at", pa.int64()),
-])
-
 _Q = QualityConfig()
 OPTIONS = [
     # fetching
@@ -192,7 +149,7 @@ def page_record(link: dict, result: FetchResult) -> dict:
 
 
 def link_reject(link: dict, reason: str, detail: str) -> dict:
-    return beamio.reject(NAME, reason, detail, url=link["url"], item_id=link.get("url_key"))
+    return layout.reject(NAME, reason, detail, url=link["url"], item_id=link.get("url_key"))
 
 
 def _int(value) -> int:
@@ -259,7 +216,7 @@ class FetchHosts(beam.DoFn):
         if self.writer is not None:  # a bundle that failed before finish_bundle left its file open
             self.writer.close()
         prefix = f"webtext-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:10]}"
-        self.writer = WarcWriter(self.warc_dir, prefix, self.warc_max_bytes, open_file=_create_file)
+        self.writer = WarcWriter(self.warc_dir, prefix, self.warc_max_bytes, open_file=storage.open_warc_write)
 
     def _archive(self, exchange: HttpExchange) -> tuple[str, int]:
         assert self.writer is not None
@@ -337,14 +294,6 @@ def link_outcome(link: dict, result: FetchResult, pages) -> Iterator:
         yield TaggedOutput("rejects", link_reject(link, result.reason, result.detail))
 
 
-def _create_file(path: str):
-    return FileSystems.create(path, mime_type="application/warc", compression_type=CompressionTypes.UNCOMPRESSED)
-
-
-def _open_file(path: str):
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-
-
 # -- replaying from WARC files ---------------------------------------------------------------------------------------
 
 def _keys(url: str) -> list[str]:
@@ -359,7 +308,7 @@ def _keys(url: str) -> list[str]:
 
 def index_warc(path: str) -> Iterator[tuple[str, tuple]]:
     """(url key, (path, offset, status, location, date)) for every response record of one WARC file."""
-    with _open_file(path) as handle:
+    with storage.open_read(path) as handle:
         for exchange in iter_responses(handle, path, with_body=False):
             ref = (path, exchange.warc_offset, exchange.status, exchange.header("location"), exchange.started_at)
             for key in _keys(exchange.url):
@@ -406,7 +355,7 @@ class ReplayLinks(beam.DoFn):
                     current = follow_redirect(current, target, hop, seen, self.config.max_redirects)
                     result.redirects += 1
                     continue
-                with _open_file(path) as handle:
+                with storage.open_read(path) as handle:
                     exchange = read_response_at(handle, path, offset)
                 result.bytes_received = len(exchange.body)
                 result.content_type = exchange.header("content-type", "") or ""
@@ -457,14 +406,8 @@ class ExtractDocs(beam.DoFn):
 
 # -- the stage -------------------------------------------------------------------------------------------------------
 
-def warc_inputs(config: dict) -> list[rundir.FileEntry]:
-    entries: list[rundir.FileEntry] = []
-    for pattern in config.get("from_warc") or []:
-        matched = rundir.match(pattern)
-        if not matched:
-            raise StageError(f"--from-warc {pattern}: no file matches")
-        entries += matched
-    return sorted(set(entries), key=lambda e: e.path)
+def warc_inputs(config: dict) -> list[storage.FileEntry]:
+    return storage.match_each(config.get("from_warc") or [], "--from-warc")
 
 
 class _Fetched:
@@ -506,13 +449,13 @@ def fetch_rounds(links, fetching: FetchConfig, warc_dir: str, config: dict) -> _
 
 def execute(ctx: StageContext) -> None:
     config = ctx.config
-    links_glob = ctx.run.path("links", "links-*.parquet")
-    if not rundir.match(links_glob):
+    links_glob = ctx.run.path(layout.LINKS_GLOB)
+    if not storage.match(links_glob):
         raise StageError(f"no links in {links_glob}; run `webtext links {ctx.run.root}` first")
     fetching = fetch_config(config)
     extraction = extract_config(config)
     warc_files = [e.path for e in warc_inputs(config)]
-    docs_dir, log_dir = ctx.run.path("docs"), ctx.run.path("crawl", "fetch-log")
+    docs_dir, log_dir = ctx.run.path(layout.DOCS), ctx.run.path(layout.FETCH_LOG)
 
     def build(p: beam.Pipeline) -> None:
         links = p | "ReadLinks" >> beam.io.ReadFromParquet(links_glob)
@@ -524,22 +467,22 @@ def execute(ctx: StageContext) -> None:
             fetched = links | "Replay" >> beam.ParDo(ReplayLinks(fetching), index=beam.pvalue.AsDict(index)) \
                 .with_outputs("log", "rejects", main="pages")
         else:
-            fetched = fetch_rounds(links, fetching, ctx.run.path("crawl", "warc"), config)
+            fetched = fetch_rounds(links, fetching, ctx.run.path(layout.WARC), config)
         extract_docs = ExtractDocs(extraction, config["extract_timeout"], config["extract_memory_mb"])
         extracted = fetched.pages | "Extract" >> beam.ParDo(extract_docs).with_outputs("rejects", main="docs")
-        extracted.docs | "WriteDocs" >> beamio.WriteParquet(
-            docs_dir, "docs", DOC_SCHEMA, config["docs_shards"], shard_key=lambda r: r["doc_id"],
+        extracted.docs | "WriteDocs" >> sinks.WriteParquet(
+            docs_dir, "docs", layout.DOC_SCHEMA, config["docs_shards"], shard_key=lambda r: r["doc_id"],
             sort_key=lambda r: r["doc_id"])
-        fetched.log | "WriteFetchLog" >> beamio.WriteParquet(
-            log_dir, "fetch-log", FETCH_LOG_SCHEMA, config["fetch_log_shards"], shard_key=lambda r: r["url"],
+        fetched.log | "WriteFetchLog" >> sinks.WriteParquet(
+            log_dir, "fetch-log", layout.FETCH_LOG_SCHEMA, config["fetch_log_shards"], shard_key=lambda r: r["url"],
             sort_key=lambda r: (r["url_key"] or "", r["url"]))
         ((fetched.rejects, extracted.rejects) | "AllRejects" >> beam.Flatten()
-         | "CountRejects" >> beam.ParDo(beamio.CountRejects(NAME))
-         | "WriteRejects" >> beamio.WriteRejects(ctx.run.path("rejects", NAME)))
+         | "CountRejects" >> beam.ParDo(sinks.CountRejects(NAME))
+         | "WriteRejects" >> sinks.WriteRejects(ctx.run.rejects(NAME), NAME))
 
     ctx.run_pipeline(build)
-    beamio.fill_empty_shards(docs_dir, "docs", DOC_SCHEMA, config["docs_shards"])
-    beamio.fill_empty_shards(log_dir, "fetch-log", FETCH_LOG_SCHEMA, config["fetch_log_shards"])
+    sinks.fill_empty_shards(docs_dir, "docs", layout.DOC_SCHEMA, config["docs_shards"])
+    sinks.fill_empty_shards(log_dir, "fetch-log", layout.FETCH_LOG_SCHEMA, config["fetch_log_shards"])
 
 
 STAGE = Stage(

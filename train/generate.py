@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from webtext.train.model import GPT, ConfigError, KVCache
+from .model import GPT, ConfigError, KVCache
 
 
 @dataclass

@@ -7,16 +7,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from webtext.pipeline import bpe, docsource, rundir
-from webtext.pipeline.rundir import FileEntry, RunDir
-from webtext.pipeline.stage import Option, Stage, StageContext, StageError, upstream_fingerprints
+from webtext.pipeline import gpt2_bpe, layout, storage
+from webtext.pipeline.layout import RunDir
+from webtext.pipeline.storage import FileEntry
+from webtext.pipeline.options import options_of
+from webtext.pipeline.stage import Stage, StageContext, StageError, upstream_fingerprints
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def _scan(files: list[FileEntry], rows: int) -> tuple[np.ndarray, np.ndarray]:
     sizes = np.empty(rows, dtype=np.int64)
     position = 0
     with tqdm(total=rows, desc="tokenizer: sizing documents", unit="doc", disable=None) as progress:
-        for batch in docsource.iter_batches(files):
+        for batch in storage.iter_batches(files, list(layout.TEXT_COLUMNS)):
             count = batch.num_rows
             doc_ids = batch.column(0).to_pylist()
             hashes[position:position + count] = [sample_hash(d or "") for d in doc_ids]
@@ -77,7 +79,7 @@ def iter_training_texts(files: list[FileEntry], rows: int, sample: Sample, ctx: 
     """Batches of the sampled, non-empty document texts for the BPE trainer, with a progress bar."""
     desc = "tokenizer: training on " + ("the sample" if sample.max_hash is not None else "the corpus")
     with tqdm(total=rows, desc=desc, unit="doc", disable=None) as progress:
-        for batch in docsource.iter_batches(files):
+        for batch in storage.iter_batches(files, list(layout.TEXT_COLUMNS)):
             doc_ids, texts = batch.column(0), batch.column(1)
             keep = pc.fill_null(pc.greater(pc.binary_length(texts), 0), False).to_numpy(zero_copy_only=False)
             ctx.count("docs.empty_text", int((~keep).sum()))
@@ -95,35 +97,35 @@ def iter_training_texts(files: list[FileEntry], rows: int, sample: Sample, ctx: 
 
 
 def train_on_corpus(ctx: StageContext):
-    source = docsource.require_documents(ctx.run)
-    rows = docsource.check_files(source.files)
+    source = layout.require_documents(ctx.run)
+    _, rows = layout.check_documents(source.files, layout.TEXT_COLUMNS)
     log.info("tokenizer: %d documents in %d files under %s", rows, len(source.files), source.pattern)
     ctx.count("docs.read", rows)
     sample = Sample(None, rows, 0)
     if ctx.config["sample_bytes"] > 0:
         sample = choose_sample(*_scan(source.files, rows), ctx.config["sample_bytes"])
         log.info("tokenizer: sample of %d documents, %.1f MB of text", sample.documents, sample.text_bytes / 1e6)
-    return bpe.train_bpe(iter_training_texts(source.files, rows, sample, ctx), vocab_size=ctx.config["vocab_size"],
+    return gpt2_bpe.train_bpe(iter_training_texts(source.files, rows, sample, ctx), vocab_size=ctx.config["vocab_size"],
                          min_frequency=ctx.config["min_frequency"], show_progress=sys.stderr.isatty())
 
 
 def load_gpt2(directory: str):
-    paths = [rundir.join(directory, name) for name in GPT2_FILES]
+    paths = [storage.join(directory, name) for name in GPT2_FILES]
     for path in paths:
-        if not rundir.exists(path):
+        if not storage.exists(path):
             raise StageError(f"--from-gpt2: {path} not found (the directory needs encoder.json and vocab.bpe)")
     try:
-        return bpe.tokenizer_from_gpt2(rundir.read_bytes(paths[0]), rundir.read_bytes(paths[1]),
+        return gpt2_bpe.tokenizer_from_gpt2(storage.read_bytes(paths[0]), storage.read_bytes(paths[1]),
                                        encoder_where=paths[0], merges_where=paths[1])
-    except bpe.VocabularyError as error:
+    except gpt2_bpe.VocabularyError as error:
         raise StageError(str(error)) from None
 
 
 def save(run: RunDir, tokenizer) -> None:
-    vocab_json, merges_txt = bpe.gpt2_files(tokenizer)
+    vocab_json, merges_txt = gpt2_bpe.gpt2_files(tokenizer)
     contents = [tokenizer.to_str(pretty=True).encode("utf-8"), vocab_json, merges_txt]
     for name, data in zip(FILES, contents):
-        rundir.write_bytes(run.path(NAME, name), data)
+        storage.write_bytes(run.path(layout.TOKENIZER, name), data)
 
 
 def execute(ctx: StageContext) -> None:
@@ -131,43 +133,50 @@ def execute(ctx: StageContext) -> None:
     if config["from_gpt2"]:
         tokenizer = load_gpt2(config["from_gpt2"])
     else:
-        if config["vocab_size"] < bpe.MIN_VOCAB_SIZE:
-            raise StageError(f"--vocab-size must be at least {bpe.MIN_VOCAB_SIZE}, got {config['vocab_size']}")
+        if config["vocab_size"] < gpt2_bpe.MIN_VOCAB_SIZE:
+            raise StageError(f"--vocab-size must be at least {gpt2_bpe.MIN_VOCAB_SIZE}, got {config['vocab_size']}")
         tokenizer = train_on_corpus(ctx)
-    size = bpe.vocab_size(tokenizer)
+    size = gpt2_bpe.vocab_size(tokenizer)
     if not config["from_gpt2"] and size < config["vocab_size"]:
         log.warning("tokenizer: the corpus supports only %d tokens (asked for %d): no pair left occurs %d times",
                     size, config["vocab_size"], config["min_frequency"])
     ctx.count("vocab.size", size)
-    ctx.count("vocab.merges", len(bpe.model_vocab_and_merges(tokenizer.to_str())[1]))
+    ctx.count("vocab.merges", len(gpt2_bpe.model_vocab_and_merges(tokenizer.to_str())[1]))
     save(ctx.run, tokenizer)
-    log.info("tokenizer: %d tokens, <|endoftext|> = %d, written to %s", size, bpe.eot_id(tokenizer), ctx.run.path(NAME))
+    log.info("tokenizer: %d tokens, <|endoftext|> = %d, written to %s", size, gpt2_bpe.eot_id(tokenizer), ctx.run.path(layout.TOKENIZER))
 
 
 def external_inputs(run: RunDir, config: dict) -> list[FileEntry]:
     if config.get("from_gpt2"):
-        return [entry for name in GPT2_FILES for entry in rundir.match(rundir.join(config["from_gpt2"], name))]
-    source = docsource.find_documents(run)
+        return [entry for name in GPT2_FILES for entry in storage.match(storage.join(config["from_gpt2"], name))]
+    source = layout.find_documents(run)
     return source.files if source else []
 
 
 def upstream(run: RunDir, config: dict) -> list[str]:
     if config.get("from_gpt2"):
         return []
-    source = docsource.find_documents(run)
+    source = layout.find_documents(run)
     return upstream_fingerprints(run, [source.stage]) if source else []
+
+
+@dataclass(frozen=True)
+class TokenizerOptions:
+    """The tokenizer stage's options (flags and [tokenizer] keys)."""
+
+    vocab_size: int = field(default=50257, metadata={
+        "help": "tokens in the vocabulary, <|endoftext|> (the last id) included"})
+    sample_bytes: int = field(default=0, metadata={
+        "help": "train on a deterministic sample of about this many bytes of text (0: everything)"})
+    min_frequency: int = field(default=2, metadata={"help": "a pair must occur at least this often to be merged"})
+    from_gpt2: str | None = field(default=None, metadata={
+        "help": "directory (or URL) holding GPT-2's encoder.json and vocab.bpe: use them, no training"})
 
 
 STAGE = Stage(
     name=NAME,
     help="train a GPT-2 byte-level BPE on the documents (or take GPT-2's own vocabulary with --from-gpt2)",
-    options=[
-        Option("--vocab-size", "tokens in the vocabulary, <|endoftext|> (the last id) included", int, 50257),
-        Option("--sample-bytes", "train on a deterministic sample of about this many bytes of text (0: everything)",
-               int, 0),
-        Option("--min-frequency", "a pair must occur at least this often to be merged", int, 2),
-        Option("--from-gpt2", "directory (or URL) holding GPT-2's encoder.json and vocab.bpe: use them, no training"),
-    ],
+    options=options_of(TokenizerOptions),
     execute=execute,
     external_inputs=external_inputs,
     upstream=upstream,

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -24,23 +24,24 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
 
-from webtext.pipeline import beamio, docsource, rundir
-from webtext.pipeline.encoder import ENGINES, Encoder
+from webtext.pipeline import layout, sinks, storage
+from webtext.pipeline.token_encoding import ENGINES, Encoder
 from webtext.pipeline.progress import Progress
-from webtext.pipeline.rundir import FileEntry, RunDir
-from webtext.pipeline.stage import Action, Option, Stage, StageContext, StageError, upstream_fingerprints
-from webtext.train import shards as shard_format
+from webtext.pipeline.layout import RunDir
+from webtext.pipeline.storage import FileEntry
+from webtext.pipeline.options import options_of
+from webtext.pipeline.stage import Action, Stage, StageContext, StageError, upstream_fingerprints
+from webtext.train import shard_format
 
 log = logging.getLogger(__name__)
 
 NAME = "shards"
-TOKENIZER_FILE = ("tokenizer", "tokenizer.json")
 ENCODE_BATCH_DOCS = 512
 SPLITS = ("val", "train")  # val takes the lowest doc_id hashes, train the rest
 
 
 def doc_hash(doc_id: str) -> int:
-    """The 64-bit hash of a document id that places it: split (as train.shards.split_for_doc) and shard order."""
+    """The 64-bit hash of a document id that places it: split (as train.shard_format.split_for_doc) and shard order."""
     return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(), "big")
 
 
@@ -172,7 +173,7 @@ class EncodeDocuments(beam.DoFn):
         self.tokenizer_path, self.engine = tokenizer_path, engine
 
     def setup(self):
-        self.encoder = Encoder(rundir.read_bytes(self.tokenizer_path), engine=self.engine)
+        self.encoder = Encoder(storage.read_bytes(self.tokenizer_path), engine=self.engine)
         self.cross_checked = False
         self.counters = {name: Metrics.counter(NAME, name)
                          for name in ("docs.read", "docs.encoded", "bytes.encoded", "tokens.encoded", "docs.cross_checked")}
@@ -184,11 +185,11 @@ class EncodeDocuments(beam.DoFn):
         for index, (doc_id, text) in enumerate(zip(doc_ids, texts)):
             if not doc_id:
                 detail = f"text begins {text[:80]!r}" if text else "no text either"
-                rejects.append(beamio.reject(NAME, "missing_doc_id", detail))
+                rejects.append(layout.reject(NAME, "missing_doc_id", detail))
             elif text is None:
-                rejects.append(beamio.reject(NAME, "missing_text", "text is null", item_id=doc_id))
+                rejects.append(layout.reject(NAME, "missing_text", "text is null", item_id=doc_id))
             elif not text:
-                rejects.append(beamio.reject(NAME, "empty_text", "text is empty", item_id=doc_id))
+                rejects.append(layout.reject(NAME, "empty_text", "text is empty", item_id=doc_id))
             else:
                 kept.append(index)
         return kept, rejects
@@ -288,11 +289,11 @@ class WriteShard(beam.DoFn):
         merged = TokenBatch.concat(pieces)
         batch, dropped = order_and_dedupe(merged)
         for index in dropped:  # counted as reject.duplicate_doc_id by CountRejects
-            yield beam.pvalue.TaggedOutput("rejects", beamio.reject(
+            yield beam.pvalue.TaggedOutput("rejects", layout.reject(
                 NAME, "duplicate_doc_id", f"another document with this doc_id is in {name}",
                 item_id=merged.doc_ids[index]))
         split = plan.splits[plan.names.index(name)]
-        stats = write_shard_file(rundir.join(self.directory, name), batch, self.dtype, self.eot_id)
+        stats = write_shard_file(storage.join(self.directory, name), batch, self.dtype, self.eot_id)
         Metrics.counter(NAME, f"shards.{split}").inc()
         Metrics.counter(NAME, f"docs.{split}").inc(stats.documents)
         Metrics.counter(NAME, f"tokens.{split}").inc(stats.tokens)
@@ -320,7 +321,7 @@ def manifest_json(entries: list[dict], tokenizer: TokenizerInfo) -> bytes:
 
 
 def write_manifest(entries: list[dict], path: str, tokenizer: TokenizerInfo) -> str:
-    rundir.write_bytes(path, manifest_json(entries, tokenizer))
+    storage.write_bytes(path, manifest_json(entries, tokenizer))
     return path
 
 
@@ -342,7 +343,7 @@ def build_pipeline(p: beam.Pipeline, job: ShardJob) -> None:
     # No Reshuffle before encoding: the Parquet read already splits over files and row groups, and shuffling the
     # raw text would move the whole corpus once more.
     encoded = (p
-               | "ReadDocs" >> beam.io.ReadFromParquetBatched(job.pattern, columns=docsource.COLUMNS)
+               | "ReadDocs" >> beam.io.ReadFromParquetBatched(job.pattern, columns=list(layout.TEXT_COLUMNS))
                | "SplitBatches" >> beam.FlatMap(split_table, ENCODE_BATCH_DOCS)
                | "Encode" >> beam.ParDo(EncodeDocuments(job.tokenizer_path, job.tokenizer.engine))
                .with_outputs("rejects", main="encoded"))
@@ -357,12 +358,12 @@ def build_pipeline(p: beam.Pipeline, job: ShardJob) -> None:
                                             plan=plan_view).with_outputs("rejects", main="entries"))
     _ = (written.entries
          | "AllShards" >> beam.combiners.ToList()
-         | "WriteManifest" >> beam.Map(write_manifest, rundir.join(job.output, shard_format.MANIFEST_NAME),
+         | "WriteManifest" >> beam.Map(write_manifest, storage.join(job.output, shard_format.MANIFEST_NAME),
                                        job.tokenizer))
     _ = ((encoded.rejects, written.rejects)
          | "AllRejects" >> beam.Flatten()
-         | "CountRejects" >> beam.ParDo(beamio.CountRejects(NAME))
-         | "WriteRejects" >> beamio.WriteRejects(job.rejects))
+         | "CountRejects" >> beam.ParDo(sinks.CountRejects(NAME))
+         | "WriteRejects" >> sinks.WriteRejects(job.rejects, NAME))
 
 
 # -- verification -------------------------------------------------------------------------------------------------
@@ -395,14 +396,14 @@ def _verify_remote(directory: str, manifest_path: str, tokenizer_sha256: str | N
     """Shards elsewhere than local disk are copied, one at a time, beside a local copy of the manifest."""
     with tempfile.TemporaryDirectory(prefix="webtext-verify-") as temp:
         local = Path(temp)
-        if not rundir.exists(manifest_path):
+        if not storage.exists(manifest_path):
             raise shard_format.ShardFormatError(f"{manifest_path}: no shard manifest here (run the shards stage first)")
         _download(manifest_path, local / shard_format.MANIFEST_NAME)
         manifest = shard_format.Manifest.load(local)
         _check_manifest(manifest, manifest_path, tokenizer_sha256)
         for info in manifest.shards:
-            remote = rundir.join(directory, info.name)
-            if not rundir.exists(remote):
+            remote = storage.join(directory, info.name)
+            if not storage.exists(remote):
                 raise shard_format.ShardFormatError(f"{remote}: shard listed in the manifest is missing")
             _download(remote, local / info.name)
             try:
@@ -419,11 +420,11 @@ def verify_shards(run: RunDir) -> Verified:
     Checksums, dtype, documents ending with eot, ids below the vocabulary size, document and token totals;
     raises ShardFormatError naming the first bad file.
     """
-    directory = run.path(NAME)
-    manifest_path = rundir.join(directory, shard_format.MANIFEST_NAME)
-    tokenizer_path = run.path(*TOKENIZER_FILE)
-    tokenizer_sha256 = (hashlib.sha256(rundir.read_bytes(tokenizer_path)).hexdigest()
-                        if rundir.exists(tokenizer_path) else None)
+    directory = run.path(layout.SHARDS)
+    manifest_path = storage.join(directory, shard_format.MANIFEST_NAME)
+    tokenizer_path = run.path(layout.TOKENIZER_JSON)
+    tokenizer_sha256 = (hashlib.sha256(storage.read_bytes(tokenizer_path)).hexdigest()
+                        if storage.exists(tokenizer_path) else None)
     if _is_local(directory):
         manifest = shard_format.Manifest.load(directory)
         _check_manifest(manifest, manifest_path, tokenizer_sha256)
@@ -440,7 +441,7 @@ def verify_command(run: RunDir) -> int:
         result = verify_shards(run)
     except shard_format.ShardFormatError as error:
         raise StageError(f"verification failed: {error}") from None
-    print(f"shards: {result.shards} shards verified against {run.path(NAME, shard_format.MANIFEST_NAME)}: "
+    print(f"shards: {result.shards} shards verified against {run.path(layout.SHARDS_MANIFEST)}: "
           + ", ".join(f"{s} {result.documents[s]:,} documents / {result.tokens[s]:,} tokens" for s in SPLITS))
     return 0
 
@@ -449,10 +450,10 @@ def verify_command(run: RunDir) -> int:
 
 
 def tokenizer_info(run: RunDir, engine: str) -> tuple[str, TokenizerInfo]:
-    path = run.path(*TOKENIZER_FILE)
-    if not rundir.exists(path):
+    path = run.path(layout.TOKENIZER_JSON)
+    if not storage.exists(path):
         raise StageError(f"{path} not found: run `webtext tokenizer {run.root}` first")
-    data = rundir.read_bytes(path)
+    data = storage.read_bytes(path)
     try:
         encoder = Encoder(data, engine=engine)
     except (ValueError, ImportError) as error:
@@ -463,9 +464,9 @@ def tokenizer_info(run: RunDir, engine: str) -> tuple[str, TokenizerInfo]:
 
 def check_splits(ctx: StageContext, rows: int) -> None:
     """Errors for a corpus that gave no shards at all, or no train shard, named as the user can fix them."""
-    written = json.loads(rundir.read_bytes(ctx.run.path(NAME, shard_format.MANIFEST_NAME)))["shards"]
+    written = json.loads(storage.read_bytes(ctx.run.path(layout.SHARDS_MANIFEST)))["shards"]
     if not written:
-        raise StageError(f"no documents left to encode: all {rows} were rejected (see {ctx.run.path('rejects', NAME)})")
+        raise StageError(f"no documents left to encode: all {rows} were rejected (see {ctx.run.rejects(NAME)})")
     if not any(entry["split"] == "train" for entry in written):
         raise StageError(f"every document fell into the val split; lower --val-fraction "
                          f"(now {ctx.config['val_fraction']}) or add documents")
@@ -477,14 +478,14 @@ def execute(ctx: StageContext) -> None:
         raise StageError(f"--val-fraction must lie in [0, 1), got {config['val_fraction']}")
     if config["shard_tokens"] < 1:
         raise StageError(f"--shard-tokens must be positive, got {config['shard_tokens']}")
-    source = docsource.require_documents(ctx.run)
-    rows = docsource.check_files(source.files)
+    source = layout.require_documents(ctx.run)
+    _, rows = layout.check_documents(source.files, layout.TEXT_COLUMNS)
     if rows < 2:
         raise StageError(f"{source.pattern}: {rows} document(s); a train and a val shard need at least 2")
     tokenizer_path, tokenizer = tokenizer_info(ctx.run, config["encoder"])
     log.info("shards: %d documents from %s, vocabulary %d (eot %d, %s), encoding with %s",
              rows, source.pattern, tokenizer.vocab_size, tokenizer.eot_id, tokenizer.dtype, tokenizer.engine)
-    job = ShardJob(source.pattern, tokenizer_path, ctx.run.path(NAME), ctx.run.path("rejects", NAME), tokenizer,
+    job = ShardJob(source.pattern, tokenizer_path, ctx.run.path(layout.SHARDS), ctx.run.rejects(NAME), tokenizer,
                    config["val_fraction"], config["shard_tokens"])
     ctx.run_pipeline(lambda p: build_pipeline(p, job))
     check_splits(ctx, rows)
@@ -498,25 +499,31 @@ def execute(ctx: StageContext) -> None:
 
 
 def external_inputs(run: RunDir, config: dict) -> list[FileEntry]:
-    source = docsource.find_documents(run)
-    return (source.files if source else []) + rundir.match(run.path(*TOKENIZER_FILE))
+    source = layout.find_documents(run)
+    return (source.files if source else []) + storage.match(run.path(layout.TOKENIZER_JSON))
 
 
 def upstream(run: RunDir, config: dict) -> list[str]:
-    source = docsource.find_documents(run)
+    source = layout.find_documents(run)
     return upstream_fingerprints(run, ([source.stage] if source else []) + ["tokenizer"])
+
+
+@dataclass(frozen=True)
+class ShardsOptions:
+    """The shards stage's options (flags and [shards] keys)."""
+
+    val_fraction: float = field(default=0.0005, metadata={
+        "help": "share of documents (by a hash of doc_id) in the val split; at least one document"})
+    shard_tokens: int = field(default=100_000_000, metadata={"help": "about this many tokens per shard"})
+    encoder: str = field(default="auto", metadata={
+        "help": "encoding engine: tiktoken on our BPE files (ids checked equal), tokenizers, or auto",
+        "choices": ENGINES})
 
 
 STAGE = Stage(
     name=NAME,
     help="encode the documents with the run's tokenizer into Arrow token shards (train/val) and manifest.json",
-    options=[
-        Option("--val-fraction", "share of documents (by a hash of doc_id) in the val split; at least one document",
-               float, 0.0005),
-        Option("--shard-tokens", "about this many tokens per shard", int, 100_000_000),
-        Option("--encoder", "encoding engine: tiktoken on our BPE files (ids checked equal), tokenizers, or auto",
-               str, "auto", choices=ENGINES),
-    ],
+    options=options_of(ShardsOptions),
     execute=execute,
     external_inputs=external_inputs,
     upstream=upstream,

@@ -1,34 +1,17 @@
-"""Deterministic Parquet output for Beam and the shared reject records: same input, same files, same rows."""
+"""Deterministic Parquet output from Beam (same input, same files, same rows), and the counting and writing of rejects."""
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from typing import Any, Callable, Iterable
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from webtext.pipeline import rundir
+from . import layout, storage
 
 log = logging.getLogger(__name__)
-
-REJECT_SCHEMA = pa.schema([
-    ("stage", pa.string()),
-    ("reason", pa.string()),
-    ("detail", pa.string()),
-    ("url", pa.string()),
-    ("item_id", pa.string()),
-])
-
-
-def reject(stage: str, reason: str, detail: str = "", url: str | None = None, item_id: str | None = None) -> dict:
-    """A dropped item: which stage, why, and enough to find it again (its URL or its id)."""
-    return {"stage": stage, "reason": reason, "detail": detail, "url": url, "item_id": item_id}
 
 
 def stable_shard(key: str, num_shards: int) -> int:
@@ -39,15 +22,12 @@ def shard_name(prefix: str, index: int, num_shards: int) -> str:
     return f"{prefix}-{index:05d}-of-{num_shards:05d}.parquet"
 
 
-def write_parquet_file(path: str, rows: list[dict], schema: pa.Schema) -> None:
-    """One Parquet file written whole to a temporary name and renamed (works on any Beam filesystem)."""
-    write_parquet_table(path, pa.Table.from_pylist(rows, schema=schema))
-
-
-def write_parquet_table(path: str, table: pa.Table) -> None:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", row_group_size=64 * 1024)
-    rundir.write_bytes(path, buffer.getvalue())
+def write_shard(directory: str, prefix: str, index: int, num_shards: int, rows: Iterable[dict], schema: pa.Schema,
+                sort_key: Callable[[dict], Any]) -> str:
+    """One shard file of rows sorted by `sort_key`; returns its path."""
+    path = storage.join(directory, shard_name(prefix, index, num_shards))
+    storage.write_parquet_rows(path, sorted(rows, key=sort_key), schema)
+    return path
 
 
 class _WriteShard(beam.DoFn):
@@ -57,10 +37,7 @@ class _WriteShard(beam.DoFn):
 
     def process(self, element):
         index, rows = element
-        rows = sorted(rows, key=self.sort_key)
-        path = rundir.join(self.directory, shard_name(self.prefix, index, self.num_shards))
-        write_parquet_file(path, rows, self.schema)
-        yield path
+        yield write_shard(self.directory, self.prefix, index, self.num_shards, rows, self.schema, self.sort_key)
 
 
 class WriteParquet(beam.PTransform):
@@ -87,28 +64,50 @@ class WriteParquet(beam.PTransform):
 
 def fill_empty_shards(directory: str, prefix: str, schema: pa.Schema, num_shards: int) -> list[str]:
     """Writes an empty, schema-bearing file for each shard that got no rows; returns all shard paths."""
-    paths = [rundir.join(directory, shard_name(prefix, i, num_shards)) for i in range(num_shards)]
+    paths = [storage.join(directory, shard_name(prefix, i, num_shards)) for i in range(num_shards)]
     for path in paths:
-        if not FileSystems.exists(path):
-            write_parquet_file(path, [], schema)
+        if not storage.exists(path):
+            storage.write_parquet_rows(path, [], schema)
     return paths
 
 
-REJECT_SHARDS = 4
+# A reject crosses the shuffle as (reason, detail, url, item_id): its stage is the writer's.
+RejectTuple = tuple[str, Any, Any, Any]
+
+
+def reject_shard(reason: str, url: str | None, item_id: str | None) -> int:
+    """The rejects file a reject goes to."""
+    return stable_shard(f"{reason}|{url or ''}|{item_id or ''}", layout.REJECT_SHARDS)
+
+
+def keyed_reject(row: dict) -> tuple[int, RejectTuple]:
+    return (reject_shard(row["reason"], row.get("url"), row.get("item_id")),
+            (row["reason"], row.get("detail"), row.get("url"), row.get("item_id")))
+
+
+def write_reject_shard(directory: str, stage: str, index: int, rejects: Iterable[RejectTuple]) -> str:
+    """One rejects file, sorted by reason, URL, id and detail, written from columns (a stage may reject millions)."""
+    rows = sorted(rejects, key=lambda r: (r[0], r[2] or "", r[3] or "", r[1] or ""))
+    reasons, details, urls, item_ids = (list(column) for column in zip(*rows)) if rows else ([], [], [], [])
+    path = storage.join(directory, shard_name("rejects", index, layout.REJECT_SHARDS))
+    storage.write_parquet_table(path, pa.table([[stage] * len(rows), reasons, details, urls, item_ids],
+                                               schema=layout.REJECT_SCHEMA))
+    return path
 
 
 class WriteRejects(beam.PTransform):
-    """Rejects of one stage into RUN/rejects/<stage>/rejects-*.parquet, sorted by reason, url and id."""
+    """Rejects (dicts from layout.reject) of one stage into RUN/rejects/<stage>/rejects-*.parquet."""
 
-    def __init__(self, directory: str, num_shards: int = REJECT_SHARDS):
+    def __init__(self, directory: str, stage: str):
         super().__init__()
-        self.directory, self.num_shards = directory, num_shards
+        self.directory, self.stage = directory, stage
 
     def expand(self, rejects):
-        return rejects | WriteParquet(
-            self.directory, "rejects", REJECT_SCHEMA, self.num_shards,
-            shard_key=lambda r: f"{r['reason']}|{r.get('url') or ''}|{r.get('item_id') or ''}",
-            sort_key=lambda r: (r["reason"], r.get("url") or "", r.get("item_id") or "", r.get("detail") or ""))
+        directory, stage = self.directory, self.stage
+        return (rejects
+                | "KeyByRejectShard" >> beam.Map(keyed_reject).with_output_types(tuple[int, RejectTuple])
+                | "GroupRejectShard" >> beam.GroupByKey()
+                | "WriteRejectShard" >> beam.MapTuple(lambda index, rows: write_reject_shard(directory, stage, index, rows)))
 
 
 def counter(stage: str, name: str):
@@ -128,9 +127,3 @@ class CountRejects(beam.DoFn):
             self._counters[reason] = Metrics.counter(self.stage, f"reject.{reason}")
         self._counters[reason].inc()
         yield row
-
-
-def read_parquet_rows(path: str) -> list[dict]:
-    """Reads one (small) Parquet file through Beam's filesystems; for tests, stats and the driver."""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        return pq.read_table(io.BytesIO(handle.read())).to_pylist()

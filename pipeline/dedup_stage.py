@@ -9,15 +9,12 @@ import heapq
 import io
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from webtext.dedup import decontam
@@ -25,18 +22,17 @@ from webtext.dedup.components import clusters, star_clusters
 from webtext.dedup.lsh import DEFAULT_FALSE_NEGATIVE_WEIGHT, Banding, band_keys, bucket_pairs, optimal_bands
 from webtext.dedup.minhash import MinHashConfig, MinHasher, estimated_jaccard, jaccard
 from webtext.dedup.sketch import DocSketch, sketch_documents
-from webtext.dedup.survivors import DocRank
+from webtext.dedup.survivors import DocRank, pick_survivor
 from webtext.dedup.text import words
-from webtext.pipeline import beamio, rundir
-from webtext.pipeline.progress import Progress
-from webtext.pipeline.stage import Option, Stage, StageContext, StageError, upstream_fingerprints
+from . import layout, sinks, storage
+from .progress import Progress
+from .options import options_of
+from .stage import Stage, StageContext, StageError, upstream_fingerprints
 
 log = logging.getLogger(__name__)
 
 NAME = "dedup"
-WORK = "_work"  # RUN/dedup/_work: Bloom filters for the workers and matched n-grams for the report; removed at the end
 TOP_DOCUMENTS = 20  # contaminated documents listed per eval set in contamination.json
-REQUIRED_COLUMNS = {"doc_id": "string", "url": "string", "domain": "string", "text": "string", "score": "integer"}
 
 CLUSTER_SCHEMA = pa.schema([
     ("cluster_id", pa.string()),  # the survivor's doc_id
@@ -61,36 +57,43 @@ CONTAMINATION_SCHEMA = pa.schema([
 ])
 NGRAM_HITS_SCHEMA = pa.schema([("eval_set", pa.string()), ("ngram", pa.int64()), ("in_kept", pa.bool_())])
 
-OPTIONS = [
-    Option("--input-docs", "docs Parquet files to dedup (glob; default: RUN/docs/docs-*.parquet); any Parquet with "
-                           "doc_id, url, domain, text (strings) and score (integer) works"),
-    Option("--threshold", "Jaccard similarity of word shingles at which two documents are near-duplicates",
-           type=float, default=0.8),
-    Option("--ngram", "words per shingle", type=int, default=5),
-    Option("--num-perm", "MinHash permutations", type=int, default=128),
-    Option("--minhash-seed", "seed of the MinHash permutations (datasketch's)", type=int, default=1),
-    Option("--bands", "LSH bands (with --rows; 0: chosen for --threshold)", type=int, default=0),
-    Option("--rows", "LSH rows per band (with --bands)", type=int, default=0),
-    Option("--false-negative-weight", "weight of missed pairs (against extra candidates, 1 minus it) when choosing "
-                                      "bands", type=float, default=DEFAULT_FALSE_NEGATIVE_WEIGHT),
-    Option("--clustering", "components: a cluster is a connected component of the verified pairs (one survivor "
-                           "each); star: every removed document is itself verified against its survivor",
-           default="components", choices=["components", "star"]),
-    Option("--max-bucket-size", "an LSH bucket larger than this pairs each member with its best one only",
-           type=int, default=100),
-    Option("--eval-set", "evaluation sets NAME=PATH … to measure (and with --decontaminate remove) overlap with; "
-                         "plain text (paragraphs) or JSONL with a text field", multiple=True),
-    Option("--eval-ngram", "words per n-gram for decontamination (GPT-2: 8)", type=int, default=decontam.DEFAULT_NGRAM),
-    Option("--decontaminate", "drop documents whose overlap with an eval set is above --contamination-threshold",
-           switch=True),
-    Option("--contamination-threshold", "share of a document's distinct n-grams found in one eval set above which "
-                                        "it is contaminated", type=float, default=0.1),
-    Option("--bloom-fp-rate", "target false-positive rate of each eval set's Bloom filter", type=float, default=1e-6),
-    Option("--bloom-max-mb", "memory cap of each Bloom filter (a fuller filter has a higher false-positive rate)",
-           type=int, default=256),
-    Option("--num-shards", "files of each output (docs, clusters, pairs, contamination); each is sorted in one "
-           "worker's memory (0: one per 256 MiB of input documents)", type=int, default=0),
-]
+@dataclass(frozen=True)
+class DedupOptions:
+    """The dedup stage's options (flags and [dedup] keys)."""
+
+    input_docs: str | None = field(default=None, metadata={
+        "help": "docs Parquet files to dedup (glob; default: RUN/docs/docs-*.parquet); any Parquet with doc_id, url, "
+                "domain, text (strings) and score (integer) works"})
+    threshold: float = field(default=0.8, metadata={
+        "help": "Jaccard similarity of word shingles at which two documents are near-duplicates"})
+    ngram: int = field(default=5, metadata={"help": "words per shingle"})
+    num_perm: int = field(default=128, metadata={"help": "MinHash permutations"})
+    minhash_seed: int = field(default=1, metadata={"help": "seed of the MinHash permutations (datasketch's)"})
+    bands: int = field(default=0, metadata={"help": "LSH bands (with --rows; 0: chosen for --threshold)"})
+    rows: int = field(default=0, metadata={"help": "LSH rows per band (with --bands)"})
+    false_negative_weight: float = field(default=DEFAULT_FALSE_NEGATIVE_WEIGHT, metadata={
+        "help": "weight of missed pairs (against extra candidates, 1 minus it) when choosing bands"})
+    clustering: str = field(default="components", metadata={
+        "help": "components: a cluster is a connected component of the verified pairs (one survivor each); star: "
+                "every removed document is itself verified against its survivor", "choices": ("components", "star")})
+    max_bucket_size: int = field(default=100, metadata={
+        "help": "an LSH bucket larger than this pairs each member with its best one only"})
+    eval_set: tuple[str, ...] = field(default=(), metadata={
+        "help": "evaluation sets NAME=PATH … to measure (and with --decontaminate remove) overlap with; plain text "
+                "(paragraphs) or JSONL with a text field"})
+    eval_ngram: int = field(default=decontam.DEFAULT_NGRAM, metadata={
+        "help": "words per n-gram for decontamination (GPT-2: 8)"})
+    decontaminate: bool = field(default=False, metadata={
+        "help": "drop documents whose overlap with an eval set is above --contamination-threshold"})
+    contamination_threshold: float = field(default=0.1, metadata={
+        "help": "share of a document's distinct n-grams found in one eval set above which it is contaminated"})
+    bloom_fp_rate: float = field(default=1e-6, metadata={
+        "help": "target false-positive rate of each eval set's Bloom filter"})
+    bloom_max_mb: int = field(default=256, metadata={
+        "help": "memory cap of each Bloom filter (a fuller filter has a higher false-positive rate)"})
+    dedup_shards: int = field(default=0, metadata={
+        "help": "files of each output (docs, clusters, pairs, contamination); each is sorted in one worker's memory "
+                "(0: one per 256 MiB of input documents)"})
 
 
 @dataclass(frozen=True)
@@ -113,51 +116,20 @@ class DedupPlan:
 # -- inputs ---------------------------------------------------------------------------------------------------------
 
 
-def input_pattern(run: rundir.RunDir, config: dict) -> str:
-    return config.get("input_docs") or run.path("docs", "docs-*.parquet")
+def input_pattern(run: layout.RunDir, config: dict) -> str:
+    return config.get("input_docs") or run.path(layout.DOCS_GLOB)
 
 
-def input_files(run: rundir.RunDir, config: dict) -> list[rundir.FileEntry]:
-    return rundir.match(input_pattern(run, config))
+def input_files(run: layout.RunDir, config: dict) -> list[storage.FileEntry]:
+    return storage.match(input_pattern(run, config))
 
 
-def eval_files(config: dict) -> list[rundir.FileEntry]:
-    entries = []
-    for spec in config.get("eval_set") or []:
-        try:
-            _, path = decontam.parse_eval_spec(spec)
-        except ValueError as error:
-            raise StageError(str(error)) from None
-        matched = rundir.match(path)
-        if not matched:
-            raise StageError(f"--eval-set {spec}: no such file {path}")
-        entries.extend(matched)
-    return entries
-
-
-def docs_schema(files: list[rundir.FileEntry]) -> pa.Schema:
-    """The unified schema of the input files; the survivors are written with it."""
-    schemas = []
-    for entry in files:
-        with FileSystems.open(entry.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            try:
-                schemas.append(pq.ParquetFile(handle).schema_arrow)  # reads the footer only
-            except pa.ArrowException as error:
-                raise StageError(f"{entry.path}: not a readable Parquet file ({error})") from None
+def eval_files(config: dict) -> list[storage.FileEntry]:
     try:
-        schema = pa.unify_schemas(schemas).remove_metadata()
-    except pa.ArrowException as error:
-        raise StageError(f"the input files' schemas do not agree: {error}") from None
-    for column, kind in REQUIRED_COLUMNS.items():
-        if column not in schema.names:
-            raise StageError(f"{files[0].path}: the docs input has no {column!r} column (it needs "
-                             f"{', '.join(REQUIRED_COLUMNS)})")
-        field_type = schema.field(column).type
-        ok = (pa.types.is_integer(field_type) if kind == "integer"
-              else pa.types.is_string(field_type) or pa.types.is_large_string(field_type))
-        if not ok:
-            raise StageError(f"{files[0].path}: column {column!r} is {field_type}, it must be {kind}")
-    return schema
+        paths = [decontam.parse_eval_spec(spec)[1] for spec in config.get("eval_set") or []]
+    except ValueError as error:
+        raise StageError(str(error)) from None
+    return storage.match_each(paths, "--eval-set")
 
 
 def resolve_banding(config: dict) -> Banding:
@@ -182,8 +154,8 @@ def check_config(config: dict) -> None:
     for key in ("ngram", "num_perm", "eval_ngram", "max_bucket_size"):
         if config[key] < 1:
             raise StageError(f"--{key.replace('_', '-')} must be at least 1")
-    if config["num_shards"] < 0:
-        raise StageError("--num-shards must be at least 1, or 0 for one per 256 MiB of input")
+    if config["dedup_shards"] < 0:
+        raise StageError("--dedup-shards must be at least 1, or 0 for one per 256 MiB of input")
     if not 0.0 < config["false_negative_weight"] < 1.0:
         raise StageError(f"--false-negative-weight must be between 0 and 1, got {config['false_negative_weight']}")
     if not 0.0 < config["bloom_fp_rate"] < 1.0:
@@ -203,7 +175,7 @@ def load_eval_sets(ctx: StageContext) -> dict[str, decontam.EvalSet]:
         if name in sets:
             raise StageError(f"--eval-set {name} is given twice")
         try:
-            sets[name] = decontam.build_eval_set(name, path, rundir.read_bytes(path), config["eval_ngram"],
+            sets[name] = decontam.build_eval_set(name, path, storage.read_bytes(path), config["eval_ngram"],
                                                  config["bloom_fp_rate"], config["bloom_max_mb"] << 20)
         except (ValueError, UnicodeDecodeError) as error:
             raise StageError(f"--eval-set {spec}: {error}") from None
@@ -217,17 +189,17 @@ def save_filters(ctx: StageContext, eval_sets: dict[str, decontam.EvalSet]) -> d
     """The Bloom filters go to files that each worker loads once, rather than inside the pipeline graph."""
     paths = {}
     for name, eval_set in eval_sets.items():
-        path = ctx.run.path(NAME, WORK, f"bloom-{len(paths):03d}.npz")
+        path = ctx.run.path(layout.DEDUP_WORK, f"bloom-{len(paths):03d}.npz")
         buffer = io.BytesIO()
         np.savez(buffer, bits=eval_set.bloom.bits, num_bits=eval_set.bloom.params.num_bits,
                  num_hashes=eval_set.bloom.params.num_hashes, items=eval_set.bloom.items)
-        rundir.write_bytes(path, buffer.getvalue())
+        storage.write_bytes(path, buffer.getvalue())
         paths[name] = path
     return paths
 
 
 def load_filter(path: str) -> decontam.BloomFilter:
-    arrays = np.load(io.BytesIO(rundir.read_bytes(path)))
+    arrays = np.load(io.BytesIO(storage.read_bytes(path)))
     bloom = decontam.BloomFilter(decontam.BloomParams(int(arrays["num_bits"]), int(arrays["num_hashes"])))
     bloom.bits = arrays["bits"]
     bloom.items = int(arrays["items"])
@@ -265,7 +237,7 @@ class SketchDocs(beam.DoFn):
             reason = self._contamination_reason(overlaps)
             yield from self._report_overlaps(doc_id, url, overlaps, dropped=reason is not None)
             if reason is not None:
-                yield beam.pvalue.TaggedOutput("rejects", (doc_id, beamio.reject(
+                yield beam.pvalue.TaggedOutput("rejects", (doc_id, layout.reject(
                     NAME, "contaminated", reason, url=url, item_id=doc_id)))
                 return
         yield sketch_documents([(doc_id, url, row.get("score") or 0, text, text_words)], self.hasher)[0]
@@ -303,10 +275,7 @@ class PickExactSurvivor(beam.DoFn):
 
     def process(self, element) -> Iterator:
         _, sketches = element
-        best = None
-        for sketch in sketches:
-            if best is None or sketch.rank.sort_key() < best.rank.sort_key():
-                best = sketch
+        best = pick_survivor(sketches, rank=lambda sketch: sketch.rank)
         yield best
         duplicates = 0
         for sketch in sketches:
@@ -444,7 +413,7 @@ class NearClusterRows(beam.DoFn):
             yield beam.pvalue.TaggedOutput("near", (rank.doc_id, (survivor_id, similarity)))
             if not kept:
                 self.removed.inc()
-                yield beam.pvalue.TaggedOutput("rejects", (rank.doc_id, beamio.reject(
+                yield beam.pvalue.TaggedOutput("rejects", (rank.doc_id, layout.reject(
                     NAME, "near-duplicate", f"survivor {survivor_id} (estimated Jaccard {similarity:.3f})",
                     url=url, item_id=rank.doc_id)))
 
@@ -473,7 +442,7 @@ class ExactClusterRows(beam.DoFn):
             self.removed.inc()
             yield {"cluster_id": cluster_id, "doc_id": doc_id, "kept": False, "jaccard": similarity,
                    "reason": "exact-duplicate"}
-            yield beam.pvalue.TaggedOutput("rejects", (doc_id, beamio.reject(
+            yield beam.pvalue.TaggedOutput("rejects", (doc_id, layout.reject(
                 NAME, "exact-duplicate", detail, url=url, item_id=doc_id)))
 
 
@@ -577,7 +546,7 @@ def SurvivorsAndRejects(inputs):  # noqa: N802
 
 
 def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema: pa.Schema) -> None:
-    out = ctx.run.path(NAME)
+    out = ctx.run.path(layout.DEDUP)
     rows = p | "ReadDocs" >> beam.io.ReadFromParquet(plan.input_pattern)
     sketched = rows | "Sketch" >> beam.ParDo(SketchDocs(plan)).with_outputs(
         "rejects", "contamination", "ngram_hits", main="sketches")
@@ -592,29 +561,29 @@ def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema:
                | "AllRejects" >> beam.Flatten().with_output_types(tuple[str, dict]))
     split = {"rows": rows, "rejects": rejects} | "SurvivorsAndRejects" >> SurvivorsAndRejects()
 
-    split.docs | "WriteDocs" >> beamio.WriteParquet(out, "docs", schema, plan.num_shards,
+    split.docs | "WriteDocs" >> sinks.WriteParquet(out, "docs", schema, plan.num_shards,
                                                     shard_key=lambda r: r["doc_id"], sort_key=lambda r: r["doc_id"])
     ((near.rows, exact_clusters.rows)
      | "AllClusterRows" >> beam.Flatten()
-     | "WriteClusters" >> beamio.WriteParquet(out, "clusters", CLUSTER_SCHEMA, plan.num_shards,
+     | "WriteClusters" >> sinks.WriteParquet(out, "clusters", CLUSTER_SCHEMA, plan.num_shards,
                                               shard_key=lambda r: r["cluster_id"],
                                               sort_key=lambda r: (r["cluster_id"], not r["kept"], r["doc_id"])))
     (edges
      | "PairRows" >> beam.Map(lambda e: {"doc_id_a": e[0].doc_id, "doc_id_b": e[1].doc_id, "jaccard": e[2]})
-     | "WritePairs" >> beamio.WriteParquet(out, "pairs", PAIRS_SCHEMA, plan.num_shards,
+     | "WritePairs" >> sinks.WriteParquet(out, "pairs", PAIRS_SCHEMA, plan.num_shards,
                                            shard_key=lambda r: r["doc_id_a"],
                                            sort_key=lambda r: (r["doc_id_a"], r["doc_id_b"])))
     (split.rejects
-     | "CountRejects" >> beam.ParDo(beamio.CountRejects(NAME))
-     | "WriteRejects" >> beamio.WriteRejects(ctx.run.path("rejects", NAME)))
+     | "CountRejects" >> beam.ParDo(sinks.CountRejects(NAME))
+     | "WriteRejects" >> sinks.WriteRejects(ctx.run.rejects(NAME), NAME))
     if plan.eval_filters:
-        sketched.contamination | "WriteContamination" >> beamio.WriteParquet(
+        sketched.contamination | "WriteContamination" >> sinks.WriteParquet(
             out, "contamination", CONTAMINATION_SCHEMA, plan.num_shards,
             shard_key=lambda r: r["doc_id"], sort_key=lambda r: (r["doc_id"], r["eval_set"]))
         (sketched.ngram_hits
          | "InKept" >> beam.CombinePerKey(merge_in_kept)
          | "HitRows" >> beam.Map(hit_row)
-         | "WriteHits" >> beamio.WriteParquet(rundir.join(out, WORK), "ngram-hits", NGRAM_HITS_SCHEMA, plan.num_shards,
+         | "WriteHits" >> sinks.WriteParquet(ctx.run.path(layout.DEDUP_WORK), "ngram-hits", NGRAM_HITS_SCHEMA, plan.num_shards,
                                               shard_key=lambda r: r["eval_set"] + str(r["ngram"]),
                                               sort_key=lambda r: (r["eval_set"], r["ngram"])))
 
@@ -622,26 +591,17 @@ def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema:
 # -- the report ------------------------------------------------------------------------------------------------------
 
 
-def iter_parquet_rows(pattern: str, columns: list[str] | None = None) -> Iterator[dict]:
-    """Rows of every file matching a pattern, one row group at a time."""
-    for entry in rundir.match(pattern):
-        with FileSystems.open(entry.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            parquet = pq.ParquetFile(handle)
-            for index in range(parquet.num_row_groups):
-                yield from parquet.read_row_group(index, columns=columns).to_pylist()
-
-
 def contamination_report(ctx: StageContext, plan: DedupPlan, eval_sets: dict[str, decontam.EvalSet]) -> dict:
     """Per eval set: the share of its n-grams found in the corpus (exact) and the documents that contain them."""
-    out = ctx.run.path(NAME)
+    out = ctx.run.path(layout.DEDUP)
     found: dict[str, list[int]] = {name: [] for name in eval_sets}
     found_in_kept: dict[str, list[int]] = {name: [] for name in eval_sets}
-    for row in iter_parquet_rows(rundir.join(out, WORK, "ngram-hits-*.parquet")):
+    for row in storage.iter_rows(ctx.run.path(layout.DEDUP_WORK, "ngram-hits-*.parquet")):
         found[row["eval_set"]].append(row["ngram"])
         if row["in_kept"]:
             found_in_kept[row["eval_set"]].append(row["ngram"])
     docs = {name: {"documents": 0, "over_threshold": 0, "dropped": 0, "top": []} for name in eval_sets}
-    for row in iter_parquet_rows(rundir.join(out, "contamination-*.parquet")):
+    for row in storage.iter_rows(storage.join(out, "contamination-*.parquet")):
         entry = docs[row["eval_set"]]
         entry["documents"] += 1
         entry["over_threshold"] += row["overlap"] > plan.contamination_threshold
@@ -695,7 +655,7 @@ def lsh_report(plan: DedupPlan) -> dict:
 AUTO_SHARD_BYTES = 256 << 20
 
 
-def auto_shards(files: list[rundir.FileEntry]) -> int:
+def auto_shards(files: list[storage.FileEntry]) -> int:
     """Output files so that each holds about 256 MiB of (compressed) input: the writer sorts one in memory."""
     return max(1, math.ceil(sum(f.size for f in files) / AUTO_SHARD_BYTES))
 
@@ -707,7 +667,7 @@ def execute(ctx: StageContext) -> None:
     if not files:
         raise StageError(f"no documents to dedup: nothing matches {input_pattern(ctx.run, config)} "
                          "(run `webtext crawl RUN` first, or give --input-docs GLOB)")
-    schema = docs_schema(files)
+    schema, _ = layout.check_documents(files, layout.DOC_COLUMNS)
     eval_sets = load_eval_sets(ctx)
     plan = DedupPlan(
         input_pattern=input_pattern(ctx.run, config), threshold=config["threshold"],
@@ -716,21 +676,21 @@ def execute(ctx: StageContext) -> None:
         clustering=config["clustering"], eval_ngram=config["eval_ngram"],
         eval_filters=save_filters(ctx, eval_sets), decontaminate=config["decontaminate"],
         contamination_threshold=config["contamination_threshold"],
-        num_shards=config["num_shards"] or auto_shards(files))
+        num_shards=config["dedup_shards"] or auto_shards(files))
     log.info("dedup: %d input files, threshold %.2f, %d bands x %d rows of %d permutations", len(files),
              plan.threshold, plan.banding.bands, plan.banding.rows, plan.minhash.num_perm)
     ctx.run_pipeline(lambda p: build_pipeline(p, ctx, plan, schema))
 
-    out = ctx.run.path(NAME)
-    beamio.fill_empty_shards(out, "docs", schema, plan.num_shards)
-    beamio.fill_empty_shards(out, "clusters", CLUSTER_SCHEMA, plan.num_shards)
-    beamio.fill_empty_shards(out, "pairs", PAIRS_SCHEMA, plan.num_shards)
+    out = ctx.run.path(layout.DEDUP)
+    sinks.fill_empty_shards(out, "docs", schema, plan.num_shards)
+    sinks.fill_empty_shards(out, "clusters", CLUSTER_SCHEMA, plan.num_shards)
+    sinks.fill_empty_shards(out, "pairs", PAIRS_SCHEMA, plan.num_shards)
     if eval_sets:
-        beamio.fill_empty_shards(out, "contamination", CONTAMINATION_SCHEMA, plan.num_shards)
+        sinks.fill_empty_shards(out, "contamination", CONTAMINATION_SCHEMA, plan.num_shards)
     ctx.run.write_json(contamination_report(ctx, plan, eval_sets), "stats", "contamination.json")
     ctx.run.write_json(lsh_report(plan), NAME, "lsh.json")
-    ctx.run.clear(f"{NAME}/{WORK}")
-    rundir.delete([ctx.run.path(NAME, WORK)])
+    ctx.run.clear(layout.DEDUP_WORK)
+    storage.delete([ctx.run.path(layout.DEDUP_WORK)])
     check_accounting(ctx.counters)
 
 
@@ -748,7 +708,7 @@ def check_accounting(counters: dict[str, int]) -> None:
 STAGE = Stage(
     name=NAME,
     help="remove exact and near-duplicate documents (MinHash LSH) and measure or remove eval-set contamination",
-    options=OPTIONS,
+    options=options_of(DedupOptions),
     execute=execute,
     external_inputs=lambda run, config: input_files(run, config) + eval_files(config),
     upstream=lambda run, config: upstream_fingerprints(run, ["crawl"]),

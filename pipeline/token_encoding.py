@@ -8,8 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-from webtext.pipeline import bpe
-from webtext.train.shards import dtype_for_vocab
+from webtext.pipeline import gpt2_bpe
+from webtext.train.shard_format import dtype_for_vocab
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,12 @@ def _check_tiktoken_structure(tokenizer_json: str) -> dict[bytes, int]:
     if model.get("byte_fallback") or model.get("ignore_merges"):
         raise IncompatibleVocabulary("BPE byte_fallback/ignore_merges are not supported by tiktoken")
     added = [t["content"] for t in config.get("added_tokens", [])]
-    if added != [bpe.ENDOFTEXT]:
-        raise IncompatibleVocabulary(f"added tokens are {added}, expected only {bpe.ENDOFTEXT}")
+    if added != [gpt2_bpe.ENDOFTEXT]:
+        raise IncompatibleVocabulary(f"added tokens are {added}, expected only {gpt2_bpe.ENDOFTEXT}")
 
-    vocab, merges = bpe.model_vocab_and_merges(tokenizer_json)
-    vocab.pop(bpe.ENDOFTEXT, None)
-    single_bytes = set(bpe.byte_to_unicode().values())
+    vocab, merges = gpt2_bpe.model_vocab_and_merges(tokenizer_json)
+    vocab.pop(gpt2_bpe.ENDOFTEXT, None)
+    single_bytes = set(gpt2_bpe.byte_to_unicode().values())
     byte_ids = [vocab[c] for c in single_bytes if c in vocab]
     if len(byte_ids) != 256:
         raise IncompatibleVocabulary(f"only {len(byte_ids)} of the 256 single-byte tokens are in the vocabulary")
@@ -77,7 +77,7 @@ def _check_tiktoken_structure(tokenizer_json: str) -> dict[bytes, int]:
         raise IncompatibleVocabulary("some token is produced by several merges or by none")
     if merged_ids and (min(merged_ids) < max(byte_ids) or any(a >= b for a, b in zip(merged_ids, merged_ids[1:]))):
         raise IncompatibleVocabulary("token ids do not follow the merge order")
-    return {bpe.token_bytes(token): token_id for token, token_id in vocab.items()}
+    return {gpt2_bpe.token_bytes(token): token_id for token, token_id in vocab.items()}
 
 
 def tiktoken_encoding(tokenizer_json: str, name: str = "webtext"):
@@ -85,10 +85,10 @@ def tiktoken_encoding(tokenizer_json: str, name: str = "webtext"):
     import tiktoken
 
     ranks = _check_tiktoken_structure(tokenizer_json)
-    tokenizer = bpe.tokenizer_from_json(tokenizer_json)
-    return tiktoken.Encoding(name, pat_str=bpe.GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={bpe.ENDOFTEXT: bpe.eot_id(tokenizer)},
-                             explicit_n_vocab=bpe.vocab_size(tokenizer))
+    tokenizer = gpt2_bpe.tokenizer_from_json(tokenizer_json)
+    return tiktoken.Encoding(name, pat_str=gpt2_bpe.GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={gpt2_bpe.ENDOFTEXT: gpt2_bpe.eot_id(tokenizer)},
+                             explicit_n_vocab=gpt2_bpe.vocab_size(tokenizer))
 
 
 class Encoder:
@@ -102,9 +102,9 @@ class Encoder:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.tokenizer_json = tokenizer_json.decode("utf-8") if isinstance(tokenizer_json, bytes) else tokenizer_json
-        self.tokenizer = bpe.tokenizer_from_json(self.tokenizer_json)
-        self.eot_id = bpe.eot_id(self.tokenizer)
-        self.vocab_size = bpe.vocab_size(self.tokenizer)
+        self.tokenizer = gpt2_bpe.tokenizer_from_json(self.tokenizer_json)
+        self.eot_id = gpt2_bpe.eot_id(self.tokenizer)
+        self.vocab_size = gpt2_bpe.vocab_size(self.tokenizer)
         self.dtype = dtype_for_vocab(self.vocab_size)
         self._tiktoken = None
         self.engine = "tokenizers"

@@ -16,6 +16,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
+from .atomic import atomic_path, atomic_write_bytes
+
 FORMAT = "webtext-shards"
 VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -61,34 +63,6 @@ def _numpy_dtype(dtype: str) -> type:
     if dtype not in DTYPES:
         raise ValueError(f"token dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     return DTYPES[dtype]
-
-
-def fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to a temp file beside `path`, fsync it, then rename it over `path`."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,19 +175,11 @@ def _record_batch(tokens: np.ndarray, offsets: np.ndarray, doc_ids: Sequence[str
 
 
 def _write_ipc_file(path: Path, batch: pa.RecordBatch) -> str:
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as temp:
         with pa.OSFile(str(temp), "wb") as sink:
             with pa.ipc.new_file(sink, batch.schema) as writer:
                 writer.write_batch(batch)
-        with open(temp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        sha256 = sha256_file(temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-    return sha256
+        return sha256_file(temp)
 
 
 def write_shard(path: str | os.PathLike, documents: Iterable[tuple[str, np.ndarray]], dtype: str,

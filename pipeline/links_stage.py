@@ -5,22 +5,21 @@ import dataclasses
 import datetime as dt
 import logging
 import pickle
-import zlib
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import apache_beam as beam
 import zstandard
 import pyarrow as pa
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from webtext.crawl.reddit import api, dumps, submissions
 from webtext.crawl.reddit.linkrules import LinkRules, judge_submission, merge_link
 from webtext.crawl.reddit.urls import UrlFilter
-from webtext.pipeline import beamio, rundir
-from webtext.pipeline.stage import Option, Stage, StageContext, StageError
+from . import layout, sinks, storage
+from .options import options_of
+from .stage import Stage, StageContext, StageError
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +29,6 @@ CHUNK_LINES = 4096  # raw dump lines per element: parsing is spread over workers
 PROGRESS_LINES = 1_000_000
 # reject reasons that stand for an unreadable stretch of a source, not for a submission read
 NOT_SUBMISSIONS = frozenset({"truncated-file", "listing-failed"})
-
-LINKS_SCHEMA = pa.schema([
-    ("url", pa.string()),
-    ("url_key", pa.string()),
-    ("domain", pa.string()),
-    ("score", pa.int64()),
-    ("score_sum", pa.int64()),
-    ("num_submissions", pa.int64()),
-    ("created_utc", pa.int64()),
-    ("subreddits", pa.list_(pa.string())),
-    ("submission_ids", pa.list_(pa.string())),
-    ("title", pa.string()),
-])
-
 
 def parse_date(text: str) -> int:
     """YYYY-MM-DD (UTC midnight) or an ISO timestamp or epoch seconds, as epoch seconds."""
@@ -59,25 +44,37 @@ def parse_date(text: str) -> int:
     return int(moment.timestamp())
 
 
-OPTIONS = [
-    Option("--reddit-dumps", "Pushshift/Arctic Shift submission dumps (globs; .zst .xz .bz2 .gz .ndjson .jsonl)", multiple=True),
-    Option("--praw-subreddits", "subreddits to list through PRAW, comma-separated (e.g. science,news or all)"),
-    Option("--praw-site", "praw.ini site with the credentials and endpoints (default: PRAW's own defaults)"),
-    Option("--praw-listing", "PRAW listing", default="top", choices=["top", "new", "hot", "controversial"]),
-    Option("--praw-time-filter", "time filter of top/controversial", default="all",
-           choices=["all", "year", "month", "week", "day", "hour"]),
-    Option("--praw-limit", "submissions per subreddit (Reddit serves about 1,000 at most)", type=int, default=1000),
-    Option("--min-karma", "karma a URL needs (see --karma-rule)", type=int, default=3),
-    Option("--karma-rule", "max: any one submission has the karma (WebText); sum: summed over submissions (OpenWebText2)",
-           default="max", choices=["max", "sum"]),
-    Option("--after", "keep submissions created at or after this date (YYYY-MM-DD, UTC)", type=parse_date),
-    Option("--before", "keep submissions created before this date (WebText: 2017-12-01)", type=parse_date),
-    Option("--keep-nsfw", "keep over_18 submissions", switch=True),
-    Option("--blocked-domains", "file replacing the shipped blocked-domains list"),
-    Option("--blocked-extensions", "file replacing the shipped blocked-extensions list"),
-    Option("--max-bad-fraction", "fail when more than this share of a dump file's lines is unreadable", type=float, default=0.01),
-    Option("--num-shards", "links-*.parquet files (each is merged in one worker's memory)", type=int, default=8),
-]
+@dataclass(frozen=True)
+class LinksOptions:
+    """The links stage's options (flags and [links] keys)."""
+
+    reddit_dumps: tuple[str, ...] = field(default=(), metadata={
+        "help": "Pushshift/Arctic Shift submission dumps (globs; .zst .xz .bz2 .gz .ndjson .jsonl)"})
+    praw_subreddits: str | None = field(default=None, metadata={
+        "help": "subreddits to list through PRAW, comma-separated (e.g. science,news or all)"})
+    praw_site: str | None = field(default=None, metadata={
+        "help": "praw.ini site with the credentials and endpoints (default: PRAW's own defaults)"})
+    praw_listing: str = field(default="top", metadata={"help": "PRAW listing", "choices": api.LISTINGS})
+    praw_time_filter: str = field(default="all", metadata={
+        "help": "time filter of top/controversial", "choices": api.TIME_FILTERS})
+    praw_limit: int = field(default=1000, metadata={
+        "help": "submissions per subreddit (Reddit serves about 1,000 at most)"})
+    min_karma: int = field(default=3, metadata={"help": "karma a URL needs (see --karma-rule)"})
+    karma_rule: str = field(default="max", metadata={
+        "help": "max: any one submission has the karma (WebText); sum: summed over submissions (OpenWebText2)",
+        "choices": ("max", "sum")})
+    after: int | None = field(default=None, metadata={
+        "help": "keep submissions created at or after this date (YYYY-MM-DD, UTC)", "parse": parse_date})
+    before: int | None = field(default=None, metadata={
+        "help": "keep submissions created before this date (WebText: 2017-12-01)", "parse": parse_date})
+    keep_nsfw: bool = field(default=False, metadata={"help": "keep over_18 submissions"})
+    blocked_domains: str | None = field(default=None, metadata={"help": "file replacing the shipped blocked-domains list"})
+    blocked_extensions: str | None = field(default=None, metadata={
+        "help": "file replacing the shipped blocked-extensions list"})
+    max_bad_fraction: float = field(default=0.01, metadata={
+        "help": "fail when more than this share of a dump file's lines is unreadable"})
+    links_shards: int = field(default=8, metadata={
+        "help": "links-*.parquet files (each is merged in one worker's memory)"})
 
 
 def link_rules(config: dict) -> LinkRules:
@@ -95,15 +92,9 @@ def link_rules(config: dict) -> LinkRules:
         raise StageError(f"links: {error}") from None
 
 
-def dump_files(config: dict) -> list[rundir.FileEntry]:
+def dump_files(config: dict) -> list[storage.FileEntry]:
     """Every dump file the globs name; a glob that matches nothing is an error before the pipeline starts."""
-    files: list[rundir.FileEntry] = []
-    for pattern in config.get("reddit_dumps") or []:
-        matched = rundir.match(pattern)
-        if not matched:
-            raise StageError(f"--reddit-dumps: no file matches {pattern!r}")
-        files.extend(matched)
-    return sorted({f.path: f for f in files}.values(), key=lambda f: f.path)
+    return storage.match_each(config.get("reddit_dumps") or [], "--reddit-dumps")
 
 
 # -- reading -------------------------------------------------------------------------------------------------------
@@ -115,7 +106,7 @@ class ReadDumpChunks(beam.DoFn):
     def process(self, path: str) -> Iterator[tuple]:
         log.info("reading %s", path)
         lines = next_progress = 0
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        with storage.open_read(path) as handle:
             for first, block in dumps.iter_dump_blocks(handle, path):
                 for start in range(0, len(block), CHUNK_LINES):
                     yield path, first + start, join_lines(block[start:start + CHUNK_LINES])
@@ -176,10 +167,6 @@ def split_lines(payload: bytes | list) -> list:
     return payload
 
 
-def reject_shard(item_id: str) -> int:
-    return zlib.crc32(item_id.encode("utf-8", "surrogatepass")) % beamio.REJECT_SHARDS
-
-
 def pack(batch: list) -> bytes:
     """A batch crosses the shuffle as one compressed pickle: Beam's default coder would pickle each object on its own."""
     return zstandard.ZstdCompressor(level=1).compress(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
@@ -200,7 +187,7 @@ class ParseAndFilter(beam.DoFn):
 
     def setup(self):
         self.rules = link_rules(self.config)
-        self.num_shards = self.config["num_shards"]
+        self.num_shards = self.config["links_shards"]
         self.read = Metrics.counter(NAME, "submissions.read")
         self.passed = Metrics.counter(NAME, "submissions.passed-rules")
         self.reject_counters: dict[str, object] = {}
@@ -222,7 +209,7 @@ class ParseAndFilter(beam.DoFn):
 
         def drop(reason: str, detail: str, url: str | None, item_id: str) -> None:
             reasons[reason] += 1
-            rejects[reject_shard(item_id)].append((reason, detail, url, item_id))
+            rejects[sinks.reject_shard(reason, url, item_id)].append((reason, detail, url, item_id))
 
         for offset, line in enumerate(lines):
             line_no = first + offset
@@ -250,7 +237,7 @@ class ParseAndFilter(beam.DoFn):
             if verdict.reason is not None:
                 drop(verdict.reason, verdict.detail, submission.url, submission.id)
                 continue
-            kept[beamio.stable_shard(verdict.url_key, self.num_shards)].append(
+            kept[sinks.stable_shard(verdict.url_key, self.num_shards)].append(
                 (verdict.url_key, *[getattr(submission, name) for name in SUBMISSION_FIELDS]))
         self.read.inc(lines_read)
         self.passed.inc(sum(len(batch) for batch in kept.values()))
@@ -296,30 +283,19 @@ class MergeAndWriteShard(beam.DoFn):
                 if reason not in self.reject_counters:
                     self.reject_counters[reason] = Metrics.counter(NAME, f"reject.{reason}")
                 self.reject_counters[reason].inc()
-                rejects[reject_shard(submission.id)].append((reason, detail, submission.url, submission.id))
+                rejects[sinks.reject_shard(reason, submission.url, submission.id)].append(
+                    (reason, detail, submission.url, submission.id))
         self.written.inc(len(rows))
         self.merged.inc(sum(row.num_submissions for row in rows))
-        path = rundir.join(self.directory, beamio.shard_name("links", shard, self.config["num_shards"]))
-        columns = [[getattr(row, name) for row in rows] for name in LINKS_SCHEMA.names]
-        beamio.write_parquet_table(path, pa.table(columns, schema=LINKS_SCHEMA))
+        path = storage.join(self.directory, sinks.shard_name("links", shard, self.config["links_shards"]))
+        columns = [[getattr(row, name) for row in rows] for name in layout.LINKS_SCHEMA.names]
+        storage.write_parquet_table(path, pa.table(columns, schema=layout.LINKS_SCHEMA))
         for shard_index, batch in sorted(rejects.items()):
             yield shard_index, pack(batch)
 
 
-class WriteRejectShard(beam.DoFn):
-    """One rejects shard, sorted by reason, URL and id; rows travel as (reason, detail, url, item_id) tuples."""
-
-    def __init__(self, directory: str):
-        self.directory = directory
-
-    def process(self, element) -> Iterator[str]:
-        shard, batches = element
-        rows = sorted(unpack(batches), key=lambda r: (r[0], r[2] or "", r[3] or "", r[1] or ""))
-        reasons, details, urls, item_ids = (list(column) for column in zip(*rows)) if rows else ([], [], [], [])
-        table = pa.table([[NAME] * len(rows), reasons, details, urls, item_ids], schema=beamio.REJECT_SCHEMA)
-        path = rundir.join(self.directory, beamio.shard_name("rejects", shard, beamio.REJECT_SHARDS))
-        beamio.write_parquet_table(path, table)
-        yield path
+def write_rejects(shard: int, batches: Iterable[bytes], directory: str = "") -> str:
+    return sinks.write_reject_shard(directory, NAME, shard, unpack(batches))
 
 
 def build_pipeline(p: beam.Pipeline, ctx: StageContext, files: list[str], subreddits: list[str]) -> None:
@@ -335,11 +311,11 @@ def build_pipeline(p: beam.Pipeline, ctx: StageContext, files: list[str], subred
     parsed = chunks | "ParseAndFilter" >> beam.ParDo(ParseAndFilter(config)).with_outputs("rejects", main="kept")
     merge_rejects = (parsed.kept
                      | "GroupByLinksShard" >> beam.GroupByKey()
-                     | "MergeAndWrite" >> beam.ParDo(MergeAndWriteShard(config, ctx.run.path(NAME))))
+                     | "MergeAndWrite" >> beam.ParDo(MergeAndWriteShard(config, ctx.run.path(layout.LINKS))))
     ((parsed.rejects, merge_rejects)
      | "AllRejects" >> beam.Flatten().with_output_types(tuple[int, bytes])
      | "GroupByRejectShard" >> beam.GroupByKey()
-     | "WriteRejects" >> beam.ParDo(WriteRejectShard(ctx.run.path("rejects", NAME))))
+     | "WriteRejects" >> beam.MapTuple(write_rejects, directory=ctx.run.rejects(NAME)))
 
 
 def check_bad_fractions(result, files: list[str], max_bad_fraction: float) -> None:
@@ -369,8 +345,8 @@ def execute(ctx: StageContext) -> None:
     subreddits = [s.strip() for s in (config.get("praw_subreddits") or "").split(",") if s.strip()]
     if not files and not subreddits:
         raise StageError("links: give --reddit-dumps GLOB… and/or --praw-subreddits NAME,…")
-    if config["num_shards"] < 1:
-        raise StageError("--num-shards must be at least 1")
+    if config["links_shards"] < 1:
+        raise StageError("--links-shards must be at least 1")
     link_rules(config)  # a bad blocklist path fails here, before the pipeline
     if subreddits:
         site = config.get("praw_site")
@@ -379,7 +355,7 @@ def execute(ctx: StageContext) -> None:
         except api.RedditAuthError as error:
             raise StageError(str(error)) from None
     result = ctx.run_pipeline(lambda p: build_pipeline(p, ctx, files, subreddits))
-    beamio.fill_empty_shards(ctx.run.path(NAME), NAME, LINKS_SCHEMA, config["num_shards"])
+    sinks.fill_empty_shards(ctx.run.path(layout.LINKS), "links", layout.LINKS_SCHEMA, config["links_shards"])
     check_bad_fractions(result, files, config["max_bad_fraction"])
     check_accounting(ctx.counters)
 
@@ -397,7 +373,7 @@ def check_accounting(counters: dict[str, int]) -> None:
 STAGE = Stage(
     name=NAME,
     help="Reddit submissions (dumps and/or PRAW) to one row per unique outbound URL with enough karma",
-    options=OPTIONS,
+    options=options_of(LinksOptions),
     execute=execute,
     external_inputs=lambda run, config: dump_files(config),
     outputs=[NAME],
