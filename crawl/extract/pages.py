@@ -16,13 +16,26 @@ log = logging.getLogger(__name__)
 class ExtractConfig:
     """Extraction settings (measured on the extraction benchmark: docs/crawl.md) and the filters after it."""
 
-    favor_precision: bool = True
-    favor_recall: bool = False
+    extraction: str = field(default="precision", metadata={
+        "help": "trafilatura's trade-off", "choices": ("precision", "balanced", "recall")})
+    languages: tuple[str, ...] = field(default=("en",), metadata={
+        "help": "languages kept (ISO 639-1 codes), or 'all'"})  # empty, like 'all': keep every language
+    min_language_score: float = field(default=0.5, metadata={"help": "lowest language-ID probability kept"})
     include_comments: bool = False
     include_tables: bool = True
-    languages: tuple[str, ...] = ("en",)  # empty: keep every language
-    min_language_score: float = 0.5
     quality: QualityConfig = field(default_factory=QualityConfig)
+
+    def __post_init__(self) -> None:
+        languages = tuple(code.lower() for code in self.languages)
+        object.__setattr__(self, "languages", () if "all" in languages else languages)
+
+    @property
+    def favor_precision(self) -> bool:
+        return self.extraction == "precision"
+
+    @property
+    def favor_recall(self) -> bool:
+        return self.extraction == "recall"
 
 
 @dataclass
