@@ -81,10 +81,14 @@ def _default(field: dataclasses.Field) -> Any:
     return sorted(value) if isinstance(value, (set, frozenset)) else list(value) if isinstance(value, tuple) else value
 
 
+def _flag(field: dataclasses.Field) -> str:
+    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
 def option_for(field: dataclasses.Field, annotation: Any) -> Option:
     """The Option a dataclass field declares (see the module docstring)."""
     meta = field.metadata
-    flag = meta.get("flag") or "--" + field.name.replace("_", "-")
+    flag = _flag(field)
     annotation = _unwrap_optional(annotation)
     origin = typing.get_origin(annotation)
     common = {"flag": flag, "help": meta["help"], "default": _default(field), "choices": meta.get("choices")}
@@ -112,7 +116,8 @@ def _as_field_type(value: Any, annotation: Any) -> Any:
 
 
 def config_from(config_cls: type, values: dict[str, Any]):
-    """The dataclass built from a stage's resolved options: the keys that are its fields, lists as its tuples/sets."""
+    """The dataclass built from a stage's resolved options: the keys of its fields' options (a field with its own
+    "flag" has that flag's key), lists as its tuples/sets."""
     hints = typing.get_type_hints(config_cls)
-    known = {f.name for f in dataclasses.fields(config_cls) if f.init}
-    return config_cls(**{k: _as_field_type(v, hints[k]) for k, v in values.items() if k in known})
+    keys = {f.name: _flag(f).lstrip("-").replace("-", "_") for f in dataclasses.fields(config_cls) if f.init}
+    return config_cls(**{name: _as_field_type(values[key], hints[name]) for name, key in keys.items() if key in values})
