@@ -32,7 +32,7 @@ from webtext.crawl.fetch.responses import REDIRECT_STATUSES, follow_redirect, pa
 from webtext.crawl.fetch.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
 from webtext.crawl.reddit.urls import InvalidUrl, normalize_url, url_domain
 from webtext.pipeline import layout, sinks, storage
-from webtext.pipeline.options import Option, config_from, options_of
+from webtext.pipeline.stage_options import Option, config_from, options_of
 from webtext.pipeline.progress import Progress
 from webtext.pipeline.stage import Stage, StageContext, StageError, upstream_fingerprints
 

@@ -26,7 +26,7 @@ from webtext.dedup.survivors import DocRank, pick_survivor
 from webtext.dedup.text import words
 from . import layout, sinks, storage
 from .progress import Progress
-from .options import options_of
+from .stage_options import options_of
 from .stage import Stage, StageContext, StageError, upstream_fingerprints
 
 log = logging.getLogger(__name__)

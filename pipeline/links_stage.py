@@ -18,7 +18,7 @@ from webtext.crawl.reddit import api, dumps, submissions
 from webtext.crawl.reddit.linkrules import LinkRules, judge_submission, merge_link
 from webtext.crawl.reddit.urls import UrlFilter
 from . import layout, sinks, storage
-from .options import options_of
+from .stage_options import options_of
 from .stage import Stage, StageContext, StageError
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,9 @@ class LinksOptions:
         "help": "max: any one submission has the karma (WebText); sum: summed over submissions (OpenWebText2)",
         "choices": ("max", "sum")})
     after: int | None = field(default=None, metadata={
-        "help": "keep submissions created at or after this date (YYYY-MM-DD, UTC)", "parse": parse_date})
+        "help": "keep submissions created at or after this date (YYYY-MM-DD, UTC)", "type": parse_date})
     before: int | None = field(default=None, metadata={
-        "help": "keep submissions created before this date (WebText: 2017-12-01)", "parse": parse_date})
+        "help": "keep submissions created before this date (WebText: 2017-12-01)", "type": parse_date})
     keep_nsfw: bool = field(default=False, metadata={"help": "keep over_18 submissions"})
     blocked_domains: str | None = field(default=None, metadata={"help": "file replacing the shipped blocked-domains list"})
     blocked_extensions: str | None = field(default=None, metadata={

@@ -25,7 +25,7 @@ from webtext.pipeline.token_encoding import ENGINES, Encoder
 from webtext.pipeline.progress import Progress
 from webtext.pipeline.layout import RunDir
 from webtext.pipeline.storage import FileEntry
-from webtext.pipeline.options import options_of
+from webtext.pipeline.stage_options import options_of
 from webtext.pipeline.stage import Action, Stage, StageContext, StageError, upstream_fingerprints
 from webtext.train import shard_format
 

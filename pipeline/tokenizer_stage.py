@@ -15,7 +15,7 @@ from tqdm import tqdm
 from webtext.pipeline import gpt2_bpe, layout, storage
 from webtext.pipeline.layout import RunDir
 from webtext.pipeline.storage import FileEntry
-from webtext.pipeline.options import options_of
+from webtext.pipeline.stage_options import options_of
 from webtext.pipeline.stage import Stage, StageContext, StageError, upstream_fingerprints
 
 log = logging.getLogger(__name__)

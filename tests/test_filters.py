@@ -5,7 +5,7 @@ import pytest
 
 from webtext.crawl.extract.quality import RULES, QualityConfig, all_failures, first_failure
 from webtext.pipeline.demo_web import sample_articles
-from webtext.pipeline.options import config_from
+from webtext.pipeline.stage_options import config_from
 
 DEFAULT = QualityConfig()
 

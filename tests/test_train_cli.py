@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 TRAIN_MODULES = ["webtext.train", "webtext.train.atomic", "webtext.train.shard_format", "webtext.train.model",
                  "webtext.train.chunked_loss", "webtext.train.data", "webtext.train.safetensors_io",
                  "webtext.train.checkpoint", "webtext.train.trainer", "webtext.train.generate", "webtext.train.evaluate",
-                 "webtext.train.options", "webtext.train.hf", "webtext.train.cli"]
+                 "webtext.train.config_flags", "webtext.train.hf", "webtext.train.cli"]
 FORBIDDEN = ["apache_beam", "trafilatura", "praw", "datasketch", "requests"]
 TINY = ["--model", "tiny", "--block-size", "32", "--micro-batch", "4", "--warmup", "2", "--lr", "3e-3",
         "--device", "cpu"]
@@ -118,30 +118,30 @@ def test_bad_keep_and_warmup_are_argparse_errors(tmp_path, capsys):
 
 
 def test_a_new_config_field_makes_a_working_flag(capsys):
-    from webtext.train import options
+    from webtext.train import config_flags
     from webtext.train.trainer import TrainConfig
 
-    knob = options.option(7, "a knob only this test has", type=options.positive_int)
+    knob = config_flags.option(7, "a knob only this test has", type=config_flags.positive_int)
     extended = dataclasses.make_dataclass("Extended", [("dummy_knob", int, knob)], bases=(TrainConfig,))
-    parser = argparse.ArgumentParser(formatter_class=options.DefaultsHelpFormatter)
-    options.add_arguments(parser, extended)
-    config = options.from_namespace(extended, parser.parse_args(["RUN", "--dummy-knob", "3", "--lr", "1e-3", "--resume"]))
+    parser = argparse.ArgumentParser(formatter_class=config_flags.DefaultsHelpFormatter)
+    config_flags.add_arguments(parser, extended)
+    config = config_flags.from_namespace(extended, parser.parse_args(["RUN", "--dummy-knob", "3", "--lr", "1e-3", "--resume"]))
     assert isinstance(config, extended)
     assert (config.run, config.dummy_knob, config.lr, config.resume) == ("RUN", 3, 1e-3, True)
-    assert options.from_namespace(extended, parser.parse_args(["RUN"])) == extended(run="RUN")
+    assert config_flags.from_namespace(extended, parser.parse_args(["RUN"])) == extended(run="RUN")
     assert "--dummy-knob DUMMY_KNOB a knob only this test has (default: 7)" in " ".join(parser.format_help().split())
     with pytest.raises(SystemExit):
         parser.parse_args(["RUN", "--dummy-knob", "0"])
     assert "--dummy-knob: must be a positive integer" in capsys.readouterr().err
     bare = dataclasses.make_dataclass("Bare", [("knob", int, 1)])
     with pytest.raises(TypeError, match="Bare.knob has no help"):
-        options.add_arguments(argparse.ArgumentParser(), bare)
+        config_flags.add_arguments(argparse.ArgumentParser(), bare)
 
 
 def test_config_fields_are_the_flags_of_train_and_sample():
     from webtext.train.cli import build_parser
     from webtext.train.generate import SamplingConfig
-    from webtext.train.options import from_namespace
+    from webtext.train.config_flags import from_namespace
     from webtext.train.trainer import TrainConfig
 
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices

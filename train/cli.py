@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from .options import DefaultsHelpFormatter, add_arguments, from_namespace, positive_int
+from .config_flags import DefaultsHelpFormatter, add_arguments, from_namespace, positive_int
 
 log = logging.getLogger("webtext.train")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .model import GPT, ConfigError, KVCache
-from .options import option, positive_int
+from .config_flags import option, positive_int
 from .shard_format import RUN_TOKENIZER
 
 

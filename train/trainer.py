@@ -20,7 +20,7 @@ from . import checkpoint as ckpt
 from .data import LoaderState, PrefetchingLoader, TrainBatches, WindowIndex, eval_window_ids, open_split
 from .model import (ATTENTION_CHOICES, GPT, ConfigError, GPTConfig, MODEL_SHAPES, named_config,
                     parameter_groups)
-from .options import non_negative_int, option, positive_int
+from .config_flags import non_negative_int, option, positive_int
 from .shard_format import RUN_SHARDS, RUN_TOKENIZER, RUN_TRAINING, Manifest, ShardFormatError, sha256_file, verify
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 A field is an option when its metadata has "help": `min_karma: int = field(default=3, metadata={"help": "…"})` is the
 flag `--min-karma` and the TOML key `min_karma`. Optional metadata: "choices", "flag" (a flag other than --field-name),
-"parse" (turns the string of a flag or TOML value into the field's value, e.g. a date into seconds).
+"type" (turns the string of a flag or TOML value into the field's value, e.g. a date into seconds).
 Libraries (crawl/, dedup/) declare their own config dataclasses this way without importing anything from here.
 """
 from __future__ import annotations
@@ -96,9 +96,9 @@ def option_for(field: dataclasses.Field, annotation: Any) -> Option:
         return Option(**common, switch=True)
     if origin in (tuple, list, set, frozenset):
         item = typing.get_args(annotation)[0] if typing.get_args(annotation) else str
-        return Option(**common, type=meta.get("parse", item if item in _SCALARS else str), multiple=True)
-    if annotation in _SCALARS or "parse" in meta:
-        return Option(**common, type=meta.get("parse", annotation))
+        return Option(**common, type=meta.get("type") or (item if item in _SCALARS else str), multiple=True)
+    if annotation in _SCALARS or meta.get("type"):
+        return Option(**common, type=meta.get("type") or annotation)
     raise TypeError(f"option {field.name}: cannot derive a flag from the type {annotation!r}")
 
 
