@@ -446,5 +446,5 @@ STAGE = Stage(
     execute=execute,
     external_inputs=lambda run, config: warc_inputs(config),
     upstream=lambda run, config: upstream_fingerprints(run, ["links"]),
-    outputs=["crawl", "docs"],
+    outputs=[layout.WARC, layout.FETCH_LOG, layout.DOCS],
 )

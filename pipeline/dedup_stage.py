@@ -712,5 +712,5 @@ STAGE = Stage(
     execute=execute,
     external_inputs=lambda run, config: input_files(run, config) + eval_files(config),
     upstream=lambda run, config: upstream_fingerprints(run, ["crawl"]),
-    outputs=[NAME],
+    outputs=[layout.DEDUP],
 )

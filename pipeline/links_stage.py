@@ -376,5 +376,5 @@ STAGE = Stage(
     options=options_of(LinksOptions),
     execute=execute,
     external_inputs=lambda run, config: dump_files(config),
-    outputs=[NAME],
+    outputs=[layout.LINKS],
 )

@@ -495,7 +495,7 @@ STAGE = Stage(
     execute=execute,
     external_inputs=external_inputs,
     upstream=upstream,
-    outputs=[NAME],
+    outputs=[layout.SHARDS],
     actions=[Action("--verify", "only check the written shards against manifest.json (checksums, dtype, eot, "
                                 "vocabulary, totals) and exit", verify_command)],
 )

@@ -178,5 +178,5 @@ STAGE = Stage(
     execute=execute,
     external_inputs=external_inputs,
     upstream=upstream,
-    outputs=[NAME],
+    outputs=[layout.TOKENIZER],
 )
