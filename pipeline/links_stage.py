@@ -190,13 +190,7 @@ class ParseAndFilter(beam.DoFn):
         self.num_shards = self.config["links_shards"]
         self.read = Metrics.counter(NAME, "submissions.read")
         self.passed = Metrics.counter(NAME, "submissions.passed-rules")
-        self.reject_counters: dict[str, object] = {}
-
-    def _count_rejects(self, reasons: Counter) -> None:
-        for reason, count in reasons.items():
-            if reason not in self.reject_counters:
-                self.reject_counters[reason] = Metrics.counter(NAME, f"reject.{reason}")
-            self.reject_counters[reason].inc(count)
+        self.reject_counters = sinks.RejectCounters(NAME)
 
     def process(self, element: tuple) -> Iterator:
         source, first, payload = element
@@ -241,7 +235,8 @@ class ParseAndFilter(beam.DoFn):
                 (verdict.url_key, *[getattr(submission, name) for name in SUBMISSION_FIELDS]))
         self.read.inc(lines_read)
         self.passed.inc(sum(len(batch) for batch in kept.values()))
-        self._count_rejects(reasons)
+        for reason, count in reasons.items():
+            self.reject_counters.inc(reason, count)
         if not source.startswith("praw:"):
             Metrics.counter(FILES_NAMESPACE, f"lines:{source}").inc(lines_read)
             Metrics.counter(FILES_NAMESPACE, f"bad:{source}").inc(bad)
@@ -266,7 +261,7 @@ class MergeAndWriteShard(beam.DoFn):
         self.rules = link_rules(self.config)
         self.written = Metrics.counter(NAME, "links.written")
         self.merged = Metrics.counter(NAME, "submissions.merged")
-        self.reject_counters: dict[str, object] = {}
+        self.reject_counters = sinks.RejectCounters(NAME)
 
     def process(self, element) -> Iterator:
         shard, batches = element
@@ -280,9 +275,7 @@ class MergeAndWriteShard(beam.DoFn):
             if row is not None:
                 rows.append(row)
             for submission, reason, detail in dropped:
-                if reason not in self.reject_counters:
-                    self.reject_counters[reason] = Metrics.counter(NAME, f"reject.{reason}")
-                self.reject_counters[reason].inc()
+                self.reject_counters.inc(reason)
                 rejects[sinks.reject_shard(reason, submission.url, submission.id)].append(
                     (reason, detail, submission.url, submission.id))
         self.written.inc(len(rows))
