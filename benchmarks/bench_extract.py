@@ -69,7 +69,7 @@ def metadata_loop(pages: list[bytes]) -> tuple[Timer, list[str | None]]:
 
 
 def library_loop(pages: list[bytes], urls: list[str], languages: tuple[str, ...]) -> tuple[Timer, list]:
-    from webtext.crawl.extract import ExtractConfig, Page, process_page
+    from webtext.crawl.extract.pages import ExtractConfig, Page, process_page
 
     config = ExtractConfig(languages=languages)
     with Timer() as timer:
@@ -80,7 +80,7 @@ def library_loop(pages: list[bytes], urls: list[str], languages: tuple[str, ...]
 def write_run(run: Path, pages: list[bytes], urls: list[str]) -> None:
     """A WARC holding every page as a 200 text/html response, and the links table pointing at them."""
     from tests.testweb import write_links
-    from webtext.crawl.warc import HttpExchange, WarcWriter
+    from webtext.crawl.fetch.warc import HttpExchange, WarcWriter
 
     writer = WarcWriter(str(run / "archive"), "bench")
     (run / "archive").mkdir(parents=True)
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="each measurement is repeated, the best kept")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "extraction-benchmark"))
     args = parser.parse_args()
-    from webtext.crawl.extract import extraction_scores
+    from benchmarks.extraction_metric import extraction_scores
 
     pages_by_id, truth, original_urls = load_pages(Path(args.data))
     ids = list(pages_by_id)

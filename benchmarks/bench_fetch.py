@@ -53,9 +53,11 @@ def serve(hosts: int, latency: float, ports: multiprocessing.Queue, stop: multip
 
 def crawl(ports: list[int], pages: int, hosts_in_flight: int, host_delay: float, workdir: str) -> tuple[float, int, int]:
     """The fetch step's engine, as FetchHosts runs it; returns (seconds, pages fetched, rejects)."""
-    from webtext.crawl.fetch import FetchConfig, Fetcher, crawl_host
-    from webtext.crawl.politeness import HostDone, HostPool
-    from webtext.crawl.warc import WarcWriter
+    from webtext.crawl.fetch.config import FetchConfig
+    from webtext.crawl.fetch.fetcher import Fetcher
+    from webtext.crawl.fetch.host_links import crawl_host
+    from webtext.crawl.fetch.politeness import HostDone, HostPool
+    from webtext.crawl.fetch.warc import WarcWriter
 
     writer = WarcWriter(workdir, "bench")
     fetcher = Fetcher(FetchConfig(host_delay=host_delay, allowed_networks=("127.0.0.0/8",)), archive=writer.write)

@@ -16,11 +16,11 @@ from collections import defaultdict
 
 from apache_beam.io.filesystems import FileSystems
 
-from webtext.crawl import reddit
-from webtext.crawl.linkrules import LinkRules, judge_submission, merge_link
-from webtext.crawl.sample import make_sample_dump
-from webtext.crawl.urls import UrlFilter
+from webtext.crawl.reddit import dumps, submissions
+from webtext.crawl.reddit.linkrules import LinkRules, judge_submission, merge_link
+from webtext.crawl.reddit.urls import UrlFilter
 from webtext.pipeline.cli import available_stages, run_stages
+from webtext.pipeline.demo_dump import make_sample_dump
 
 
 def plain_loop(path: str) -> tuple[int, int]:
@@ -29,14 +29,14 @@ def plain_loop(path: str) -> tuple[int, int]:
     by_url = defaultdict(list)
     read = 0
     with open(path, "rb") as handle:
-        for _, line in reddit.iter_dump_lines(handle, path):
-            if isinstance(line, reddit.DumpLine):
+        for _, line in dumps.iter_dump_lines(handle, path):
+            if isinstance(line, dumps.DumpLine):
                 continue
             read += 1
             try:
                 record = json.loads(line)
-                submission = reddit.parse_submission(record)
-            except (ValueError, reddit.BadSubmission):
+                submission = submissions.parse_submission(record)
+            except (ValueError, submissions.BadSubmission):
                 continue
             verdict = judge_submission(submission, rules)
             if verdict.reason is None:

@@ -29,8 +29,8 @@ def write_synthetic(root: Path, tokens: int, vocab_size: int = 50257, shard_toke
         offsets = np.append(np.arange(0, size, 1500, dtype=np.int64), size)
         flat[offsets[1:] - 1] = vocab_size - 1
         name = shard_format.shard_name("train", index)
-        stats = shard_format.write_shard_arrays(root / name, flat, offsets, [f"d{index}-{i}" for i in range(len(offsets) - 1)],
-                                                "uint16")
+        stats = shard_format.write_shard_batch(root / name, shard_format.TokenBatch(flat, offsets),
+                                               [f"d{index}-{i}" for i in range(len(offsets) - 1)], "uint16")
         infos.append(shard_format.ShardInfo.from_stats(name, "train", stats))
     manifest = shard_format.Manifest(root=root, tokenizer_sha256="0" * 64, vocab_size=vocab_size, eot_id=vocab_size - 1,
                                      dtype="uint16", shards=infos)

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 from urllib.parse import urljoin
 
@@ -19,105 +20,62 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
-from webtext.crawl.extract import ExtractConfig, ExtractionSandbox, InlineExtractor, Page, PageResult
-from webtext.crawl.fetch import (DEFAULT_USER_AGENT, REDIRECT_STATUSES, FetchConfig, Fetcher, FetchFailure, FetchResult,
-                                 crawl_host, follow_redirect, host_key, page_outcome, redirect_item)
-from webtext.crawl.filters import RULES, QualityConfig
-from webtext.crawl.politeness import HostDone, HostPool
-from webtext.crawl.urls import InvalidUrl, normalize_url, url_domain
-from webtext.crawl.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
+from webtext.crawl.extract import quality
+from webtext.crawl.extract.pages import ExtractConfig, Page, PageResult
+from webtext.crawl.extract.sandbox import ExtractionSandbox, InlineExtractor
+from webtext.crawl.fetch.config import FetchConfig
+from webtext.crawl.fetch.fetcher import Fetcher
+from webtext.crawl.fetch.host_links import crawl_host, redirect_item
+from webtext.crawl.fetch.outcomes import FetchFailure, FetchResult
+from webtext.crawl.fetch.politeness import HostDone, HostPool, host_key
+from webtext.crawl.fetch.responses import REDIRECT_STATUSES, follow_redirect, page_outcome
+from webtext.crawl.fetch.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
+from webtext.crawl.reddit.urls import InvalidUrl, normalize_url, url_domain
 from webtext.pipeline import layout, sinks, storage
+from webtext.pipeline.stage_options import Option, config_from, options_of
 from webtext.pipeline.progress import Progress
-from webtext.pipeline.stage import Option, Stage, StageContext, StageError, upstream_fingerprints
+from webtext.pipeline.stage import Stage, StageContext, StageError, upstream_fingerprints
 
 log = logging.getLogger(__name__)
 
 NAME = "crawl"
-_Q = QualityConfig()
-OPTIONS = [
-    # fetching
-    Option("--user-agent", "User-Agent with a contact URL; name your own crawl here", default=DEFAULT_USER_AGENT),
-    Option("--host-delay", "seconds between the end of one request to a host and the start of the next",
-           type=float, default=1.0),
-    Option("--max-crawl-delay", "honour robots.txt Crawl-delay up to this many seconds; hosts asking more are skipped",
-           type=float, default=60.0),
-    Option("--connect-timeout", "seconds to connect", type=float, default=10.0),
-    Option("--read-timeout", "seconds without a byte from the server", type=float, default=30.0),
-    Option("--page-deadline", "seconds one response may take in all, headers and body", type=float, default=60.0),
-    Option("--link-deadline", "seconds one link may take in all: redirects, retries and their waits "
-           "(0: 3 page deadlines)", type=float, default=0.0),
-    Option("--max-bytes", "largest body as received", type=int, default=5_000_000),
-    Option("--max-decompressed-bytes", "largest body after gzip/deflate (bigger: a decompression bomb)",
-           type=int, default=25_000_000),
-    Option("--max-redirects", "redirects followed per link", type=int, default=5),
-    Option("--retries", "retries after connection errors, 429 and 5xx", type=int, default=3),
-    Option("--backoff-base", "first retry waits about this many seconds, doubling each time", type=float, default=1.0),
-    Option("--retry-after-max", "longest Retry-After we wait for; longer means giving up", type=float, default=120.0),
-    Option("--allow-private-addresses", "allow loopback, private, link-local … addresses (tests, the demo)",
-           switch=True),
-    Option("--allowed-networks", "CIDR networks allowed despite the address guard (e.g. 127.0.0.0/8)", multiple=True),
-    Option("--hosts-in-flight", "hosts each worker crawls at once (one thread each)", type=int, default=256),
-    Option("--max-pages-per-host", "links fetched per host, the rest rejected host-cap (0: all)", type=int, default=0),
-    Option("--max-host-failures", "network failures in a row after which a host's other links are rejected "
-           "host-unreachable (0: never)", type=int, default=5),
-    Option("--warc-max-bytes", "start a new WARC file after this many bytes", type=int, default=1_000_000_000),
-    Option("--from-warc", "replay responses from these WARC files (globs) instead of fetching", multiple=True),
-    # extraction
-    Option("--extraction", "trafilatura's trade-off", default="precision", choices=["precision", "balanced", "recall"]),
-    Option("--extract-timeout", "seconds per page in the extraction sandbox (0: no sandbox, no limit)",
-           type=float, default=30.0),
-    Option("--extract-memory-mb", "address-space limit of the extraction process, so a page that needs too much "
-           "memory is a reject, not a killed worker (0: none)", type=int, default=2048),
-    Option("--languages", "languages kept (ISO 639-1 codes), or 'all'", multiple=True, default=["en"]),
-    Option("--min-language-score", "lowest language-ID probability kept", type=float, default=0.5),
-    # quality rules (docs/crawl.md)
-    Option("--min-words", "rule too-few-words", type=int, default=_Q.min_words),
-    Option("--max-words", "rule too-many-words", type=int, default=_Q.max_words),
-    Option("--min-mean-word-length", "rule mean-word-length: lower bound", type=float, default=_Q.min_mean_word_length),
-    Option("--max-mean-word-length", "rule mean-word-length: upper bound", type=float, default=_Q.max_mean_word_length),
-    Option("--max-symbol-ratio", "rule symbol-ratio: (# and ellipses) per word", type=float, default=_Q.max_symbol_ratio),
-    Option("--max-bullet-lines", "rule bullet-lines: share of lines", type=float, default=_Q.max_bullet_lines),
-    Option("--max-ellipsis-lines", "rule ellipsis-lines: share of lines", type=float, default=_Q.max_ellipsis_lines),
-    Option("--min-alpha-words", "rule alpha-words: share of words with a letter", type=float, default=_Q.min_alpha_words),
-    Option("--min-stop-words", "rule stop-words (English)", type=int, default=_Q.min_stop_words),
-    Option("--max-duplicate-lines", "rule repeated-lines: share of lines", type=float, default=_Q.max_duplicate_lines),
-    Option("--max-duplicate-line-chars", "rule repeated-lines: share of characters", type=float,
-           default=_Q.max_duplicate_line_chars),
-    Option("--top-ngram-limits", "rule top-ngram: limits for n = 2, 3, 4", type=float, multiple=True,
-           default=list(_Q.top_ngram_limits)),
-    Option("--duplicate-ngram-limits", "rule duplicate-ngrams: limits for n = 5 … 10", type=float, multiple=True,
-           default=list(_Q.duplicate_ngram_limits)),
-    Option("--skip-rules", "quality rules not applied ('none' applies all, 'all' none)", multiple=True,
-           choices=sorted(RULES) + ["none", "all"], default=sorted(_Q.disabled)),
-    # output
-    Option("--docs-shards", "docs-*.parquet files", type=int, default=8),
-    Option("--fetch-log-shards", "fetch-log-*.parquet files", type=int, default=4),
-]
+
+
+@dataclass(frozen=True)
+class CrawlOptions:
+    """The crawl stage's own options; those of fetching, extraction and the quality rules are their configs' fields."""
+
+    hosts_in_flight: int = field(default=256, metadata={"help": "hosts each worker crawls at once (one thread each)"})
+    max_pages_per_host: int = field(default=0, metadata={
+        "help": "links fetched per host, the rest rejected host-cap (0: all)"})
+    max_host_failures: int = field(default=5, metadata={
+        "help": "network failures in a row after which a host's other links are rejected host-unreachable (0: never)"})
+    warc_max_bytes: int = field(default=1_000_000_000, metadata={"help": "start a new WARC file after this many bytes"})
+    from_warc: tuple[str, ...] = field(default=(), metadata={
+        "help": "replay responses from these WARC files (globs) instead of fetching"})
+    extract_timeout: float = field(default=30.0, metadata={
+        "help": "seconds per page in the extraction sandbox (0: no sandbox, no limit)"})
+    extract_memory_mb: int = field(default=2048, metadata={
+        "help": "address-space limit of the extraction process, so a page that needs too much memory is a reject, "
+                "not a killed worker (0: none)"})
+    docs_shards: int = field(default=8, metadata={"help": "docs-*.parquet files"})
+    fetch_log_shards: int = field(default=4, metadata={"help": "fetch-log-*.parquet files"})
+
+
+def crawl_options() -> list[Option]:
+    """The flags and [crawl] keys: fetching, extraction and quality-rule settings, then the stage's own."""
+    return [*options_of(FetchConfig), *options_of(ExtractConfig), *options_of(quality.QualityConfig),
+            *options_of(CrawlOptions)]
 
 
 # -- configuration ---------------------------------------------------------------------------------------------------
 
 def fetch_config(config: dict) -> FetchConfig:
-    return FetchConfig(
-        user_agent=config["user_agent"], connect_timeout=config["connect_timeout"], read_timeout=config["read_timeout"],
-        page_deadline=config["page_deadline"], link_deadline=config.get("link_deadline") or 0.0,
-        max_bytes=config["max_bytes"],
-        max_decompressed_bytes=config["max_decompressed_bytes"], max_redirects=config["max_redirects"],
-        retries=config["retries"], backoff_base=config["backoff_base"], retry_after_max=config["retry_after_max"],
-        host_delay=config["host_delay"], max_crawl_delay=config["max_crawl_delay"],
-        allow_private_addresses=bool(config["allow_private_addresses"]),
-        allowed_networks=tuple(config.get("allowed_networks") or ()))
+    return config_from(FetchConfig, config)
 
 
 def extract_config(config: dict) -> ExtractConfig:
-    languages = [code.lower() for code in config.get("languages") or []]
-    skipped = set(config.get("skip_rules") or [])
-    disabled = set(RULES) if "all" in skipped else skipped - {"none"}
-    quality = QualityConfig.from_dict({**config, "disabled": disabled})
-    mode = config.get("extraction", "precision")
-    return ExtractConfig(favor_precision=mode == "precision", favor_recall=mode == "recall",
-                         languages=() if "all" in languages else tuple(languages),
-                         min_language_score=config["min_language_score"], quality=quality)
+    return config_from(ExtractConfig, {**config, "quality": config_from(quality.QualityConfig, config)})
 
 
 def doc_id(url_key: str) -> str:
@@ -484,9 +442,9 @@ def execute(ctx: StageContext) -> None:
 STAGE = Stage(
     name=NAME,
     help="fetch the links politely into WARC files, extract the main text, keep documents that pass the filters",
-    options=OPTIONS,
+    options=crawl_options(),
     execute=execute,
     external_inputs=lambda run, config: warc_inputs(config),
     upstream=lambda run, config: upstream_fingerprints(run, ["links"]),
-    outputs=["crawl", "docs"],
+    outputs=[layout.WARC, layout.FETCH_LOG, layout.DOCS],
 )

@@ -26,7 +26,7 @@ from webtext.dedup.survivors import DocRank, pick_survivor
 from webtext.dedup.text import words
 from . import layout, sinks, storage
 from .progress import Progress
-from .options import options_of
+from .stage_options import options_of
 from .stage import Stage, StageContext, StageError, upstream_fingerprints
 
 log = logging.getLogger(__name__)
@@ -712,5 +712,5 @@ STAGE = Stage(
     execute=execute,
     external_inputs=lambda run, config: input_files(run, config) + eval_files(config),
     upstream=lambda run, config: upstream_fingerprints(run, ["crawl"]),
-    outputs=[NAME],
+    outputs=[layout.DEDUP],
 )

@@ -11,8 +11,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from webtext.crawl.sample import make_sample_dump
 from webtext.pipeline.cli import TRAIN_EXTRA, run_stages, torch_installed
+from webtext.pipeline.demo_dump import make_sample_dump
 from webtext.pipeline.report import print_stats
 from webtext.pipeline.stage import StageError
 
@@ -52,7 +52,7 @@ def run_demo(root: str, stages: dict, submissions: int = 400, beam_args: list[st
     dump = sample_dir / "RS_demo.zst"
     web_context = contextlib.nullcontext(None)
     if "crawl" in stages:
-        from webtext.crawl.sampleweb import serve_sample_web
+        from webtext.pipeline.demo_web import serve_sample_web
         web_context = serve_sample_web(n=DEMO_PAGES, sites=DEMO_SITES, seed=0)
     with web_context as web:
         urls = web.urls if web is not None else None

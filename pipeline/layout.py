@@ -12,6 +12,8 @@ from typing import Iterable
 
 import pyarrow as pa
 
+from webtext.train import shard_format
+
 from . import storage
 from .storage import FileEntry, StageError
 
@@ -33,10 +35,11 @@ DOCS_GLOB = "docs/*.parquet"
 DEDUP = "dedup"
 DEDUP_DOCS_GLOB = "dedup/docs-*.parquet"
 DEDUP_WORK = "dedup/_work"  # Bloom filters and n-gram hits while dedup runs; removed at its end
-TOKENIZER = "tokenizer"
-TOKENIZER_JSON = "tokenizer/tokenizer.json"
-SHARDS = "shards"
-SHARDS_MANIFEST = "shards/manifest.json"
+TOKENIZER = shard_format.RUN_TOKENIZER.parent.as_posix()
+TOKENIZER_JSON = shard_format.RUN_TOKENIZER.as_posix()
+SHARDS = shard_format.RUN_SHARDS.as_posix()
+SHARDS_MANIFEST = f"{SHARDS}/{shard_format.MANIFEST_NAME}"
+TRAINING = shard_format.RUN_TRAINING.as_posix()  # RUN/train/NAME, written by `webtext train`
 STATS = "stats"
 REJECTS = "rejects"
 

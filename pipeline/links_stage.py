@@ -14,11 +14,11 @@ import zstandard
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from webtext.crawl import reddit
-from webtext.crawl.linkrules import LinkRules, judge_submission, merge_link
-from webtext.crawl.urls import UrlFilter
+from webtext.crawl.reddit import api, dumps, submissions
+from webtext.crawl.reddit.linkrules import LinkRules, judge_submission, merge_link
+from webtext.crawl.reddit.urls import UrlFilter
 from . import layout, sinks, storage
-from .options import options_of
+from .stage_options import options_of
 from .stage import Stage, StageContext, StageError
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,9 @@ class LinksOptions:
         "help": "subreddits to list through PRAW, comma-separated (e.g. science,news or all)"})
     praw_site: str | None = field(default=None, metadata={
         "help": "praw.ini site with the credentials and endpoints (default: PRAW's own defaults)"})
-    praw_listing: str = field(default="top", metadata={"help": "PRAW listing", "choices": reddit.LISTINGS})
+    praw_listing: str = field(default="top", metadata={"help": "PRAW listing", "choices": api.LISTINGS})
     praw_time_filter: str = field(default="all", metadata={
-        "help": "time filter of top/controversial", "choices": reddit.TIME_FILTERS})
+        "help": "time filter of top/controversial", "choices": api.TIME_FILTERS})
     praw_limit: int = field(default=1000, metadata={
         "help": "submissions per subreddit (Reddit serves about 1,000 at most)"})
     min_karma: int = field(default=3, metadata={"help": "karma a URL needs (see --karma-rule)"})
@@ -64,9 +64,9 @@ class LinksOptions:
         "help": "max: any one submission has the karma (WebText); sum: summed over submissions (OpenWebText2)",
         "choices": ("max", "sum")})
     after: int | None = field(default=None, metadata={
-        "help": "keep submissions created at or after this date (YYYY-MM-DD, UTC)", "parse": parse_date})
+        "help": "keep submissions created at or after this date (YYYY-MM-DD, UTC)", "type": parse_date})
     before: int | None = field(default=None, metadata={
-        "help": "keep submissions created before this date (WebText: 2017-12-01)", "parse": parse_date})
+        "help": "keep submissions created before this date (WebText: 2017-12-01)", "type": parse_date})
     keep_nsfw: bool = field(default=False, metadata={"help": "keep over_18 submissions"})
     blocked_domains: str | None = field(default=None, metadata={"help": "file replacing the shipped blocked-domains list"})
     blocked_extensions: str | None = field(default=None, metadata={
@@ -107,7 +107,7 @@ class ReadDumpChunks(beam.DoFn):
         log.info("reading %s", path)
         lines = next_progress = 0
         with storage.open_read(path) as handle:
-            for first, block in reddit.iter_dump_blocks(handle, path):
+            for first, block in dumps.iter_dump_blocks(handle, path):
                 for start in range(0, len(block), CHUNK_LINES):
                     yield path, first + start, join_lines(block[start:start + CHUNK_LINES])
                 lines = first + len(block) - 1
@@ -124,10 +124,10 @@ class FetchPraw(beam.DoFn):
         self.config = config
 
     def process(self, subreddit: str) -> Iterator[tuple]:
-        client = reddit.make_reddit(self.config.get("praw_site"))
+        client = api.make_reddit(self.config.get("praw_site"))
         source = f"praw:r/{subreddit}/{self.config['praw_listing']}"
         chunk, first, number = [], 1, 0
-        listing = reddit.iter_praw_submissions(client, subreddit, self.config["praw_listing"],
+        listing = api.iter_praw_submissions(client, subreddit, self.config["praw_listing"],
                                                self.config["praw_time_filter"], self.config["praw_limit"])
         try:
             for number, submission in enumerate(listing, start=1):
@@ -137,11 +137,11 @@ class FetchPraw(beam.DoFn):
                 if len(chunk) >= CHUNK_LINES:
                     yield source, first, chunk
                     chunk = []
-        except reddit.RedditListingError as error:
+        except api.RedditListingError as error:
             log.warning("%s: %s", source, error)
             if not chunk:
                 first = number + 1
-            chunk.append(reddit.DumpLine(source, number + 1, None, "listing-failed", f"{source}: {error}"))
+            chunk.append(dumps.DumpLine(source, number + 1, None, "listing-failed", f"{source}: {error}"))
         if chunk:
             yield source, first, chunk
 
@@ -149,7 +149,8 @@ class FetchPraw(beam.DoFn):
 # -- parsing and per-submission rules --------------------------------------------------------------------------------
 
 
-SUBMISSION_FIELDS = [f.name for f in dataclasses.fields(reddit.Submission)]  # shuffled as plain tuples: cheaper to pickle
+# shuffled as plain tuples: cheaper to pickle
+SUBMISSION_FIELDS = [f.name for f in dataclasses.fields(submissions.Submission)]
 
 
 def join_lines(lines: list) -> bytes | list:
@@ -189,13 +190,7 @@ class ParseAndFilter(beam.DoFn):
         self.num_shards = self.config["links_shards"]
         self.read = Metrics.counter(NAME, "submissions.read")
         self.passed = Metrics.counter(NAME, "submissions.passed-rules")
-        self.reject_counters: dict[str, object] = {}
-
-    def _count_rejects(self, reasons: Counter) -> None:
-        for reason, count in reasons.items():
-            if reason not in self.reject_counters:
-                self.reject_counters[reason] = Metrics.counter(NAME, f"reject.{reason}")
-            self.reject_counters[reason].inc(count)
+        self.reject_counters = sinks.RejectCounters(NAME)
 
     def process(self, element: tuple) -> Iterator:
         source, first, payload = element
@@ -215,8 +210,8 @@ class ParseAndFilter(beam.DoFn):
             if isinstance(line, bytes):
                 if not line or line.isspace():
                     continue
-                line = reddit.parse_dump_line(source, line_no, line)
-            if isinstance(line, reddit.DumpLine):
+                line = dumps.parse_dump_line(source, line_no, line)
+            if isinstance(line, dumps.DumpLine):
                 if line.error is not None:  # bad-json, or a truncated / corrupt stream after the last line
                     lines_read += line.error not in NOT_SUBMISSIONS
                     drop(line.error, line.detail, None, f"{source}:{line_no}")
@@ -226,8 +221,8 @@ class ParseAndFilter(beam.DoFn):
                 line = line.record
             lines_read += 1
             try:
-                submission = reddit.parse_submission(line)
-            except reddit.BadSubmission as error:
+                submission = submissions.parse_submission(line)
+            except submissions.BadSubmission as error:
                 url = line.get("url")
                 drop(error.reason, f"{source}:{line_no}: {error.detail}", url if isinstance(url, str) else None,
                      str(line.get("id") or f"{source}:{line_no}"))
@@ -240,7 +235,8 @@ class ParseAndFilter(beam.DoFn):
                 (verdict.url_key, *[getattr(submission, name) for name in SUBMISSION_FIELDS]))
         self.read.inc(lines_read)
         self.passed.inc(sum(len(batch) for batch in kept.values()))
-        self._count_rejects(reasons)
+        for reason, count in reasons.items():
+            self.reject_counters.inc(reason, count)
         if not source.startswith("praw:"):
             Metrics.counter(FILES_NAMESPACE, f"lines:{source}").inc(lines_read)
             Metrics.counter(FILES_NAMESPACE, f"bad:{source}").inc(bad)
@@ -265,13 +261,13 @@ class MergeAndWriteShard(beam.DoFn):
         self.rules = link_rules(self.config)
         self.written = Metrics.counter(NAME, "links.written")
         self.merged = Metrics.counter(NAME, "submissions.merged")
-        self.reject_counters: dict[str, object] = {}
+        self.reject_counters = sinks.RejectCounters(NAME)
 
     def process(self, element) -> Iterator:
         shard, batches = element
         by_url: dict[str, list] = defaultdict(list)
         for url_key, *values in unpack(batches):
-            by_url[url_key].append(reddit.Submission(*values))
+            by_url[url_key].append(submissions.Submission(*values))
         rows: list = []
         rejects: dict[int, list] = defaultdict(list)
         for url_key in sorted(by_url):
@@ -279,9 +275,7 @@ class MergeAndWriteShard(beam.DoFn):
             if row is not None:
                 rows.append(row)
             for submission, reason, detail in dropped:
-                if reason not in self.reject_counters:
-                    self.reject_counters[reason] = Metrics.counter(NAME, f"reject.{reason}")
-                self.reject_counters[reason].inc()
+                self.reject_counters.inc(reason)
                 rejects[sinks.reject_shard(reason, submission.url, submission.id)].append(
                     (reason, detail, submission.url, submission.id))
         self.written.inc(len(rows))
@@ -350,8 +344,8 @@ def execute(ctx: StageContext) -> None:
     if subreddits:
         site = config.get("praw_site")
         try:
-            reddit.check_reddit_auth(reddit.make_reddit(site), site)
-        except reddit.RedditAuthError as error:
+            api.check_reddit_auth(api.make_reddit(site), site)
+        except api.RedditAuthError as error:
             raise StageError(str(error)) from None
     result = ctx.run_pipeline(lambda p: build_pipeline(p, ctx, files, subreddits))
     sinks.fill_empty_shards(ctx.run.path(layout.LINKS), "links", layout.LINKS_SCHEMA, config["links_shards"])
@@ -375,5 +369,5 @@ STAGE = Stage(
     options=options_of(LinksOptions),
     execute=execute,
     external_inputs=lambda run, config: dump_files(config),
-    outputs=[NAME],
+    outputs=[layout.LINKS],
 )

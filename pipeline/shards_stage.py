@@ -1,9 +1,5 @@
-"""The `shards` stage: documents encoded with the run's tokenizer into Arrow token shards (train/val) plus manifest.json.
-
-A Beam job: encode in batches (tokenizer loaded once per worker), size every document, plan shards of about
---shard-tokens tokens over the documents ordered by a hash of doc_id, group each shard's documents and write it.
-The same documents and tokenizer give the same files, whatever the runner or worker count.
-"""
+"""The `shards` stage, a Beam job: documents encoded with the run's tokenizer into Arrow token shards (train/val by
+a hash of doc_id) plus manifest.json; the same documents and tokenizer give the same files on any runner."""
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +25,7 @@ from webtext.pipeline.token_encoding import ENGINES, Encoder
 from webtext.pipeline.progress import Progress
 from webtext.pipeline.layout import RunDir
 from webtext.pipeline.storage import FileEntry
-from webtext.pipeline.options import options_of
+from webtext.pipeline.stage_options import options_of
 from webtext.pipeline.stage import Action, Stage, StageContext, StageError, upstream_fingerprints
 from webtext.train import shard_format
 
@@ -49,43 +45,26 @@ def doc_hash(doc_id: str) -> int:
 
 
 @dataclass
-class TokenBatch:
-    """Encoded documents: ids, placement hashes and one flat token array; document i is tokens[offsets[i]:offsets[i+1]]."""
+class EncodedBatch:
+    """Encoded documents on their way to a shard: their ids, placement hashes (uint64) and tokens."""
 
     doc_ids: list[str]
-    hashes: np.ndarray  # uint64
-    tokens: np.ndarray
-    offsets: np.ndarray  # int64, len(doc_ids) + 1
+    hashes: np.ndarray
+    documents: shard_format.TokenBatch
 
     def __len__(self) -> int:
         return len(self.doc_ids)
 
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def document(self, index: int) -> np.ndarray:
-        return self.tokens[self.offsets[index]:self.offsets[index + 1]]
-
-    def take(self, indices: Sequence[int]) -> "TokenBatch":
+    def take(self, indices: Sequence[int]) -> "EncodedBatch":
         indices = list(indices)
-        lengths = self.lengths[indices] if indices else np.empty(0, np.int64)
-        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        tokens = (np.concatenate([self.document(i) for i in indices]) if indices
-                  else np.empty(0, self.tokens.dtype))
-        return TokenBatch([self.doc_ids[i] for i in indices], self.hashes[indices], tokens, offsets)
+        return EncodedBatch([self.doc_ids[i] for i in indices], self.hashes[indices], self.documents.take(indices))
 
     @staticmethod
-    def concat(batches: Iterable["TokenBatch"]) -> "TokenBatch":
+    def concat(batches: Iterable["EncodedBatch"]) -> "EncodedBatch":
         batches = [b for b in batches if len(b)]
-        offsets, base = [np.zeros(1, np.int64)], 0
-        for batch in batches:
-            offsets.append(batch.offsets[1:] + base)
-            base += int(batch.offsets[-1])
-        return TokenBatch([d for b in batches for d in b.doc_ids],
-                          np.concatenate([b.hashes for b in batches]).astype(np.uint64),
-                          np.concatenate([b.tokens for b in batches]), np.concatenate(offsets))
+        return EncodedBatch([d for b in batches for d in b.doc_ids],
+                            np.concatenate([b.hashes for b in batches]).astype(np.uint64),
+                            shard_format.TokenBatch.concat([b.documents for b in batches]))
 
 
 @dataclass(frozen=True)
@@ -136,9 +115,9 @@ class CollectSizes(beam.CombineFn):
     def create_accumulator(self):
         return [], []
 
-    def add_input(self, accumulator, batch: TokenBatch):
+    def add_input(self, accumulator, batch: EncodedBatch):
         accumulator[0].append(batch.hashes)
-        accumulator[1].append(batch.lengths)
+        accumulator[1].append(batch.documents.lengths)
         return accumulator
 
     def merge_accumulators(self, accumulators):
@@ -165,7 +144,7 @@ def split_table(table: pa.Table, rows: int) -> Iterator[tuple[list, list]]:
         yield part.column("doc_id").to_pylist(), part.column("text").to_pylist()
 
 
-@beam.typehints.with_output_types(TokenBatch, rejects=dict)
+@beam.typehints.with_output_types(EncodedBatch, rejects=dict)
 class EncodeDocuments(beam.DoFn):
     """Encodes batches of (doc_ids, texts); the tokenizer is loaded once per worker in setup()."""
 
@@ -223,10 +202,10 @@ class EncodeDocuments(beam.DoFn):
         self.counters["tokens.encoded"].inc(int(documents.tokens.size))
         self.progress.add(docs=len(texts), tokens=int(documents.tokens.size))
         hashes = np.fromiter((doc_hash(d) for d in doc_ids), dtype=np.uint64, count=len(doc_ids))
-        yield TokenBatch(doc_ids, hashes, documents.tokens, documents.offsets)
+        yield EncodedBatch(doc_ids, hashes, documents)
 
 
-def split_by_shard(batch: TokenBatch, plan: ShardPlan) -> Iterator[tuple[str, TokenBatch]]:
+def split_by_shard(batch: EncodedBatch, plan: ShardPlan) -> Iterator[tuple[str, EncodedBatch]]:
     positions = plan.locate(batch.hashes)
     for position in np.unique(positions):
         yield plan.names[int(position)], batch.take(np.flatnonzero(positions == position))
@@ -245,19 +224,19 @@ def _upload(local: Path, destination: str) -> None:
         shutil.copyfileobj(source, target, 1 << 24)
 
 
-def write_shard_file(path: str, batch: TokenBatch, dtype: str, eot_id: int) -> shard_format.ShardStats:
+def write_shard_file(path: str, batch: EncodedBatch, dtype: str, eot_id: int) -> shard_format.ShardStats:
     """One shard written whole under its final name (directly on local disk, through a temp file elsewhere)."""
     if _is_local(path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return shard_format.write_shard_arrays(path, batch.tokens, batch.offsets, batch.doc_ids, dtype, eot_id=eot_id)
+        return shard_format.write_shard_batch(path, batch.documents, batch.doc_ids, dtype, eot_id=eot_id)
     with tempfile.TemporaryDirectory(prefix="webtext-shard-") as temp:
         local = Path(temp) / os.path.basename(path)
-        stats = shard_format.write_shard_arrays(local, batch.tokens, batch.offsets, batch.doc_ids, dtype, eot_id=eot_id)
+        stats = shard_format.write_shard_batch(local, batch.documents, batch.doc_ids, dtype, eot_id=eot_id)
         _upload(local, path)
     return stats
 
 
-def order_and_dedupe(batch: TokenBatch) -> tuple[TokenBatch, list[int]]:
+def order_and_dedupe(batch: EncodedBatch) -> tuple[EncodedBatch, list[int]]:
     """Documents sorted by (hash, doc_id); of several with one doc_id the one with the smallest tokens stays.
 
     Returns the ordered batch and the indices (in `batch`) of the dropped duplicates.
@@ -270,7 +249,7 @@ def order_and_dedupe(batch: TokenBatch) -> tuple[TokenBatch, list[int]]:
             continue
         run = order[run_start:position]
         if len(run) > 1:
-            run = sorted(run, key=lambda i: batch.document(i).tobytes())
+            run = sorted(run, key=lambda i: batch.documents.document(i).tobytes())
         kept.append(run[0])
         dropped.extend(run[1:])
         run_start = position
@@ -284,9 +263,9 @@ class WriteShard(beam.DoFn):
     def __init__(self, directory: str, dtype: str, eot_id: int):
         self.directory, self.dtype, self.eot_id = directory, dtype, eot_id
 
-    def process(self, element: tuple[str, Iterable[TokenBatch]], plan: ShardPlan):
+    def process(self, element: tuple[str, Iterable[EncodedBatch]], plan: ShardPlan):
         name, pieces = element
-        merged = TokenBatch.concat(pieces)
+        merged = EncodedBatch.concat(pieces)
         batch, dropped = order_and_dedupe(merged)
         for index in dropped:  # counted as reject.duplicate_doc_id by CountRejects
             yield beam.pvalue.TaggedOutput("rejects", layout.reject(
@@ -376,16 +355,6 @@ class Verified:
     tokens: dict[str, int]
 
 
-def _check_manifest(manifest: shard_format.Manifest, where: str, tokenizer_sha256: str | None) -> None:
-    if tokenizer_sha256 is not None and manifest.tokenizer_sha256 != tokenizer_sha256:
-        raise shard_format.ShardFormatError(
-            f"{where}: made with tokenizer {manifest.tokenizer_sha256[:12]}…, but the run's tokenizer.json is "
-            f"{tokenizer_sha256[:12]}… (rerun the shards stage)")
-    for split in SPLITS:
-        if not manifest.split(split):
-            raise shard_format.ShardFormatError(f"{where}: no {split} shard")
-
-
 def _download(source: str, destination: Path) -> None:
     with FileSystems.open(source, compression_type=CompressionTypes.UNCOMPRESSED) as handle, \
             open(destination, "wb") as target:
@@ -400,7 +369,7 @@ def _verify_remote(directory: str, manifest_path: str, tokenizer_sha256: str | N
             raise shard_format.ShardFormatError(f"{manifest_path}: no shard manifest here (run the shards stage first)")
         _download(manifest_path, local / shard_format.MANIFEST_NAME)
         manifest = shard_format.Manifest.load(local)
-        _check_manifest(manifest, manifest_path, tokenizer_sha256)
+        shard_format.check_manifest(manifest, SPLITS, tokenizer_sha256, where=manifest_path)
         for info in manifest.shards:
             remote = storage.join(directory, info.name)
             if not storage.exists(remote):
@@ -427,8 +396,7 @@ def verify_shards(run: RunDir) -> Verified:
                         if storage.exists(tokenizer_path) else None)
     if _is_local(directory):
         manifest = shard_format.Manifest.load(directory)
-        _check_manifest(manifest, manifest_path, tokenizer_sha256)
-        shard_format.verify(manifest)
+        shard_format.verify(manifest, splits=SPLITS, tokenizer_sha256=tokenizer_sha256)
     else:
         manifest = _verify_remote(directory, manifest_path, tokenizer_sha256)
     return Verified(len(manifest.shards), {s: sum(i.documents for i in manifest.split(s)) for s in SPLITS},
@@ -527,7 +495,7 @@ STAGE = Stage(
     execute=execute,
     external_inputs=external_inputs,
     upstream=upstream,
-    outputs=[NAME],
+    outputs=[layout.SHARDS],
     actions=[Action("--verify", "only check the written shards against manifest.json (checksums, dtype, eot, "
                                 "vocabulary, totals) and exit", verify_command)],
 )

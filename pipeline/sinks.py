@@ -110,8 +110,17 @@ class WriteRejects(beam.PTransform):
                 | "WriteRejectShard" >> beam.MapTuple(lambda index, rows: write_reject_shard(directory, stage, index, rows)))
 
 
-def counter(stage: str, name: str):
-    return Metrics.counter(stage, name)
+class RejectCounters:
+    """The `reject.<reason>` counters of one stage, each made on first use (reasons are open-ended)."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self._counters: dict[str, Any] = {}
+
+    def inc(self, reason: str, count: int = 1) -> None:
+        if reason not in self._counters:
+            self._counters[reason] = Metrics.counter(self.stage, f"reject.{reason}")
+        self._counters[reason].inc(count)
 
 
 class CountRejects(beam.DoFn):
@@ -119,11 +128,10 @@ class CountRejects(beam.DoFn):
 
     def __init__(self, stage: str):
         self.stage = stage
-        self._counters: dict[str, Any] = {}
+
+    def setup(self):
+        self.counters = RejectCounters(self.stage)
 
     def process(self, row: dict) -> Iterable[dict]:
-        reason = row["reason"]
-        if reason not in self._counters:
-            self._counters[reason] = Metrics.counter(self.stage, f"reject.{reason}")
-        self._counters[reason].inc()
+        self.counters.inc(row["reason"])
         yield row

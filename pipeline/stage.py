@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import dataflow, layout, sinks, storage
-from .options import Option
+from .stage_options import Option
 from .layout import RunDir
 from .storage import FileEntry, StageError
 

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from webtext.pipeline import gpt2_bpe
-from webtext.train.shard_format import dtype_for_vocab
+from webtext.train.shard_format import TokenBatch, dtype_for_vocab
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +28,6 @@ PROBE_TEXTS = [
 
 class IncompatibleVocabulary(ValueError):
     """The BPE files cannot be run by tiktoken with ids guaranteed equal to `tokenizers`'."""
-
-
-@dataclass(frozen=True)
-class EncodedDocuments:
-    """Documents as one flat token array (eot after each) and offsets: document i is tokens[offsets[i]:offsets[i+1]]."""
-
-    tokens: np.ndarray
-    offsets: np.ndarray
 
 
 def _check_tiktoken_structure(tokenizer_json: str) -> dict[bytes, int]:
@@ -147,20 +138,18 @@ class Encoder:
             return [self._tiktoken.encode_ordinary(text) for text in texts]
         return self._encode_tokenizers(texts)
 
-    def encode_documents(self, texts: Sequence[str]) -> EncodedDocuments:
+    def encode_documents(self, texts: Sequence[str]) -> TokenBatch:
         """All texts as one flat array in the shard dtype, each document followed by the end-of-text id."""
         return self.documents_from_ids(self.encode(texts))
 
-    def documents_from_ids(self, encoded: Sequence[Sequence[int]]) -> EncodedDocuments:
+    def documents_from_ids(self, encoded: Sequence[Sequence[int]]) -> TokenBatch:
         lengths = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded))
-        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        tokens = np.empty(int(offsets[-1]), dtype=np.dtype(self.dtype))
+        documents = TokenBatch.from_lengths(np.empty(int(lengths.sum()), dtype=np.dtype(self.dtype)), lengths)
         for index, ids in enumerate(encoded):
-            start, end = offsets[index], offsets[index + 1] - 1
-            tokens[start:end] = ids
-            tokens[end] = self.eot_id
-        return EncodedDocuments(tokens=tokens, offsets=offsets)
+            start, end = documents.offsets[index], documents.offsets[index + 1] - 1
+            documents.tokens[start:end] = ids
+            documents.tokens[end] = self.eot_id
+        return documents
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)

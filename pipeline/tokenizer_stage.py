@@ -1,7 +1,5 @@
-"""The `tokenizer` stage: a GPT-2 byte-level BPE trained on the corpus (or a deterministic sample), or GPT-2's own.
-
-Writes RUN/tokenizer/tokenizer.json and the GPT-2-format vocab.json + merges.txt.
-"""
+"""The `tokenizer` stage: GPT-2's byte-level BPE trained on the corpus (or a deterministic sample), or GPT-2's own;
+writes RUN/tokenizer/tokenizer.json and the GPT-2-format vocab.json + merges.txt."""
 from __future__ import annotations
 
 import hashlib
@@ -17,7 +15,7 @@ from tqdm import tqdm
 from webtext.pipeline import gpt2_bpe, layout, storage
 from webtext.pipeline.layout import RunDir
 from webtext.pipeline.storage import FileEntry
-from webtext.pipeline.options import options_of
+from webtext.pipeline.stage_options import options_of
 from webtext.pipeline.stage import Stage, StageContext, StageError, upstream_fingerprints
 
 log = logging.getLogger(__name__)
@@ -180,6 +178,6 @@ STAGE = Stage(
     execute=execute,
     external_inputs=external_inputs,
     upstream=upstream,
-    outputs=[NAME],
+    outputs=[layout.TOKENIZER],
     runs_beam=False,  # trains in this process, reading RUN (gs:// too) directly
 )

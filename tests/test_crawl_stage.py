@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.extraction_metric import extraction_scores
 from tests.testweb import RETRY_AFTER, ZOO_OPTIONS, article_page, bind_zoo, build_zoo, redirect, write_links
-from webtext.crawl.extract import extraction_scores
-from webtext.crawl.sampleweb import LoopbackWeb, Response, Site, serve_sample_web
-from webtext.crawl.warc import iter_responses
+from webtext.crawl.fetch.warc import iter_responses
+from webtext.pipeline.demo_web import LoopbackWeb, Response, Site, serve_sample_web
 from webtext.pipeline.storage import read_rows as read_parquet_rows
 
 SAMPLE_OPTIONS = ["--host-delay", "0.05", "--allow-private-addresses", "--retries", "0", "--extract-timeout", "20"]

@@ -26,10 +26,10 @@ from google.auth.credentials import AnonymousCredentials  # noqa: E402
 
 from tests.cloud_peers import (PROJECT, google_env, isolated_env, metadata_server, public_names_resolved,  # noqa: E402
                                storage_emulator)
-from webtext.crawl.sample import make_sample_dump  # noqa: E402
-from webtext.crawl.sampleweb import serve_sample_web  # noqa: E402
 from webtext.pipeline import demo  # noqa: E402
 from webtext.pipeline.cli import available_stages  # noqa: E402
+from webtext.pipeline.demo_dump import make_sample_dump  # noqa: E402
+from webtext.pipeline.demo_web import serve_sample_web  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ def count_rows(folder, pattern: str) -> int:
 @pytest.mark.slow
 def test_demo_builds_every_stage_and_trains(tmp_path, webtext_cli, capfd):
     run = tmp_path / "demo"
-    assert webtext_cli("demo", run) == 0  # the README's command: default runner (DirectRunner, a process per core)
+    assert webtext_cli("demo", run) == 0  # the README's command: default runner (the pinned local one, a process per core)
     for stage in ("links", "crawl", "dedup", "tokenizer", "shards"):
         assert (run / stage / "_SUCCESS").exists(), stage
     links = count_rows(run / "links", "links-*.parquet")

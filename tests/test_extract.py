@@ -7,9 +7,10 @@ import time
 import pytest
 
 from tests.testweb import ACCENTED, JAPANESE, SMART, legacy_page
-from webtext.crawl.extract import (ExtractConfig, ExtractionSandbox, InlineExtractor, Page, codec_name, decode_html,
-                                   looks_binary, page_title, process_page)
-from webtext.crawl.sampleweb import Article, german_article_text, render_article, sample_articles
+from webtext.crawl.extract.charset import codec_name, decode_html, looks_binary
+from webtext.crawl.extract.pages import ExtractConfig, Page, page_title, process_page
+from webtext.crawl.extract.sandbox import ExtractionSandbox, InlineExtractor
+from webtext.pipeline.demo_web import Article, german_article_text, render_article, sample_articles
 
 RUSSIAN = ("Москва является столицей России и крупнейшим городом страны. "
            "В городе много музеев, театров и парков, а метро считается одним из самых красивых в мире. ") * 3
@@ -147,7 +148,7 @@ def test_a_sandbox_that_died_while_idle_is_restarted(article_html):
     with ExtractionSandbox(ExtractConfig(), timeout=30) as sandbox:
         assert sandbox.process(Page("https://example.com/1", article_html)).ok
         sandbox._process.kill()
-        sandbox._process.wait()
+        sandbox._process.join()
         assert sandbox.process(Page("https://example.com/2", article_html)).ok
 
 

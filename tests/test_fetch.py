@@ -9,9 +9,14 @@ import zlib
 import pytest
 
 from tests.testweb import FailingFirst, drip, dripping, gzip_bomb, gzipped, huge, redirect, reset, sleep_then
-from webtext.crawl.fetch import (FetchConfig, FetchFailure, Fetcher, crawl_host, decode_body, host_key,
-                                 parse_retry_after)
-from webtext.crawl.sampleweb import LoopbackWeb, RequestContext, Response, Site
+from webtext.crawl.fetch.compression import decode_body
+from webtext.crawl.fetch.config import FetchConfig
+from webtext.crawl.fetch.fetcher import Fetcher
+from webtext.crawl.fetch.host_links import crawl_host
+from webtext.crawl.fetch.outcomes import FetchFailure
+from webtext.crawl.fetch.politeness import host_key
+from webtext.crawl.fetch.responses import parse_retry_after
+from webtext.pipeline.demo_web import LoopbackWeb, RequestContext, Response, Site
 
 PAGE = b"<html><body><p>" + b"A sentence of the page. " * 20 + b"</p></body></html>"
 FAST = dict(allowed_networks=("127.0.0.0/8",), host_delay=0.02, retries=1, backoff_base=0.02, connect_timeout=1.0,

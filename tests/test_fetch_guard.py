@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from webtext.crawl.addresses import AddressBlocked, AddressGuard, ResolveFailed, address_problem
-from webtext.crawl.fetch import FetchConfig, Fetcher
-from webtext.crawl.sampleweb import LoopbackWeb, Response, Site
+from webtext.crawl.fetch.addresses import AddressBlocked, AddressGuard, ResolveFailed, address_problem
+from webtext.crawl.fetch.config import FetchConfig
+from webtext.crawl.fetch.fetcher import Fetcher
+from webtext.pipeline.demo_web import LoopbackWeb, Response, Site
 
 TLS = Path(__file__).parent / "data" / "tls"
 PAGE = b"<html><body><p>hello</p></body></html>"
@@ -120,7 +121,7 @@ def test_a_connection_tries_few_addresses_and_only_while_the_link_has_time(monke
     """A name with many dead addresses must not multiply the connect timeout past the link's deadline."""
     import socket
 
-    from webtext.crawl import addresses
+    from webtext.crawl.fetch import addresses
 
     tried = []
 

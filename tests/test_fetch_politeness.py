@@ -5,9 +5,11 @@ import threading
 import time
 
 from tests.testweb import sleep_then
-from webtext.crawl.fetch import FetchConfig, Fetcher, crawl_host
-from webtext.crawl.politeness import HostDone, HostPool, HostScheduler
-from webtext.crawl.sampleweb import LoopbackWeb, Response, Site
+from webtext.crawl.fetch.config import FetchConfig
+from webtext.crawl.fetch.fetcher import Fetcher
+from webtext.crawl.fetch.host_links import crawl_host
+from webtext.crawl.fetch.politeness import HostDone, HostPool, HostScheduler
+from webtext.pipeline.demo_web import LoopbackWeb, Response, Site
 
 PAGE = b"<html><body><p>page</p></body></html>"
 

@@ -7,9 +7,11 @@ from pathlib import Path
 from warcio.archiveiterator import ArchiveIterator
 
 from tests.testweb import gzipped, huge, redirect
-from webtext.crawl.fetch import FetchConfig, Fetcher, page_outcome
-from webtext.crawl.sampleweb import LoopbackWeb, Response, Site
-from webtext.crawl.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
+from webtext.crawl.fetch.config import FetchConfig
+from webtext.crawl.fetch.fetcher import Fetcher
+from webtext.crawl.fetch.responses import page_outcome
+from webtext.crawl.fetch.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
+from webtext.pipeline.demo_web import LoopbackWeb, Response, Site
 
 PAGE = b"<html><body><p>" + "Größe und Qualität. ".encode() * 30 + b"</p></body></html>"
 CONFIG = FetchConfig(allowed_networks=("127.0.0.0/8",), host_delay=0.0, retries=0, max_bytes=100_000)

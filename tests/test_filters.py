@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from webtext.crawl.filters import RULES, QualityConfig, all_failures, first_failure
-from webtext.crawl.sampleweb import sample_articles
+from webtext.crawl.extract.quality import RULES, QualityConfig, all_failures, first_failure
+from webtext.pipeline.demo_web import sample_articles
+from webtext.pipeline.stage_options import config_from
 
 DEFAULT = QualityConfig()
 
@@ -93,11 +94,48 @@ def test_disabled_rules_are_skipped_and_every_rule_is_a_reason():
     assert set(FAILING) == set(RULES)
 
 
-def test_from_dict_takes_stage_options():
-    config = QualityConfig.from_dict({"min_words": 10, "top_ngram_limits": [0.3, 0.3, 0.3], "disabled": ["lorem-ipsum"],
-                                      "unrelated_option": 1})
+def test_config_from_takes_stage_options():
+    config = config_from(QualityConfig, {"min_words": 10, "top_ngram_limits": [0.3, 0.3, 0.3],
+                                         "skip_rules": ["lorem-ipsum"], "unrelated_option": 1})
     assert config.min_words == 10 and config.top_ngram_limits == (0.3, 0.3, 0.3)
     assert config.disabled == frozenset({"lorem-ipsum"})
+    assert config_from(QualityConfig, {"skip_rules": ["all"]}).disabled == frozenset(RULES)
+    assert config_from(QualityConfig, {"skip_rules": ["none"]}).disabled == frozenset()
+
+
+def test_a_rule_declared_in_one_place_reaches_skip_rules_the_flags_the_toml_keys_and_the_rejects(
+        prose, monkeypatch, capsys, webtext_cli):
+    """A new rule is one decorated check in quality.py; `--skip-rules`, its flag, its [crawl] key and its reject
+    reason all follow from it. The registration is undone after the test."""
+    from webtext.crawl.extract import quality
+    from webtext.pipeline import crawl_stage
+    from webtext.pipeline.stage import resolve_config
+
+    monkeypatch.setattr(quality, "RULES", dict(quality.RULES))
+
+    @quality.quality_rule("too-many-widgets", max_widgets=quality.Threshold(int, 2, "mentions of 'widget'"))
+    def too_many_widgets(doc, config):
+        count = doc.text.count("widget")
+        return f"{count} widgets > {config.max_widgets}" if count > config.max_widgets else None
+
+    # what importing quality.py and the crawl stage derives from the rules, derived again with the new one
+    monkeypatch.setattr(quality, "QualityConfig", quality.quality_config())
+    monkeypatch.setattr(crawl_stage.STAGE, "options", crawl_stage.crawl_options())
+
+    with pytest.raises(SystemExit):
+        webtext_cli("crawl", "--help")
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "--max-widgets MAX_WIDGETS rule too-many-widgets: mentions of 'widget' (default: 2)" in usage
+    skip_rules = next(o for o in crawl_stage.STAGE.options if o.flag == "--skip-rules")
+    assert "too-many-widgets" in skip_rules.choices and "too-many-widgets" in usage
+
+    text = prose + " widget" * 3
+    from_toml = crawl_stage.extract_config(resolve_config(crawl_stage.STAGE, {"crawl": {"max_widgets": 3}}, {}))
+    defaults = crawl_stage.extract_config(resolve_config(crawl_stage.STAGE, {}, {}))
+    skipped = crawl_stage.extract_config(resolve_config(crawl_stage.STAGE, {}, {"skip_rules": ["too-many-widgets"]}))
+    assert from_toml.quality.max_widgets == 3 and first_failure(text, "en", from_toml.quality) is None
+    assert first_failure(text, "en", defaults.quality) == ("too-many-widgets", "3 widgets > 2")
+    assert first_failure(text, "en", skipped.quality) is None
 
 
 def test_the_sample_web_passes_the_filters():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.cloud_peers import isolated_env, public_names_resolved
-from webtext.crawl.sample import make_sample_dump
+from webtext.pipeline.demo_dump import make_sample_dump
 from webtext.pipeline import dataflow
 from webtext.pipeline.layout import DATA_STAGES, TRAIN_COMMANDS
 
@@ -133,7 +133,7 @@ def test_the_wheel_of_an_editable_and_of_a_plain_install(tmp_path):
     own files into an equivalent wheel. Neither requires torch outside the `train` extra."""
     built = Path(dataflow.staging_args(["--runner", "DataflowRunner"])[0].split("=", 1)[1])
     names, requires = wheel_metadata(built)
-    assert {"webtext/pipeline/cli.py", "webtext/crawl/data/blocked_domains.txt", "webtext/train/model.py"} <= names
+    assert {"webtext/pipeline/cli.py", "webtext/crawl/reddit/data/blocked_domains.txt", "webtext/train/model.py"} <= names
     assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "build/"))]
     assert [r for r in requires if r.startswith("torch")] == ['torch>=2.4; extra == "train"']
     assert any(r.startswith("apache-beam") and "extra" not in r for r in requires)

@@ -13,10 +13,11 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from tests.dump_files import raw_records
-from webtext.crawl.linkrules import LinkRow, LinkRules, judge_submission, merge_link, submission_reject
-from webtext.crawl.reddit import BadSubmission, Submission, iter_dump_records, parse_submission
-from webtext.crawl.sample import make_sample_dump
-from webtext.crawl.urls import UrlFilter
+from webtext.crawl.reddit.dumps import iter_dump_records
+from webtext.crawl.reddit.linkrules import LinkRow, LinkRules, judge_submission, merge_link, submission_reject
+from webtext.crawl.reddit.submissions import BadSubmission, Submission, parse_submission
+from webtext.crawl.reddit.urls import UrlFilter
+from webtext.pipeline.demo_dump import make_sample_dump
 
 RULES = LinkRules()
 
@@ -165,7 +166,7 @@ def test_merge_is_the_same_for_every_input_order() -> None:
 # ---- accounting on real dumps ----------------------------------------------------------------------
 
 def _shipped_list(name: str) -> list[str]:
-    text = resources.files("webtext.crawl").joinpath("data", name).read_text()
+    text = resources.files("webtext.crawl.reddit").joinpath("data", name).read_text()
     return [line.split("#")[0].split()[0] for line in text.splitlines() if line.split("#")[0].strip()]
 
 

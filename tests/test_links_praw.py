@@ -5,7 +5,7 @@ from collections import defaultdict
 
 import pyarrow.parquet as pq
 
-from webtext.crawl.sample import make_sample_dump
+from webtext.pipeline.demo_dump import make_sample_dump
 
 
 def rows(folder) -> list[dict]:

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from webtext.crawl.sample import make_sample_dump
+from webtext.pipeline.demo_dump import make_sample_dump
 
 LINK_COLUMNS = {"url", "url_key", "domain", "score", "score_sum", "num_submissions", "created_utc", "subreddits",
                 "submission_ids", "title"}

@@ -8,7 +8,7 @@ import pytest
 
 from webtext.pipeline import layout
 from webtext.pipeline.cli import available_stages, build_parser
-from webtext.pipeline.options import config_from, options_of
+from webtext.pipeline.stage_options import config_from, options_of
 from webtext.pipeline.stage import Stage, resolve_config
 
 
@@ -20,7 +20,7 @@ class Example:
     loud: bool = field(default=False, metadata={"help": "a switch"})
     limits: tuple[float, ...] = field(default=(0.2, 0.1), metadata={"help": "limits"})
     mode: str = field(default="a", metadata={"help": "a mode", "choices": ("a", "b")})
-    day: int | None = field(default=None, metadata={"help": "a date", "parse": lambda text: int(text.replace("-", ""))})
+    day: int | None = field(default=None, metadata={"help": "a date", "type": lambda text: int(text.replace("-", ""))})
     internal: int = 7  # no help: not an option
 
 

@@ -14,14 +14,14 @@ from tests.fake_reddit import (
     fake_reddit,  # noqa: F401 - the fixture
     reset_praw_config_cache,
 )
-from webtext.crawl.reddit import (
+from webtext.crawl.reddit.api import (
     RedditAuthError,
     RedditListingError,
     check_reddit_auth,
     iter_praw_submissions,
     make_reddit,
-    parse_submission,
 )
+from webtext.crawl.reddit.submissions import parse_submission
 
 
 def listing_gets(site: FakeRedditSite) -> list:

@@ -15,9 +15,10 @@ import pytest
 import zstandard
 
 from tests.dump_files import raw_records
-from webtext.crawl import reddit
-from webtext.crawl.reddit import BadSubmission, DumpLine, Submission, dump_codec, iter_dump_records, parse_submission
-from webtext.crawl.sample import make_sample_dump
+from webtext.crawl.reddit import dumps
+from webtext.crawl.reddit.dumps import DumpLine, dump_codec, iter_dump_records
+from webtext.crawl.reddit.submissions import BadSubmission, Submission, parse_submission
+from webtext.pipeline.demo_dump import make_sample_dump
 
 DUMP_LINES = {"RS_v2_2005-06.xz": 103, "RS_2005-06.zst": 103, "RS_v2_2005-07.xz": 1079, "RS_2005-07.zst": 1079,
               "mixed-eras_submissions.ndjson": 31}  # from reddit-dumps/MANIFEST.md
@@ -222,8 +223,8 @@ def test_bad_lines_become_rejects_with_their_line_numbers() -> None:
 
 
 def test_overlong_line_is_skipped_not_buffered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reddit, "MAX_LINE_BYTES", 1000)
-    monkeypatch.setattr(reddit, "READ_SIZE", 256)
+    monkeypatch.setattr(dumps, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(dumps, "READ_SIZE", 256)
     text = b'{"id": "a"}\n' + b"x" * 5000 + b'\n{"id": "b"}\n' + b"y" * 3000
     lines = read_bytes(text, "long.ndjson")
     assert [(line.line_no, line.error) for line in lines] == [(1, None), (2, "bad-json"), (3, None), (4, "bad-json")]
@@ -245,7 +246,7 @@ def test_reading_is_streamed(tmp_path: Path) -> None:
     with CountingReader(path, "rb") as handle:
         lines = iter_dump_records(handle, path.name)
         next(lines)
-        assert CountingReader.bytes_read <= reddit.READ_SIZE < path.stat().st_size
+        assert CountingReader.bytes_read <= dumps.READ_SIZE < path.stat().st_size
         assert sum(1 for _ in lines) == 20_000 - 1
     assert CountingReader.bytes_read == path.stat().st_size
 

@@ -231,8 +231,8 @@ def test_verify_checks_contents_not_only_checksums(run, tmp_path):
     shard = Shard(copy / "shards" / info.name)
     tokens = shard.tokens.copy()
     tokens[shard.offsets[1] - 1] = 5  # the first document no longer ends with eot
-    stats_ = shard_format.write_shard_arrays(copy / "shards" / info.name, tokens, shard.offsets,
-                                             shard.doc_ids.to_pylist(), "uint16")
+    stats_ = shard_format.write_shard_batch(copy / "shards" / info.name, shard_format.TokenBatch(tokens, shard.offsets),
+                                            shard.doc_ids.to_pylist(), "uint16")
     manifest.shards[manifest.shards.index(info)] = shard_format.ShardInfo.from_stats(info.name, "train", stats_)
     manifest.save()
     with pytest.raises(shard_format.ShardFormatError, match=f"{info.name}.*does not end with the end-of-text id"):

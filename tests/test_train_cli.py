@@ -1,7 +1,10 @@
 """The trainer's command line end to end (train, sample, eval, export-hf, import-hf), its import graph, real data."""
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 TRAIN_MODULES = ["webtext.train", "webtext.train.atomic", "webtext.train.shard_format", "webtext.train.model",
                  "webtext.train.chunked_loss", "webtext.train.data", "webtext.train.safetensors_io",
                  "webtext.train.checkpoint", "webtext.train.trainer", "webtext.train.generate", "webtext.train.evaluate",
-                 "webtext.train.hf", "webtext.train.cli"]
+                 "webtext.train.config_flags", "webtext.train.hf", "webtext.train.cli"]
 FORBIDDEN = ["apache_beam", "trafilatura", "praw", "datasketch", "requests"]
 TINY = ["--model", "tiny", "--block-size", "32", "--micro-batch", "4", "--warmup", "2", "--lr", "3e-3",
         "--device", "cpu"]
@@ -114,12 +117,63 @@ def test_bad_keep_and_warmup_are_argparse_errors(tmp_path, capsys):
         assert exit_info.value.code == 2 and f"{flag}: {message}" in capsys.readouterr().err
 
 
+def test_a_new_config_field_makes_a_working_flag(capsys):
+    from webtext.train import config_flags
+    from webtext.train.trainer import TrainConfig
+
+    knob = config_flags.option(7, "a knob only this test has", type=config_flags.positive_int)
+    extended = dataclasses.make_dataclass("Extended", [("dummy_knob", int, knob)], bases=(TrainConfig,))
+    parser = argparse.ArgumentParser(formatter_class=config_flags.DefaultsHelpFormatter)
+    config_flags.add_arguments(parser, extended)
+    config = config_flags.from_namespace(extended, parser.parse_args(["RUN", "--dummy-knob", "3", "--lr", "1e-3", "--resume"]))
+    assert isinstance(config, extended)
+    assert (config.run, config.dummy_knob, config.lr, config.resume) == ("RUN", 3, 1e-3, True)
+    assert config_flags.from_namespace(extended, parser.parse_args(["RUN"])) == extended(run="RUN")
+    assert "--dummy-knob DUMMY_KNOB a knob only this test has (default: 7)" in " ".join(parser.format_help().split())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["RUN", "--dummy-knob", "0"])
+    assert "--dummy-knob: must be a positive integer" in capsys.readouterr().err
+    bare = dataclasses.make_dataclass("Bare", [("knob", int, 1)])
+    with pytest.raises(TypeError, match="Bare.knob has no help"):
+        config_flags.add_arguments(argparse.ArgumentParser(), bare)
+
+
+def test_config_fields_are_the_flags_of_train_and_sample():
+    from webtext.train.cli import build_parser
+    from webtext.train.generate import SamplingConfig
+    from webtext.train.config_flags import from_namespace
+    from webtext.train.trainer import TrainConfig
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for command, config_class, positional in (("train", TrainConfig, ["RUN"]), ("sample", SamplingConfig, ["CKPT"])):
+        parser = commands[command]
+        assert all(action.help for action in parser._actions), command
+        flags = {flag for action in parser._actions for flag in action.option_strings}
+        expected = {f.metadata["flag"] or "--" + f.name.replace("_", "-")
+                    for f in dataclasses.fields(config_class) if f.default is not dataclasses.MISSING}
+        assert expected <= flags
+        defaults = from_namespace(config_class, parser.parse_args(positional))
+        assert defaults == (TrainConfig(run="RUN") if command == "train" else SamplingConfig())
+    sampled = from_namespace(SamplingConfig, commands["sample"].parse_args(["CKPT", "--max-tokens", "5", "--top-k", "3"]))
+    assert (sampled.max_new_tokens, sampled.top_k) == (5, 3)
+
+
 def test_a_new_run_over_existing_checkpoints_is_refused(trained, caplog):
     train_dir = trained / "train" / "cli"
     before = sorted(p.name for p in train_dir.iterdir())
     assert main(["train", str(trained), *TINY, "--max-steps", "20", "--name", "cli"]) == 2
     assert "already holds checkpoints" in caplog.text and "--resume" in caplog.text
     assert sorted(p.name for p in train_dir.iterdir()) == before
+
+
+def test_verify_shards_refuses_shards_of_another_tokenizer(trained, tmp_path, caplog):
+    run = tmp_path / "run"
+    for folder in ("shards", "tokenizer"):
+        shutil.copytree(trained / folder, run / folder)
+    tokenizer = run / "tokenizer" / "tokenizer.json"
+    tokenizer.write_bytes(tokenizer.read_bytes() + b"\n")
+    assert main(["train", str(run), *TINY, "--max-steps", "1", "--verify-shards"]) == 2
+    assert "rerun the shards stage" in caplog.text and not (run / "train").exists()
 
 
 def test_only_the_projects_errors_are_turned_into_exit_code_2(tmp_path, monkeypatch, caplog):

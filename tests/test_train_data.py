@@ -11,7 +11,7 @@ import torch
 from webtext.train import shard_format
 from webtext.train.data import (LoaderState, PrefetchingLoader, TrainBatches, WindowIndex, eval_window_ids,
                                 open_split)
-from webtext.train.shard_format import Manifest, ShardFormatError, ShardInfo
+from webtext.train.shard_format import Manifest, ShardFormatError, ShardInfo, TokenBatch
 
 EOT = 999
 
@@ -23,7 +23,8 @@ def write_counting_run(root: Path, shard_sizes=(1000, 601, 350), block_size: int
         tokens = (np.arange(start, start + size) % EOT).astype(np.uint16)
         tokens[-1] = EOT
         name = shard_format.shard_name("train", index)
-        stats = shard_format.write_shard_arrays(root / name, tokens, np.array([0, size]), [f"d{index}"], "uint16")
+        batch = TokenBatch(tokens, np.array([0, size]))
+        stats = shard_format.write_shard_batch(root / name, batch, [f"d{index}"], "uint16")
         infos.append(ShardInfo.from_stats(name, "train", stats))
         start += size
     manifest = Manifest(root=root, tokenizer_sha256="0" * 64, vocab_size=1000, eot_id=EOT, dtype="uint16", shards=infos)
@@ -148,7 +149,8 @@ def test_reading_a_whole_epoch_keeps_anonymous_memory_flat(tmp_path):
     size = 12_000_000  # 24 MB of uint16; as int64 in RAM it would be 96 MB
     tokens = (np.arange(size) % EOT).astype(np.uint16)
     tokens[-1] = EOT
-    stats = shard_format.write_shard_arrays(tmp_path / "train-00000.arrow", tokens, np.array([0, size]), ["big"], "uint16")
+    stats = shard_format.write_shard_batch(tmp_path / "train-00000.arrow", TokenBatch(tokens, np.array([0, size])), ["big"],
+                                        "uint16")
     del tokens
     manifest = Manifest(root=tmp_path, tokenizer_sha256="0" * 64, vocab_size=1000, eot_id=EOT, dtype="uint16",
                         shards=[ShardInfo.from_stats("train-00000.arrow", "train", stats)])

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from webtext.train import shard_format
-from webtext.train.shard_format import Manifest, Shard, ShardFormatError, ShardInfo
+from webtext.train.shard_format import Manifest, Shard, ShardFormatError, ShardInfo, TokenBatch
 
 EOT = 99
 VOCAB = 100
@@ -72,12 +72,13 @@ def test_file_is_one_uncompressed_record_batch(tmp_path):
     assert tokens.tobytes() in path.read_bytes()
 
 
-def test_arrays_variant_matches_document_variant(tmp_path):
+def test_batch_variant_matches_document_variant(tmp_path):
     documents = make_documents(25, seed=3)
     flat = np.concatenate([tokens for _, tokens in documents]).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum([len(tokens) for _, tokens in documents])])
     a = shard_format.write_shard(tmp_path / "a.arrow", documents, "uint16")
-    b = shard_format.write_shard_arrays(tmp_path / "b.arrow", flat, offsets, [d for d, _ in documents], "uint16")
+    b = shard_format.write_shard_batch(tmp_path / "b.arrow", TokenBatch(flat, offsets), [d for d, _ in documents],
+                                       "uint16")
     assert a == b  # identical bytes, hence identical sha256
 
 
@@ -88,10 +89,26 @@ def test_writer_streams_batches_into_one_record_batch(tmp_path):
             chunk = documents[start:start + 7]
             flat = np.concatenate([tokens for _, tokens in chunk])
             offsets = np.concatenate([[0], np.cumsum([len(tokens) for _, tokens in chunk])])
-            writer.add_batch(flat, offsets, [doc_id for doc_id, _ in chunk])
+            writer.add_batch(TokenBatch(flat, offsets), [doc_id for doc_id, _ in chunk])
     shard = Shard(tmp_path / "w.arrow")
     assert shard.dtype == "uint32" and len(shard.segments) == 1 and shard.num_documents == 40
     np.testing.assert_array_equal(shard.tokens, np.concatenate([t for _, t in documents]))
+
+
+def test_token_batch_takes_and_concatenates_documents():
+    documents = [tokens for _, tokens in make_documents(6, seed=9)]
+    batch = TokenBatch.from_lengths(np.concatenate(documents), np.array([len(t) for t in documents]))
+    assert len(batch) == 6 and list(batch.lengths) == [len(t) for t in documents]
+    taken = batch.take([4, 1])
+    assert len(taken) == 2 and taken.offsets[0] == 0
+    np.testing.assert_array_equal(taken.document(0), documents[4])
+    np.testing.assert_array_equal(taken.document(1), documents[1])
+    joined = TokenBatch.concat([batch.take([0, 1]), batch.take([]), batch.take([2, 3, 4, 5])])
+    np.testing.assert_array_equal(joined.tokens, batch.tokens)
+    np.testing.assert_array_equal(joined.offsets, batch.offsets)
+    assert TokenBatch.concat([batch]) is batch
+    empty = TokenBatch.concat([], np.uint32)
+    assert len(empty) == 0 and empty.tokens.dtype == np.uint32 and list(empty.offsets) == [0]
 
 
 def test_writer_refuses_bad_documents_and_leaves_no_file(tmp_path):
@@ -188,6 +205,19 @@ def test_verify_names_a_missing_shard(tmp_path):
     manifest = write_run(tmp_path)
     (tmp_path / "val-00000.arrow").unlink()
     with pytest.raises(ShardFormatError, match="val-00000.arrow: shard listed in the manifest is missing"):
+        shard_format.verify(manifest)
+
+
+def test_check_manifest_wants_the_splits_and_the_tokenizer(tmp_path):
+    manifest = write_run(tmp_path, splits=(("train", 1),))
+    shard_format.check_manifest(manifest, ["train"], "0" * 64)
+    with pytest.raises(ShardFormatError, match="manifest.json: no shards in split 'val'"):
+        shard_format.verify(manifest, splits=["train", "val"])
+    with pytest.raises(ShardFormatError, match="made with tokenizer 000000000000…, but the run's tokenizer.json is "
+                                               "111111111111… \\(rerun the shards stage\\)"):
+        shard_format.verify(manifest, tokenizer_sha256="1" * 64)
+    manifest.shards.clear()
+    with pytest.raises(ShardFormatError, match="manifest.json: the manifest lists no shards"):
         shard_format.verify(manifest)
 
 

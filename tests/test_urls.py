@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webtext.crawl.urls import (
+from webtext.crawl.reddit.urls import (
     TRACKING_PARAMS,
     InvalidUrl,
     UrlFilter,

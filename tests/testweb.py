@@ -11,7 +11,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from webtext.crawl.sampleweb import Article, RequestContext, Response, Site, render_article, sample_articles
+from webtext.pipeline.demo_web import Article, RequestContext, Response, Site, render_article, sample_articles
 
 # Options that keep the zoo fast; the politeness delay stays on, smaller.
 ZOO_OPTIONS = [
@@ -30,7 +30,7 @@ def write_links(run_dir: Path, urls: list[str], shards: int = 2) -> list[dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from webtext.crawl.urls import normalize_url, url_domain
+    from webtext.crawl.reddit.urls import normalize_url, url_domain
     from webtext.pipeline import layout, sinks
 
     rows = []

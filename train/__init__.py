@@ -1,4 +1,2 @@
 """webtext.train: the GPT-2 model, shard loader, training loop, checkpoints, sampling and HF conversion.
-
-Importing this package is cheap; `webtext.train.shard_format` needs only numpy and pyarrow (no torch).
-"""
+Importing it is cheap; `webtext.train.shard_format` needs only numpy and pyarrow (no torch)."""

@@ -1,8 +1,5 @@
-"""Checkpoints: a directory per step (safetensors weights, optimizer, loader and RNG state, meta.json), made atomically.
-
-Everything is written into a hidden temp directory that is renamed to `ckpt-<step>` only when complete,
-so a run killed while writing leaves the earlier checkpoints as they were.
-"""
+"""Checkpoints: a directory per step (safetensors weights, optimizer, loader and RNG state, meta.json), written
+under a temporary name and renamed when complete, so a killed run leaves the earlier checkpoints as they were."""
 from __future__ import annotations
 
 import json

@@ -1,8 +1,5 @@
-"""The shard loader: memory-mapped (x, y) windows, a seeded permutation per epoch split across ranks, prefetched.
-
-A window is block_size + 1 consecutive tokens of one record batch; window starts are multiples of
-block_size. Its state (seed, epoch, position) goes into checkpoints so a resumed run sees the same batches.
-"""
+"""The shard loader: (x, y) windows of block_size + 1 tokens from memory-mapped shards, a seeded permutation per
+epoch split across ranks, prefetched; its state goes into checkpoints so a resumed run sees the same batches."""
 from __future__ import annotations
 
 import queue
@@ -12,22 +9,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .shard_format import Manifest, Shard, ShardFormatError
+from .shard_format import Manifest, Shard, ShardFormatError, check_manifest, check_shard
 
 
 def open_split(manifest: Manifest, split: str) -> list[Shard]:
     """Memory-map every shard of a split, checking each against its manifest entry (cheap checks only)."""
-    infos = manifest.split(split)
-    if not infos:
-        raise ShardFormatError(f"{manifest.root / 'manifest.json'}: no shards in split {split!r}")
+    check_manifest(manifest, splits=[split])
     shards = []
-    for info in infos:
+    for info in manifest.split(split):
         shard = Shard(manifest.path_of(info))
-        if shard.dtype != manifest.dtype:
-            raise ShardFormatError(f"{shard.path}: tokens are {shard.dtype}, the manifest says {manifest.dtype}")
-        if shard.num_documents != info.documents or shard.num_tokens != info.tokens:
-            raise ShardFormatError(f"{shard.path}: holds {shard.num_documents} documents / {shard.num_tokens} tokens, "
-                                   f"the manifest says {info.documents} / {info.tokens}")
+        check_shard(manifest, info, shard)
         shards.append(shard)
     return shards
 

@@ -10,7 +10,7 @@ import torch
 
 from .data import WindowIndex, open_split
 from .model import GPT, ConfigError
-from .shard_format import Manifest
+from .shard_format import RUN_SHARDS, Manifest
 from .trainer import Distributed, attention_backends, autocast, evaluate
 
 
@@ -32,7 +32,7 @@ def _result(source: str, loss: float, tokens: int) -> EvalResult:
 def eval_shards(model: GPT, run: Path, split: str, micro_batch: int, max_batches: int | None,
                 device: torch.device) -> EvalResult:
     """Mean loss over the windows of a split (all of them, or an even spread of max_batches batches)."""
-    manifest = Manifest.load(Path(run) / "shards")
+    manifest = Manifest.load(Path(run) / RUN_SHARDS)
     if manifest.vocab_size != model.config.vocab_size:
         raise ConfigError(f"{run}: the shards have vocab_size {manifest.vocab_size}, the model {model.config.vocab_size}")
     index = WindowIndex(open_split(manifest, split), model.config.block_size)

@@ -7,16 +7,20 @@ from pathlib import Path
 import torch
 
 from .model import GPT, ConfigError, KVCache
+from .config_flags import option, positive_int
+from .shard_format import RUN_TOKENIZER
 
 
 @dataclass
 class SamplingConfig:
-    max_new_tokens: int = 100
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    seed: int = 0
-    stop_at_eot: bool = True
+    """How `webtext sample` draws tokens; each field is also its command-line flag (see options.option)."""
+
+    max_new_tokens: int = option(100, "tokens to generate per sample", type=positive_int, flag="--max-tokens")
+    temperature: float = option(1.0, "0 picks the most likely token")
+    top_k: int | None = option(None, "sample from the k most likely tokens only (default: all)")
+    top_p: float | None = option(None, "sample from the fewest tokens whose probability reaches p (default: all)")
+    seed: int = option(0, "seed of the sampling")
+    stop_at_eot: bool = option(True, "end a sample at the end-of-text token")
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -88,7 +92,7 @@ def find_tokenizer(checkpoint: Path, meta: dict, explicit: str | None = None) ->
     candidates = [Path(explicit)] if explicit else []
     candidates += [checkpoint / "tokenizer.json", checkpoint.parent / "tokenizer.json"]
     if meta.get("run"):
-        candidates.append(Path(meta["run"]) / "tokenizer" / "tokenizer.json")
+        candidates.append(Path(meta["run"]) / RUN_TOKENIZER)
     for candidate in candidates:
         if candidate.is_file():
             return candidate

@@ -1,7 +1,5 @@
-"""Conversion to and from the Hugging Face GPT-2 layout (config.json + model.safetensors, or pytorch_model.bin).
-
-HF's GPT-2 stores its linear layers as Conv1D, i.e. weights as (in, out): those are transposed here.
-"""
+"""Conversion to and from the Hugging Face GPT-2 layout (config.json + model.safetensors, or pytorch_model.bin);
+HF stores the linear layers as Conv1D, weights as (in, out), so those are transposed."""
 from __future__ import annotations
 
 import json

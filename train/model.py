@@ -1,8 +1,5 @@
-"""GPT-2 as the paper and the released checkpoints define it, in one readable file.
-
-Learned positions, pre-norm blocks, final LayerNorm, tanh GELU, tied embeddings, the scaled
-residual init; attention through scaled_dot_product_attention; a vocabulary padded for speed.
-"""
+"""GPT-2 as the paper and the released checkpoints define it: learned positions, pre-norm blocks, tanh GELU,
+tied embeddings, the scaled residual init, SDPA attention and a vocabulary padded for speed."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Weights files through the `safetensors` package: written atomically, and damage reported as SafetensorsError naming the file."""
+"""Weights files through the `safetensors` package: written atomically; damage raises SafetensorsError naming the file."""
 from __future__ import annotations
 
 import os
@@ -18,7 +18,8 @@ def _unreadable(path: str | os.PathLike, error: Exception) -> SafetensorsError:
     return SafetensorsError(f"{path}: not a readable safetensors file, truncated or corrupt ({error})")
 
 
-def save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+def save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+              metadata: dict[str, str] | None = None) -> None:
     """Write atomically; views and tensors on other devices are stored as contiguous CPU copies."""
     contiguous = {name: tensor.detach().to("cpu").contiguous() for name, tensor in tensors.items()}
     with atomic_path(path) as temp:

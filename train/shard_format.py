@@ -1,8 +1,5 @@
-"""The shard format, the one contract between pipeline/ (writes shards) and train/ (reads them).
-
-Arrow IPC files with `tokens: large_list<uint16|uint32>` and `doc_id: string`, plus a manifest.json.
-Only numpy and pyarrow here, so the pipeline can import it without torch.
-"""
+"""The shard format, the contract between pipeline/ (writes shards) and train/ (reads them): Arrow IPC files of
+`tokens: large_list<uint16|uint32>` and `doc_id: string` plus manifest.json; numpy and pyarrow only (no torch)."""
 from __future__ import annotations
 
 import hashlib
@@ -21,6 +18,10 @@ from .atomic import atomic_path, atomic_write_bytes
 FORMAT = "webtext-shards"
 VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# What train/ reads and writes in a run directory (pipeline/layout.py takes these names from here).
+RUN_SHARDS = Path("shards")
+RUN_TOKENIZER = Path("tokenizer", "tokenizer.json")  # its sha256 is in the manifest
+RUN_TRAINING = Path("train")  # RUN/train/NAME: one training run's checkpoints and logs
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 ARROW_DTYPES = {"uint16": pa.uint16(), "uint32": pa.uint32()}
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -65,6 +66,54 @@ def _numpy_dtype(dtype: str) -> type:
     return DTYPES[dtype]
 
 
+@dataclass(frozen=True)
+class TokenBatch:
+    """Documents as one flat token array and offsets from 0: document i is tokens[offsets[i]:offsets[i + 1]]."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray  # int64, one more than there are documents
+
+    @classmethod
+    def empty(cls, dtype) -> "TokenBatch":
+        return cls(np.empty(0, dtype), np.zeros(1, np.int64))
+
+    @classmethod
+    def from_lengths(cls, tokens: np.ndarray, lengths: np.ndarray) -> "TokenBatch":
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return cls(tokens, offsets)
+
+    @classmethod
+    def concat(cls, batches: Sequence["TokenBatch"], dtype=None) -> "TokenBatch":
+        """All documents of `batches` in order (a single batch is returned as it is); `dtype` serves when there are none."""
+        if len(batches) == 1:
+            return batches[0]
+        if not batches:
+            return cls.empty(dtype)
+        offsets, base = [np.zeros(1, np.int64)], 0
+        for batch in batches:
+            offsets.append(batch.offsets[1:] + base)
+            base += int(batch.offsets[-1])
+        return cls(np.concatenate([batch.tokens for batch in batches]), np.concatenate(offsets))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def document(self, index: int) -> np.ndarray:
+        return self.tokens[self.offsets[index]:self.offsets[index + 1]]
+
+    def take(self, indices: Sequence[int]) -> "TokenBatch":
+        """The documents at `indices`, in that order, copied into a new batch."""
+        indices = list(indices)
+        if not indices:
+            return TokenBatch.empty(self.tokens.dtype)
+        return TokenBatch.from_lengths(np.concatenate([self.document(i) for i in indices]), self.lengths[indices])
+
+
 # --------------------------------------------------------------------------------------------
 # Writing
 
@@ -90,8 +139,8 @@ def _check_token_range(tokens: np.ndarray, dtype: str, where: str) -> None:
 class ShardWriter:
     """Collects documents as numpy chunks and writes them as one record batch on close().
 
-    `add` takes one document; `add_batch` takes many at once as a flat token array plus
-    document offsets (len = documents + 1), so an encoder never builds Python lists of ints.
+    `add` takes one document; `add_batch` takes many at once as a TokenBatch, so an encoder
+    never builds Python lists of ints.
     The file appears under its final name only when complete (temp file, fsync, rename).
     """
 
@@ -100,20 +149,19 @@ class ShardWriter:
         self.dtype = dtype
         self.eot_id = eot_id
         self._np_dtype = _numpy_dtype(dtype)
-        self._token_chunks: list[np.ndarray] = []
-        self._length_chunks: list[np.ndarray] = []
+        self._batches: list[TokenBatch] = []
         self._doc_ids: list[str] = []
         self._closed = False
 
     def add(self, doc_id: str, tokens: np.ndarray | Sequence[int]) -> None:
         tokens = np.asarray(tokens)
-        self.add_batch(tokens, np.array([0, tokens.size], dtype=np.int64), [doc_id])
+        self.add_batch(TokenBatch(tokens, np.array([0, tokens.size], dtype=np.int64)), [doc_id])
 
-    def add_batch(self, tokens: np.ndarray, offsets: np.ndarray, doc_ids: Sequence[str]) -> None:
+    def add_batch(self, batch: TokenBatch, doc_ids: Sequence[str]) -> None:
         if self._closed:
             raise ValueError(f"{self.path}: writer already closed")
-        tokens = np.asarray(tokens)
-        offsets = np.asarray(offsets, dtype=np.int64)
+        tokens = np.asarray(batch.tokens)
+        offsets = np.asarray(batch.offsets, dtype=np.int64)
         if tokens.ndim != 1 or offsets.ndim != 1:
             raise ValueError(f"{self.path}: tokens and offsets must be 1-D arrays")
         if len(offsets) != len(doc_ids) + 1:
@@ -128,26 +176,22 @@ class ShardWriter:
         if self.eot_id is not None and (tokens[offsets[1:] - 1] != self.eot_id).any():
             bad = int(np.argmax(tokens[offsets[1:] - 1] != self.eot_id))
             raise ValueError(f"{self.path}: document {doc_ids[bad]!r} does not end with eot id {self.eot_id}")
-        self._token_chunks.append(tokens.astype(self._np_dtype, copy=False))
-        self._length_chunks.append(lengths)
+        self._batches.append(TokenBatch(tokens.astype(self._np_dtype, copy=False), offsets))
         self._doc_ids.extend(str(doc_id) for doc_id in doc_ids)
 
     def close(self) -> ShardStats:
         if self._closed:
             raise ValueError(f"{self.path}: writer already closed")
         self._closed = True
-        tokens = np.concatenate(self._token_chunks) if self._token_chunks else np.empty(0, self._np_dtype)
-        lengths = np.concatenate(self._length_chunks) if self._length_chunks else np.empty(0, np.int64)
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        batch = _record_batch(tokens, offsets, self._doc_ids, self.dtype)
-        self._token_chunks, self._length_chunks, self._doc_ids = [], [], []
-        sha256 = _write_ipc_file(self.path, batch)
-        return ShardStats(documents=batch.num_rows, tokens=int(tokens.size), sha256=sha256)
+        batch = TokenBatch.concat(self._batches, self._np_dtype)
+        record_batch = _record_batch(batch, self._doc_ids, self.dtype)
+        self._batches, self._doc_ids = [], []
+        sha256 = _write_ipc_file(self.path, record_batch)
+        return ShardStats(documents=record_batch.num_rows, tokens=int(batch.tokens.size), sha256=sha256)
 
     def abort(self) -> None:
         self._closed = True
-        self._token_chunks, self._length_chunks, self._doc_ids = [], [], []
+        self._batches, self._doc_ids = [], []
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -166,10 +210,10 @@ def shard_schema(dtype: str) -> pa.Schema:
     ], metadata={b"format": FORMAT.encode(), b"version": str(VERSION).encode(), b"dtype": dtype.encode()})
 
 
-def _record_batch(tokens: np.ndarray, offsets: np.ndarray, doc_ids: Sequence[str], dtype: str) -> pa.RecordBatch:
+def _record_batch(batch: TokenBatch, doc_ids: Sequence[str], dtype: str) -> pa.RecordBatch:
     schema = shard_schema(dtype)
-    values = pa.array(tokens, type=ARROW_DTYPES[dtype])
-    token_lists = pa.LargeListArray.from_arrays(pa.array(offsets, type=pa.int64()), values,
+    values = pa.array(batch.tokens, type=ARROW_DTYPES[dtype])
+    token_lists = pa.LargeListArray.from_arrays(pa.array(batch.offsets, type=pa.int64()), values,
                                                 type=schema.field("tokens").type)
     return pa.RecordBatch.from_arrays([token_lists, pa.array(doc_ids, type=pa.string())], schema=schema)
 
@@ -191,11 +235,11 @@ def write_shard(path: str | os.PathLike, documents: Iterable[tuple[str, np.ndarr
         return writer.close()
 
 
-def write_shard_arrays(path: str | os.PathLike, tokens: np.ndarray, offsets: np.ndarray,
-                       doc_ids: Sequence[str], dtype: str, eot_id: int | None = None) -> ShardStats:
-    """Write a shard from a flat token array and document offsets (len = documents + 1)."""
+def write_shard_batch(path: str | os.PathLike, batch: TokenBatch, doc_ids: Sequence[str], dtype: str,
+                      eot_id: int | None = None) -> ShardStats:
+    """Write a shard from a TokenBatch and the ids of its documents."""
     with ShardWriter(path, dtype, eot_id=eot_id) as writer:
-        writer.add_batch(tokens, offsets, doc_ids)
+        writer.add_batch(batch, doc_ids)
         return writer.close()
 
 
@@ -333,14 +377,6 @@ class Manifest:
 # Reading
 
 
-@dataclass(frozen=True)
-class TokenSegment:
-    """One record batch of a shard: a contiguous token array and its document offsets (from 0)."""
-
-    tokens: np.ndarray
-    offsets: np.ndarray
-
-
 def _check_schema(schema: pa.Schema, path: Path) -> str:
     names = schema.names
     if "tokens" not in names or "doc_id" not in names:
@@ -380,9 +416,9 @@ class Shard:
             raise ShardFormatError(f"{self.path}: not a readable Arrow IPC file ({error})") from None
         self.segments = [self._segment(batch) for batch in batches]
         self._doc_id_arrays = [batch.column("doc_id") for batch in batches]
-        self._doc_starts = np.cumsum([0] + [len(s.offsets) - 1 for s in self.segments])
+        self._doc_starts = np.cumsum([0] + [len(segment) for segment in self.segments])
 
-    def _segment(self, batch: pa.RecordBatch) -> TokenSegment:
+    def _segment(self, batch: pa.RecordBatch) -> TokenBatch:
         column = batch.column("tokens")
         if column.null_count:
             raise ShardFormatError(f"{self.path}: column 'tokens' has {column.null_count} null documents")
@@ -395,7 +431,7 @@ class Shard:
         if end > len(values) or start > end:
             raise ShardFormatError(f"{self.path}: document offsets run past the token buffer")
         offsets = raw_offsets if start == 0 else raw_offsets - start
-        return TokenSegment(tokens=values[start:end], offsets=offsets)
+        return TokenBatch(tokens=values[start:end], offsets=offsets)
 
     @property
     def num_documents(self) -> int:
@@ -407,21 +443,11 @@ class Shard:
 
     @property
     def tokens(self) -> np.ndarray:
-        if len(self.segments) == 1:
-            return self.segments[0].tokens
-        if not self.segments:
-            return np.empty(0, DTYPES[self.dtype])
-        return np.concatenate([segment.tokens for segment in self.segments])
+        return TokenBatch.concat(self.segments, DTYPES[self.dtype]).tokens
 
     @property
     def offsets(self) -> np.ndarray:
-        if len(self.segments) == 1:
-            return self.segments[0].offsets
-        offsets, base = [np.zeros(1, np.int64)], 0
-        for segment in self.segments:
-            offsets.append(segment.offsets[1:] + base)
-            base += int(segment.tokens.size)
-        return np.concatenate(offsets)
+        return TokenBatch.concat(self.segments, DTYPES[self.dtype]).offsets
 
     @property
     def doc_ids(self) -> pa.ChunkedArray:
@@ -431,9 +457,7 @@ class Shard:
         if not 0 <= index < self.num_documents:
             raise IndexError(f"{self.path}: document {index} out of range (0..{self.num_documents - 1})")
         batch_index = int(np.searchsorted(self._doc_starts, index, side="right")) - 1
-        segment = self.segments[batch_index]
-        local = index - int(self._doc_starts[batch_index])
-        return segment.tokens[segment.offsets[local]:segment.offsets[local + 1]]
+        return self.segments[batch_index].document(index - int(self._doc_starts[batch_index]))
 
     def doc_id(self, index: int) -> str:
         return self.doc_ids[index].as_py()
@@ -453,6 +477,30 @@ class Shard:
 # Verification
 
 
+def check_manifest(manifest: Manifest, splits: Sequence[str] = (), tokenizer_sha256: str | None = None,
+                   where: str | os.PathLike | None = None) -> None:
+    """What a valid manifest must also hold for its use: shards, a shard in each of `splits`, and (when given)
+    the sha256 of the tokenizer.json they were made with. `where` names the manifest in messages."""
+    where = where or manifest.root / MANIFEST_NAME
+    if tokenizer_sha256 is not None and manifest.tokenizer_sha256 != tokenizer_sha256:
+        raise ShardFormatError(f"{where}: made with tokenizer {manifest.tokenizer_sha256[:12]}…, but the run's "
+                               f"tokenizer.json is {tokenizer_sha256[:12]}… (rerun the shards stage)")
+    if not manifest.shards:
+        raise ShardFormatError(f"{where}: the manifest lists no shards")
+    for split in splits:
+        if not manifest.split(split):
+            raise ShardFormatError(f"{where}: no shards in split {split!r}")
+
+
+def check_shard(manifest: Manifest, info: ShardInfo, shard: Shard) -> None:
+    """An opened shard's dtype and totals against its manifest entry: no pass over its tokens."""
+    if shard.dtype != manifest.dtype:
+        raise ShardFormatError(f"{shard.path}: tokens are {shard.dtype}, the manifest says {manifest.dtype}")
+    if shard.num_documents != info.documents or shard.num_tokens != info.tokens:
+        raise ShardFormatError(f"{shard.path}: holds {shard.num_documents} documents / {shard.num_tokens} tokens, "
+                               f"the manifest says {info.documents} / {info.tokens}")
+
+
 def verify_shard(manifest: Manifest, info: ShardInfo, check_sha256: bool = True) -> None:
     path = manifest.path_of(info)
     if not path.is_file():
@@ -463,14 +511,10 @@ def verify_shard(manifest: Manifest, info: ShardInfo, check_sha256: bool = True)
             raise ShardFormatError(f"{path}: sha256 {actual} differs from the manifest's {info.sha256} "
                                    "(damaged, truncated or rewritten)")
     shard = Shard(path)
-    if shard.dtype != manifest.dtype:
-        raise ShardFormatError(f"{path}: tokens are {shard.dtype}, the manifest says {manifest.dtype}")
-    if shard.num_documents != info.documents or shard.num_tokens != info.tokens:
-        raise ShardFormatError(f"{path}: holds {shard.num_documents} documents / {shard.num_tokens} tokens, "
-                               f"the manifest says {info.documents} / {info.tokens}")
+    check_shard(manifest, info, shard)
     base_doc = 0
     for segment in shard.segments:
-        lengths = np.diff(segment.offsets)
+        lengths = segment.lengths
         if (lengths <= 0).any():
             bad = base_doc + int(np.argmax(lengths <= 0))
             raise ShardFormatError(f"{path}: document {bad} ({shard.doc_id(bad)!r}) is empty")
@@ -484,12 +528,12 @@ def verify_shard(manifest: Manifest, info: ShardInfo, check_sha256: bool = True)
             highest = int(segment.tokens.max())
             if highest >= manifest.vocab_size:
                 raise ShardFormatError(f"{path}: token id {highest} is outside the vocabulary of {manifest.vocab_size}")
-        base_doc += len(segment.offsets) - 1
+        base_doc += len(segment)
 
 
-def verify(manifest: Manifest, check_sha256: bool = True) -> None:
-    """Check every shard against the manifest; raises ShardFormatError naming the first bad shard."""
-    if not manifest.shards:
-        raise ShardFormatError(f"{manifest.root / MANIFEST_NAME}: the manifest lists no shards")
+def verify(manifest: Manifest, check_sha256: bool = True, splits: Sequence[str] = (),
+           tokenizer_sha256: str | None = None) -> None:
+    """check_manifest, then every shard against the manifest; raises ShardFormatError naming the first bad file."""
+    check_manifest(manifest, splits, tokenizer_sha256)
     for info in manifest.shards:
         verify_shard(manifest, info, check_sha256=check_sha256)

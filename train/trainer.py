@@ -1,7 +1,5 @@
-"""The training loop of `webtext train`: AdamW, warmup + cosine, accumulation, DDP, evaluation, logging, checkpoints.
-
-Runs on one CPU, one GPU, or under torchrun with DDP (gloo on CPU, NCCL on GPUs); only rank 0 writes.
-"""
+"""The training loop of `webtext train`: AdamW, warmup + cosine, accumulation, evaluation, logging, checkpoints;
+on one CPU, one GPU, or under torchrun with DDP (gloo on CPU, NCCL on GPUs), where only rank 0 writes."""
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +19,9 @@ import torch.distributed as dist
 from . import checkpoint as ckpt
 from .data import LoaderState, PrefetchingLoader, TrainBatches, WindowIndex, eval_window_ids, open_split
 from .model import (ATTENTION_CHOICES, GPT, ConfigError, GPTConfig, MODEL_SHAPES, named_config,
-                                 parameter_groups)
-from .shard_format import Manifest, ShardFormatError, verify
+                    parameter_groups)
+from .config_flags import non_negative_int, option, positive_int
+from .shard_format import RUN_SHARDS, RUN_TOKENIZER, RUN_TRAINING, Manifest, ShardFormatError, sha256_file, verify
 
 log = logging.getLogger(__name__)
 
@@ -38,43 +37,51 @@ DEFAULT_MODEL = "gpt2"
 
 @dataclass
 class TrainConfig:
-    run: str
-    name: str | None = None
-    model: str | None = None  # None: gpt2, or the resumed checkpoint's shape
-    n_layer: int | None = None
-    n_head: int | None = None
-    n_embd: int | None = None
-    block_size: int | None = None
-    micro_batch: int = 16
-    batch_tokens: int | None = None  # None: one micro-batch per rank per step
-    max_steps: int = 1000
-    lr: float = 6e-4
-    min_lr_ratio: float = 0.1
-    warmup: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    eval_every: int = 250
-    eval_batches: int = 20
-    ckpt_every: int = 500
-    keep: int = 3
-    log_every: int = 1
-    resume: bool = False
-    init_from: str | None = None
-    device: str | None = None
-    compile: bool = False
-    compile_mode: str | None = None  # e.g. "reduce-overhead" for CUDA graphs, "max-autotune"
-    seed: int = 1337
-    loss_chunk: int | None = None  # rows per chunk of the memory-lean loss; None: 8192 on CUDA, off on CPU
-    attention: str = "cudnn"  # the SDPA backend tried first on CUDA (see ATTENTION_CHOICES)
-    verify_shards: bool = False
-    peak_flops: float | None = None
-    stop_after: int | None = None  # stop (without finishing the schedule) after this step; for tests and budgets
+    """Everything `webtext train` takes; each field is also its command-line flag (see options.option)."""
+
+    run: str = option(help="the run directory (reads RUN/shards/manifest.json)")
+    name: str | None = option(None, "training name (default: the model name, or lL-hH-eC for a custom shape)")
+    model: str | None = option(None, f"a named shape: {', '.join(MODEL_SHAPES)} (default: {DEFAULT_MODEL}, "
+                                     "or the resumed checkpoint's)")
+    n_layer: int | None = option(None, "transformer blocks (default: the model's)", type=positive_int)
+    n_head: int | None = option(None, "attention heads (default: the model's)", type=positive_int)
+    n_embd: int | None = option(None, "embedding width (default: the model's)", type=positive_int)
+    block_size: int | None = option(None, "context length T (default: 1024, or the checkpoint's)", type=positive_int)
+    micro_batch: int = option(16, "sequences per forward pass per rank", type=positive_int)
+    batch_tokens: int | None = option(None, "tokens per optimizer step over all ranks; accumulates micro-batches "
+                                            "to reach it (default: one micro-batch per rank)", type=positive_int)
+    max_steps: int = option(1000, "optimizer steps; the lr schedule ends here", type=positive_int)
+    lr: float = option(6e-4, "peak learning rate")
+    min_lr_ratio: float = option(0.1, "final lr as a fraction of the peak")
+    warmup: int = option(100, "linear warmup steps", type=non_negative_int)
+    weight_decay: float = option(0.1, "AdamW weight decay of the matrices")
+    beta1: float = option(0.9, "AdamW beta1")
+    beta2: float = option(0.95, "AdamW beta2")
+    grad_clip: float = option(1.0, "max gradient norm (0: no clipping)")
+    eval_every: int = option(250, "steps between validation losses", type=positive_int)
+    eval_batches: int = option(20, "micro-batches per rank in each validation", type=positive_int)
+    ckpt_every: int = option(500, "steps between checkpoints", type=positive_int)
+    keep: int = option(3, "keep the last K checkpoints (and the best)", type=positive_int)
+    log_every: int = option(1, "steps between log records", type=positive_int)
+    resume: bool = option(False, "continue from the latest checkpoint of RUN/train/NAME")
+    init_from: str | None = option(None, "start from these weights (e.g. an imported HF model), new optimizer",
+                                   metavar="CKPT")
+    device: str | None = option(None, "cpu or cuda (default: cuda when there is one)", choices=["cpu", "cuda"])
+    compile: bool = option(False, "torch.compile the model")
+    compile_mode: str | None = option(None, "torch.compile mode, e.g. reduce-overhead (CUDA graphs) or max-autotune")
+    seed: int = option(1337, "seed of the initial weights and the batch order")
+    loss_chunk: int | None = option(None, "rows per chunk of the memory-lean loss (0: off; default: 8192 on CUDA, "
+                                          "off on CPU)")
+    attention: str = option("cudnn", "SDPA backend tried first on CUDA (auto: torch's own order)",
+                            choices=list(ATTENTION_CHOICES))
+    verify_shards: bool = option(False, "check every shard's sha256 and contents, and the run's tokenizer, first")
+    peak_flops: float | None = option(None, "peak FLOP/s for MFU when the device is not in the table")
+    stop_after: int | None = option(None, "stop after this step, keeping the schedule of --max-steps",
+                                    type=positive_int)
 
     @property
     def train_dir(self) -> Path:
-        return Path(self.run) / "train" / (self.name or self.default_name())
+        return Path(self.run) / RUN_TRAINING / (self.name or self.default_name())
 
     def default_name(self) -> str:
         """The model name, or l{n_layer}-h{n_head}-e{n_embd} when the flags change its shape."""
@@ -334,7 +341,7 @@ def accumulation_steps(cfg: TrainConfig, block_size: int, world_size: int) -> in
 
 
 def copy_tokenizer(run: Path, train_dir: Path) -> None:
-    source = run / "tokenizer" / "tokenizer.json"
+    source = run / RUN_TOKENIZER
     if source.is_file():
         shutil.copyfile(source, train_dir / "tokenizer.json")
 
@@ -365,12 +372,13 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
                           f"RUN/shards and RUN/tokenizer first, e.g. gsutil -m cp -r {cfg.run}/shards {cfg.run}/tokenizer "
                           "run/, then train on run/")
     run = Path(cfg.run)
-    manifest = Manifest.load(run / "shards")
+    manifest = Manifest.load(run / RUN_SHARDS)
     if cfg.verify_shards:  # rank 0 reads the shards; every rank fails with its message, none waits at a barrier
         problem = None
         if ctx.is_main:
+            tokenizer = run / RUN_TOKENIZER
             try:
-                verify(manifest)
+                verify(manifest, splits=["train"], tokenizer_sha256=sha256_file(tokenizer) if tokenizer.is_file() else None)
             except ShardFormatError as error:
                 problem = str(error)
         problem = ctx.from_main(problem)

@@ -13,8 +13,21 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
+
+
+def host_key(url: str) -> str:
+    """The politeness key of a URL: its lower-cased host, with the port unless it is the scheme's default."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return host if port in (None, default) else f"{host}:{port}"
 
 
 class HostScheduler:

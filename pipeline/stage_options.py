@@ -2,7 +2,7 @@
 
 A field is an option when its metadata has "help": `min_karma: int = field(default=3, metadata={"help": "…"})` is the
 flag `--min-karma` and the TOML key `min_karma`. Optional metadata: "choices", "flag" (a flag other than --field-name),
-"parse" (turns the string of a flag or TOML value into the field's value, e.g. a date into seconds).
+"type" (turns the string of a flag or TOML value into the field's value, e.g. a date into seconds).
 Libraries (crawl/, dedup/) declare their own config dataclasses this way without importing anything from here.
 """
 from __future__ import annotations
@@ -81,10 +81,14 @@ def _default(field: dataclasses.Field) -> Any:
     return sorted(value) if isinstance(value, (set, frozenset)) else list(value) if isinstance(value, tuple) else value
 
 
+def _flag(field: dataclasses.Field) -> str:
+    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
 def option_for(field: dataclasses.Field, annotation: Any) -> Option:
     """The Option a dataclass field declares (see the module docstring)."""
     meta = field.metadata
-    flag = meta.get("flag") or "--" + field.name.replace("_", "-")
+    flag = _flag(field)
     annotation = _unwrap_optional(annotation)
     origin = typing.get_origin(annotation)
     common = {"flag": flag, "help": meta["help"], "default": _default(field), "choices": meta.get("choices")}
@@ -92,9 +96,9 @@ def option_for(field: dataclasses.Field, annotation: Any) -> Option:
         return Option(**common, switch=True)
     if origin in (tuple, list, set, frozenset):
         item = typing.get_args(annotation)[0] if typing.get_args(annotation) else str
-        return Option(**common, type=meta.get("parse", item if item in _SCALARS else str), multiple=True)
-    if annotation in _SCALARS or "parse" in meta:
-        return Option(**common, type=meta.get("parse", annotation))
+        return Option(**common, type=meta.get("type") or (item if item in _SCALARS else str), multiple=True)
+    if annotation in _SCALARS or meta.get("type"):
+        return Option(**common, type=meta.get("type") or annotation)
     raise TypeError(f"option {field.name}: cannot derive a flag from the type {annotation!r}")
 
 
@@ -112,7 +116,8 @@ def _as_field_type(value: Any, annotation: Any) -> Any:
 
 
 def config_from(config_cls: type, values: dict[str, Any]):
-    """The dataclass built from a stage's resolved options: the keys that are its fields, lists as its tuples/sets."""
+    """The dataclass built from a stage's resolved options: the keys of its fields' options (a field with its own
+    "flag" has that flag's key), lists as its tuples/sets."""
     hints = typing.get_type_hints(config_cls)
-    known = {f.name for f in dataclasses.fields(config_cls) if f.init}
-    return config_cls(**{k: _as_field_type(v, hints[k]) for k, v in values.items() if k in known})
+    keys = {f.name: _flag(f).lstrip("-").replace("-", "_") for f in dataclasses.fields(config_cls) if f.init}
+    return config_cls(**{name: _as_field_type(values[key], hints[name]) for name, key in keys.items() if key in values})

@@ -1,15 +1,17 @@
 """Document quality rules in the spirit of Gopher (Rae et al. 2021) and C4 (Raffel et al. 2020).
 
-Each rule is a function with its own reject reason (its name) and threshold in `QualityConfig`; `first_failure`
-applies them cheapest first. Defaults and their justification: docs/crawl.md.
+A rule is a check declared with `@quality_rule(reason, threshold_name=Threshold(type, default, help), …)`: its reason
+is the reject reason and the name `--skip-rules` knows, its thresholds are fields of `QualityConfig` and so
+`webtext crawl` flags and [crawl] keys. `first_failure` applies the rules in the order they are declared, cheapest
+first. Defaults and their justification: docs/crawl.md.
 """
 from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, make_dataclass
 from functools import cached_property
-from typing import Callable
+from typing import Any, Callable
 
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})  # Gopher's list
 BULLETS = ("•", "●", "○", "▪", "◦", "‣", "·", "-", "*", "–")
@@ -17,38 +19,6 @@ ELLIPSES = ("...", "…")
 _PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~“”‘’«»—–…¡¿"
 _LOREM_RE = re.compile(r"lorem ipsum", re.IGNORECASE)
 _LETTER_RE = re.compile(r"[^\W\d_]")
-
-
-@dataclass(frozen=True)
-class QualityConfig:
-    """Thresholds of the quality rules; a rule named in `disabled` is skipped."""
-
-    min_words: int = 50
-    max_words: int = 100_000
-    min_mean_word_length: float = 3.0
-    max_mean_word_length: float = 10.0
-    max_symbol_ratio: float = 0.1
-    max_bullet_lines: float = 0.9
-    max_ellipsis_lines: float = 0.3
-    min_alpha_words: float = 0.8
-    min_stop_words: int = 2
-    max_duplicate_lines: float = 0.3
-    max_duplicate_line_chars: float = 0.2
-    top_ngram_limits: tuple[float, ...] = (0.20, 0.18, 0.16)  # n = 2, 3, 4
-    duplicate_ngram_limits: tuple[float, ...] = (0.15, 0.14, 0.13, 0.12, 0.11, 0.10)  # n = 5 … 10
-    disabled: frozenset[str] = field(default_factory=lambda: frozenset({"curly-brace"}))
-
-    @classmethod
-    def from_dict(cls, values: dict) -> QualityConfig:
-        """The known keys of a (stage) config dict; lists become tuples, `disabled` a set."""
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in values.items() if k in known and v is not None}
-        for key in ("top_ngram_limits", "duplicate_ngram_limits"):
-            if key in kwargs:
-                kwargs[key] = tuple(float(x) for x in kwargs[key])
-        if "disabled" in kwargs:
-            kwargs["disabled"] = frozenset(kwargs["disabled"])
-        return cls(**kwargs)
 
 
 class Document:
@@ -74,21 +44,52 @@ class Document:
         return sum(len(w) for w in self.words)
 
 
-Rule = Callable[[Document, QualityConfig], "str | None"]
+@dataclass(frozen=True)
+class Threshold:
+    """A rule's knob: a field of QualityConfig, so the flag `--<name>` and the [crawl] key `<name>`."""
+
+    type: Any
+    default: Any
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    """A registered rule: `check` gives None when a document passes, else the reject detail."""
+
+    reason: str
+    check: Callable[[Document, Any], "str | None"]
+    thresholds: dict[str, Threshold]
+    on_by_default: bool = True
+
+
+RULES: dict[str, QualityRule] = {}  # by reason, in the order they run
+
+
+def quality_rule(reason: str, on_by_default: bool = True, **thresholds: Threshold):
+    """Registers the decorated check as the rule `reason`, with its thresholds (keyword name = QualityConfig field)."""
+    def register(check: Callable[[Document, Any], str | None]):
+        RULES[reason] = QualityRule(reason, check, thresholds, on_by_default)
+        return check
+    return register
 
 
 # -- Gopher: size and shape ----------------------------------------------------------------------------------------
 
+@quality_rule("too-few-words", min_words=Threshold(int, 50))
 def too_few_words(doc: Document, config: QualityConfig) -> str | None:
     n = len(doc.words)
     return f"{n} words < {config.min_words}" if n < config.min_words else None
 
 
+@quality_rule("too-many-words", max_words=Threshold(int, 100_000))
 def too_many_words(doc: Document, config: QualityConfig) -> str | None:
     n = len(doc.words)
     return f"{n} words > {config.max_words}" if n > config.max_words else None
 
 
+@quality_rule("mean-word-length", min_mean_word_length=Threshold(float, 3.0, "lower bound"),
+              max_mean_word_length=Threshold(float, 10.0, "upper bound"))
 def mean_word_length(doc: Document, config: QualityConfig) -> str | None:
     words = doc.stripped_words
     mean = sum(len(w) for w in words) / len(words) if words else 0.0
@@ -97,27 +98,32 @@ def mean_word_length(doc: Document, config: QualityConfig) -> str | None:
     return None
 
 
+@quality_rule("symbol-ratio", max_symbol_ratio=Threshold(float, 0.1, "(# and ellipses) per word"))
 def symbol_ratio(doc: Document, config: QualityConfig) -> str | None:
     symbols = doc.text.count("#") + sum(doc.text.count(e) for e in ELLIPSES)
     ratio = symbols / max(1, len(doc.words))
     return f"{ratio:.3f} > {config.max_symbol_ratio:g}" if ratio > config.max_symbol_ratio else None
 
 
+@quality_rule("bullet-lines", max_bullet_lines=Threshold(float, 0.9, "share of lines"))
 def bullet_lines(doc: Document, config: QualityConfig) -> str | None:
     share = _share(doc.lines, lambda line: line.startswith(BULLETS))
     return f"{share:.2f} > {config.max_bullet_lines:g}" if share > config.max_bullet_lines else None
 
 
+@quality_rule("ellipsis-lines", max_ellipsis_lines=Threshold(float, 0.3, "share of lines"))
 def ellipsis_lines(doc: Document, config: QualityConfig) -> str | None:
     share = _share(doc.lines, lambda line: line.endswith(ELLIPSES))
     return f"{share:.2f} > {config.max_ellipsis_lines:g}" if share > config.max_ellipsis_lines else None
 
 
+@quality_rule("alpha-words", min_alpha_words=Threshold(float, 0.8, "share of words with a letter"))
 def alpha_words(doc: Document, config: QualityConfig) -> str | None:
     share = _share(doc.words, lambda word: word.isalpha() or _LETTER_RE.search(word) is not None)
     return f"{share:.2f} < {config.min_alpha_words:g}" if share < config.min_alpha_words else None
 
 
+@quality_rule("stop-words", min_stop_words=Threshold(int, 2, "English only"))
 def stop_words(doc: Document, config: QualityConfig) -> str | None:
     """English only: a text without the commonest function words is not running prose."""
     if doc.language != "en":
@@ -128,10 +134,12 @@ def stop_words(doc: Document, config: QualityConfig) -> str | None:
 
 # -- C4 ------------------------------------------------------------------------------------------------------------
 
+@quality_rule("lorem-ipsum")
 def lorem_ipsum(doc: Document, config: QualityConfig) -> str | None:
     return "contains 'lorem ipsum'" if _LOREM_RE.search(doc.text) else None
 
 
+@quality_rule("curly-brace", on_by_default=False)
 def curly_brace(doc: Document, config: QualityConfig) -> str | None:
     """C4 drops any page with a curly brace (code); off by default: WebText kept programming pages."""
     return "contains '{'" if "{" in doc.text else None
@@ -139,6 +147,8 @@ def curly_brace(doc: Document, config: QualityConfig) -> str | None:
 
 # -- Gopher: repetition --------------------------------------------------------------------------------------------
 
+@quality_rule("repeated-lines", max_duplicate_lines=Threshold(float, 0.3, "share of lines"),
+              max_duplicate_line_chars=Threshold(float, 0.2, "share of characters"))
 def repeated_lines(doc: Document, config: QualityConfig) -> str | None:
     seen: set[str] = set()
     repeats = repeat_chars = 0
@@ -156,6 +166,7 @@ def repeated_lines(doc: Document, config: QualityConfig) -> str | None:
     return None
 
 
+@quality_rule("top-ngram", top_ngram_limits=Threshold(tuple[float, ...], (0.20, 0.18, 0.16), "limits for n = 2, 3, 4"))
 def top_ngram(doc: Document, config: QualityConfig) -> str | None:
     """The most frequent word 2-, 3- and 4-gram may not cover too large a share of the characters."""
     words, total = doc.words, doc.word_chars
@@ -170,6 +181,8 @@ def top_ngram(doc: Document, config: QualityConfig) -> str | None:
     return None
 
 
+@quality_rule("duplicate-ngrams", duplicate_ngram_limits=Threshold(
+    tuple[float, ...], (0.15, 0.14, 0.13, 0.12, 0.11, 0.10), "limits for n = 5 … 10"))
 def duplicate_ngrams(doc: Document, config: QualityConfig) -> str | None:
     """Words inside repeated word 5- to 10-grams (every occurrence after the first) may not be too large a share."""
     words, total = doc.words, doc.word_chars
@@ -203,21 +216,27 @@ def _share(items: list, predicate: Callable) -> float:
     return sum(1 for item in items if predicate(item)) / len(items) if items else 0.0
 
 
-RULES: dict[str, Rule] = {  # cheapest first; the key is the reject reason
-    "too-few-words": too_few_words,
-    "too-many-words": too_many_words,
-    "mean-word-length": mean_word_length,
-    "symbol-ratio": symbol_ratio,
-    "bullet-lines": bullet_lines,
-    "ellipsis-lines": ellipsis_lines,
-    "alpha-words": alpha_words,
-    "stop-words": stop_words,
-    "lorem-ipsum": lorem_ipsum,
-    "curly-brace": curly_brace,
-    "repeated-lines": repeated_lines,
-    "top-ngram": top_ngram,
-    "duplicate-ngrams": duplicate_ngrams,
-}
+def quality_config() -> type:
+    """The QualityConfig dataclass of the rules registered so far: their thresholds, then the rules skipped."""
+    fields = [(name, knob.type, field(default=knob.default, metadata={
+        "help": f"rule {rule.reason}" + (f": {knob.help}" if knob.help else "")}))
+        for rule in RULES.values() for name, knob in rule.thresholds.items()]
+    skipped = frozenset(rule.reason for rule in RULES.values() if not rule.on_by_default)
+    fields.append(("disabled", frozenset[str], field(default=skipped, metadata={
+        "help": "quality rules not applied ('none' applies all, 'all' none)", "flag": "--skip-rules",
+        "choices": sorted(RULES) + ["none", "all"]})))
+    return make_dataclass("QualityConfig", fields, frozen=True, namespace={
+        "__module__": __name__, "__post_init__": _resolve_skipped,
+        "__doc__": "Thresholds of the quality rules; a rule named in `disabled` is skipped."})
+
+
+def _resolve_skipped(config) -> None:
+    """`disabled` as rule names: 'all' (every rule) and 'none' (no rule) are the --skip-rules words for them."""
+    skipped = frozenset(config.disabled)
+    object.__setattr__(config, "disabled", frozenset(RULES) if "all" in skipped else skipped - {"none"})
+
+
+QualityConfig = quality_config()
 
 
 def first_failure(text: str, language: str, config: QualityConfig) -> tuple[str, str] | None:
@@ -226,7 +245,7 @@ def first_failure(text: str, language: str, config: QualityConfig) -> tuple[str,
     for reason, rule in RULES.items():
         if reason in config.disabled:
             continue
-        detail = rule(doc, config)
+        detail = rule.check(doc, config)
         if detail is not None:
             return reason, detail
     return None
@@ -236,4 +255,4 @@ def all_failures(text: str, language: str, config: QualityConfig) -> dict[str, s
     """Every enabled rule the text fails, with its detail (for reports and for choosing thresholds)."""
     doc = Document(text, language)
     return {reason: detail for reason, rule in RULES.items()
-            if reason not in config.disabled and (detail := rule(doc, config)) is not None}
+            if reason not in config.disabled and (detail := rule.check(doc, config)) is not None}

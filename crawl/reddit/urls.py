@@ -277,13 +277,12 @@ def _url_path(url_key: str) -> str:
 
 # Domain categories in the order `UrlFilter.reject` checks them; each is its own reject reason.
 DOMAIN_CATEGORIES: tuple[str, ...] = ("wikipedia", "reddit-host", "media-host", "blocked-domain")
-_DATA_PACKAGE = "webtext.crawl"
 
 
 def _read_list(path: str | Path | None, default_name: str) -> list[str]:
     """Entries of a list file: one per line, `#` starts a comment, blank lines ignored."""
     if path is None:
-        text = resources.files(_DATA_PACKAGE).joinpath("data", default_name).read_text(encoding="utf-8")
+        text = resources.files(__package__).joinpath("data", default_name).read_text(encoding="utf-8")
     else:
         text = Path(path).read_text(encoding="utf-8")
     entries = []

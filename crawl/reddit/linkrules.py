@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from webtext.crawl.reddit import Submission
-from webtext.crawl.urls import InvalidUrl, UrlFilter, fetch_url, normalize_url, url_domain, url_host
+from .submissions import Submission
+from .urls import InvalidUrl, UrlFilter, fetch_url, normalize_url, url_domain, url_host
 
 __all__ = [
     "KARMA_RULES",

@@ -1,0 +1,1 @@
+"""The HTTP fetcher: polite, bounded and guarded fetching of HTML pages, robots.txt, the address guard and WARC."""
