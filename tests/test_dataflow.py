@@ -125,7 +125,10 @@ def warc_urls(run: Path) -> list[str]:
 
 
 def without_seconds(path: Path) -> dict:
-    return {k: v for k, v in json.loads(path.read_text()).items() if k != "seconds"}
+    """A stage's stats without the time it took (its seconds, and counters of time such as extract.milliseconds)."""
+    stats = {k: v for k, v in json.loads(path.read_text()).items() if k != "seconds"}
+    stats["counters"] = {k: v for k, v in stats["counters"].items() if not k.endswith((".milliseconds", ".seconds"))}
+    return stats
 
 
 def parquet_without(path: Path, columns: tuple[str, ...]) -> pa.Table:
