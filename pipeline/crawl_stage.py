@@ -160,9 +160,12 @@ class FetchHosts(beam.DoFn):
         self.handed_on = Metrics.counter(NAME, "fetch.redirects-to-other-hosts")
 
     def setup(self) -> None:
+        # Replaced per bundle by the bundle's thread while no host thread runs (finish_bundle drained the pool);
+        # host threads write through it (WarcWriter locks itself).
         self.writer: WarcWriter | None = None
-        self.fetcher = Fetcher(self.config, archive=self._archive)
+        self.fetcher = Fetcher(self.config, archive=self._archive)  # shared by the host threads: thread-safe
         self.pool = HostPool(self._crawl_host, max_hosts=self.hosts_in_flight)
+        # The bundle's thread only (process, finish_bundle): host threads reach it through the pool's queue.
         self.unfinished: dict[str, dict[int, dict]] = {}
         self.progress = Progress(log, f"crawl: fetch round {self.round_index} (this worker)")
 

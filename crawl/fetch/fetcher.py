@@ -58,17 +58,20 @@ class Fetcher:
     def __init__(self, config: FetchConfig, archive: Callable[[HttpExchange], tuple[str, int]] | None = None,
                  scheduler: HostScheduler | None = None, resolver: Callable[[str, int], list[str]] | None = None,
                  seed: int | None = None):
-        self.config = config
-        self.archive = archive
-        self.scheduler = scheduler or HostScheduler(config.host_delay)
-        self.guard = AddressGuard(allow_private=config.allow_private_addresses,
+        # Shared by every host thread of the worker; what guards each (see also each class's own comments):
+        self.config = config  # read only
+        self.archive = archive  # the caller's; the stage's WarcWriter serialises writes under its own lock
+        self.scheduler = scheduler or HostScheduler(config.host_delay)  # its Condition
+        self.guard = AddressGuard(allow_private=config.allow_private_addresses,  # its _lock (the pins)
                                   allowed_networks=config.allowed_networks, resolver=resolver or system_resolve)
+        # requests.Session: only read after this (headers, adapters); urllib3's PoolManager and pools lock themselves;
+        # the cookie jar stores nothing (_NoCookies)
         self.session = self._session()
-        self.watchdog = Watchdog()
-        self._rng = random.Random(seed)
-        self.robots = RobotsCache(self._fetch_robots)
+        self.watchdog = Watchdog()  # its Condition; each Deadline its own lock
+        self._rng = random.Random(seed)  # random() is one C call, atomic under the GIL
+        self.robots = RobotsCache(self._fetch_robots)  # its _lock (the maps), a lock per origin (one fetch each)
         self._refused_hosts: dict[str, tuple[float, str]] = {}  # host -> (monotonic until, why): long Retry-After
-        self._refused_lock = threading.Lock()
+        self._refused_lock = threading.Lock()  # guards _refused_hosts
 
     def _session(self) -> requests.Session:
         session = _NoRedirectSession()

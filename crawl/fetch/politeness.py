@@ -37,6 +37,7 @@ class HostScheduler:
 
     def __init__(self, default_delay: float = 1.0):
         self.default_delay = default_delay
+        # Every field below is read and written only while holding _condition (all host threads share them).
         self._condition = threading.Condition()
         self._busy: set[str] = set()
         self._free_at: dict[str, float] = {}
@@ -138,9 +139,9 @@ class HostPool:
         self.crawl_host = crawl_host
         self.max_hosts = max(1, max_hosts)
         self._executor = ThreadPoolExecutor(max_workers=self.max_hosts, thread_name_prefix="host")
-        self._results: queue.Queue = queue.Queue(maxsize=max_queued)
+        self._results: queue.Queue = queue.Queue(maxsize=max_queued)  # host threads -> caller; the queue locks itself
         self._cancelled = threading.Event()
-        self.in_flight = 0
+        self.in_flight = 0  # the caller's thread only (submit, _take): host threads never touch it
 
     def submit(self, host: str, items: list) -> Iterator[Any]:
         """Starts a host; while all threads are busy, first yields results until one host finishes."""
