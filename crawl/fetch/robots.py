@@ -18,7 +18,7 @@ from .outcomes import FetchFailure
 from .politeness import host_key
 from .warc import HttpExchange
 
-ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309 asks crawlers to parse at least 500 KiB
+ROBOTS_MAX_BYTES = 500 * 1024  # RFC 9309 2.5: parse at least 500 KiB; we parse that much and ignore the rest
 ROBOTS_CACHE_SECONDS = 24 * 3600  # RFC 9309: a cached robots.txt should not be used for longer than 24 hours
 MAX_PATTERN_CHARS = 2048  # lines with longer values are ignored (no real path is that long)
 
