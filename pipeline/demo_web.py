@@ -485,7 +485,7 @@ class ManyAddressServer:
         self._stop: threading.Event = threading.Event()
         self._thread: threading.Thread | None = None
 
-    async def _handle(self, reader, writer) -> None:
+    async def handle(self, reader, writer) -> None:
         import asyncio
 
         address = writer.get_extra_info("sockname")[0]
@@ -513,7 +513,7 @@ class ManyAddressServer:
         stop = stop or self._stop
 
         async def main() -> None:
-            server = await asyncio.start_server(self._handle, "0.0.0.0", self.port, backlog=1024)
+            server = await asyncio.start_server(self.handle, "0.0.0.0", self.port, backlog=1024)
             self.port = server.sockets[0].getsockname()[1]
             if on_port:
                 on_port(self.port)
