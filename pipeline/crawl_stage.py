@@ -265,26 +265,26 @@ def _keys(url: str) -> list[str]:
     return keys if normalized == url else keys + [normalized]
 
 
-def index_warc(path: str, partial: bool = False) -> Iterator[tuple[str, tuple]]:
-    """(url key, (path, offset, status, location, date)) for every response record of one WARC file; with `partial`,
-    those before a record cut off at the end (a file whose writer was killed), instead of failing there."""
+def index_warc(path: str) -> Iterator[tuple[str, tuple]]:
+    """(url key, (path, offset, status, location, date)) for every whole response record of one WARC file: a file
+    whose writer was killed (a crawl we resume, or replay after resuming) ends in a partial record, which is skipped
+    with a warning, and so is the rest of a file that is damaged in the middle (its links become `not-in-warc`)."""
     with storage.open_read(path) as handle:
         try:
             for exchange in iter_responses(handle, path, with_body=False):
                 ref = (path, exchange.warc_offset, exchange.status, exchange.header("location"), exchange.started_at)
                 for key in _keys(exchange.url):
                     yield key, ref
-        except Exception as error:
-            if not partial:
-                raise
-            log.warning("%s ends in a partial record (%s); resuming from the records before it", path, error)
+        except Exception as error:  # warcio raises several kinds (EOF, zlib, parse errors) on a cut-off record
+            log.warning("%s: no whole record after this point (%s: %s); using the records before it", path,
+                        type(error).__name__, error)
 
 
-def warc_index(p: beam.Pipeline, files: list[str], name: str, partial: bool = False):
+def warc_index(p: beam.Pipeline, files: list[str], name: str):
     """url key -> the best record (`best_ref`) among these WARC files, as a PCollection of pairs."""
     return (p | f"{name}Files" >> beam.Create(files)
             | f"Spread{name}Files" >> beam.Reshuffle()
-            | f"Index{name}" >> beam.FlatMap(index_warc, partial=partial).with_output_types(tuple[str, tuple])
+            | f"Index{name}" >> beam.FlatMap(index_warc).with_output_types(tuple[str, tuple])
             | f"Best{name}Record" >> beam.CombinePerKey(best_ref))
 
 
@@ -463,7 +463,7 @@ def execute(ctx: StageContext) -> None:
             fetched = links | "Replay" >> beam.ParDo(ReplayLinks(fetching), index=beam.pvalue.AsDict(index)) \
                 .with_outputs("log", "rejects", main="pages")
         elif earlier:
-            index = warc_index(p, earlier, "Earlier", partial=True)
+            index = warc_index(p, earlier, "Earlier")
             resumed = links | "Resume" >> beam.ParDo(ResumeLinks(fetching), index=beam.pvalue.AsDict(index)) \
                 .with_outputs("log", "rejects", "fetch", main="pages")
             rest = fetch_rounds(resumed.fetch, fetching, ctx.run.path(layout.WARC), config)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_crawl_stage import SAMPLE_OPTIONS, outcomes
+from tests.test_crawl_stage import SAMPLE_OPTIONS, outcomes, rows, without_run_details
 from tests.testweb import write_links
 from webtext.pipeline.crawl_stage import index_warc
 from webtext.pipeline.demo_web import serve_sample_web
@@ -23,7 +23,7 @@ CLI = "import sys; from webtext.pipeline.cli import main; sys.exit(main(sys.argv
 def archived_pages(run: Path) -> set[str]:
     """URLs of the pages (not robots.txt) with a whole response record in the run's WARC files so far."""
     return {key for path in glob.glob(str(run / "crawl/warc/*.warc.gz"))
-            for key, _ in index_warc(path, partial=True) if not key.endswith("/robots.txt")}
+            for key, _ in index_warc(path) if not key.endswith("/robots.txt")}
 
 
 def page_visits(sample) -> Counter:
@@ -58,6 +58,14 @@ def test_a_killed_crawl_resumes_from_its_warc_files_and_restart_starts_over(tmp_
         assert not refetched, f"fetched again although archived: {sorted(refetched)}"
         assert all(resumed[page.url] > before[page.url] for page in sample.pages  # the rest was fetched now
                    if page.url not in done_before and page.url in resumed)
+        docs = without_run_details(rows(run, "docs/docs-*.parquet"))
+        assert docs and all(row["warc_file"] for row in rows(run, "docs/docs-*.parquet"))
+
+        replay = tmp_path / "replay"  # the killed run's file may end in a partial record: replay reads what is whole
+        write_links(replay, sample.urls)
+        assert webtext_cli("crawl", replay, "--from-warc", str(run / "crawl/warc/*.warc.gz"), *SAMPLE_OPTIONS,
+                           "--runner=FnApiRunner") == 0
+        assert without_run_details(rows(replay, "docs/docs-*.parquet")) == docs
 
         assert webtext_cli("crawl", run, *SAMPLE_OPTIONS, "--runner=FnApiRunner", "--restart") == 0
         again = page_visits(sample)
