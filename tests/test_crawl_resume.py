@@ -1,7 +1,6 @@
 """A crawl killed with SIGKILL and run again: links whose fetch the WARC files hold are not fetched again."""
 from __future__ import annotations
 
-import glob
 import os
 import signal
 import subprocess
@@ -12,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_crawl_stage import SAMPLE_OPTIONS, outcomes, rows, without_run_details
+from tests.test_crawl_stage import DOC_FILES, SAMPLE_OPTIONS, WARC_FILES, outcomes, rows, warc_files, without_run_details
 from tests.testweb import write_links
+from webtext.pipeline import layout
 from webtext.pipeline.crawl_stage import index_warc
 from webtext.pipeline.demo_web import serve_sample_web
 
@@ -22,8 +22,7 @@ CLI = "import sys; from webtext.pipeline.cli import main; sys.exit(main(sys.argv
 
 def archived_pages(run: Path) -> set[str]:
     """URLs of the pages (not robots.txt) with a whole response record in the run's WARC files so far."""
-    return {key for path in glob.glob(str(run / "crawl/warc/*.warc.gz"))
-            for key, _ in index_warc(path) if not key.endswith("/robots.txt")}
+    return {key for path in warc_files(run) for key, _ in index_warc(path) if not key.endswith("/robots.txt")}
 
 
 def page_visits(sample) -> Counter:
@@ -49,7 +48,7 @@ def test_a_killed_crawl_resumes_from_its_warc_files_and_restart_starts_over(tmp_
         assert crawl.returncode == -signal.SIGKILL  # killed mid-crawl, not finished
         done_before = archived_pages(run)
         before = page_visits(sample)
-        assert 8 <= len(done_before) < len(sample.pages) and not (run / "crawl/_SUCCESS").exists()
+        assert 8 <= len(done_before) < len(sample.pages) and not Path(layout.RunDir(str(run)).success_path("crawl")).exists()
 
         assert webtext_cli("crawl", run, *SAMPLE_OPTIONS, "--runner=FnApiRunner") == 0
         resumed = page_visits(sample)
@@ -58,14 +57,14 @@ def test_a_killed_crawl_resumes_from_its_warc_files_and_restart_starts_over(tmp_
         assert not refetched, f"fetched again although archived: {sorted(refetched)}"
         assert all(resumed[page.url] > before[page.url] for page in sample.pages  # the rest was fetched now
                    if page.url not in done_before and page.url in resumed)
-        docs = without_run_details(rows(run, "docs/docs-*.parquet"))
-        assert docs and all(row["warc_file"] for row in rows(run, "docs/docs-*.parquet"))
+        docs = without_run_details(rows(run, DOC_FILES))
+        assert docs and all(row["warc_file"] for row in rows(run, DOC_FILES))
 
         replay = tmp_path / "replay"  # the killed run's file may end in a partial record: replay reads what is whole
         write_links(replay, sample.urls)
-        assert webtext_cli("crawl", replay, "--from-warc", str(run / "crawl/warc/*.warc.gz"), *SAMPLE_OPTIONS,
+        assert webtext_cli("crawl", replay, "--from-warc", str(run / WARC_FILES), *SAMPLE_OPTIONS,
                            "--runner=FnApiRunner") == 0
-        assert without_run_details(rows(replay, "docs/docs-*.parquet")) == docs
+        assert without_run_details(rows(replay, DOC_FILES)) == docs
 
         assert webtext_cli("crawl", run, *SAMPLE_OPTIONS, "--runner=FnApiRunner", "--restart") == 0
         again = page_visits(sample)
