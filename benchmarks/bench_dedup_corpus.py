@@ -14,6 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from webtext.pipeline import sinks
+
 REPO = Path(__file__).resolve().parent.parent
 DOCS_SCHEMA = pa.schema([("doc_id", pa.string()), ("url", pa.string()), ("domain", pa.string()),
                          ("text", pa.string()), ("score", pa.int64())])
@@ -74,4 +76,4 @@ def write_docs(folder: Path, rows: list[dict], files: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(files):
         table = pa.Table.from_pylist(rows[index::files], schema=DOCS_SCHEMA)
-        pq.write_table(table, folder / f"docs-{index:05d}-of-{files:05d}.parquet")
+        pq.write_table(table, folder / sinks.shard_name("docs", index, files))

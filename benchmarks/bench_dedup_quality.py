@@ -26,6 +26,7 @@ from bench_dedup_corpus import articles, shakespeare_passages, write_docs
 from webtext.dedup.lsh import Banding, band_keys, optimal_bands
 from webtext.dedup.minhash import MinHasher, estimated_jaccard
 from webtext.dedup.text import words
+from webtext.pipeline import layout
 from webtext.pipeline.cli import main as webtext
 
 BOILERPLATE = ("Sign up for our newsletter to get the latest stories delivered to your inbox. We use cookies to improve "
@@ -130,7 +131,8 @@ def run_stage(run: Path, threshold: float, clustering: str) -> StageResult:
             "--runner=FnApiRunner"]
     assert webtext(argv) == 0
     seconds = time.perf_counter() - started
-    read = lambda prefix, columns: [row for path in sorted((run / "dedup").glob(f"{prefix}-*.parquet"))  # noqa: E731
+    dedup = Path(run, layout.DEDUP)
+    read = lambda prefix, columns: [row for path in sorted(dedup.glob(f"{prefix}-*.parquet"))  # noqa: E731
                                     for row in pq.read_table(path, columns=columns).to_pylist()]
     cluster_of = {r["doc_id"]: r["cluster_id"] for r in read("clusters", ["doc_id", "cluster_id"])}
     kept = {r["doc_id"] for r in read("docs", ["doc_id"])}
@@ -220,7 +222,7 @@ def main() -> None:
     print(f"{len(rows):,} documents in {len(members)} families, {len(pairs):,} within-family pairs")
 
     run = Path(args.workdir or tempfile.mkdtemp(prefix="bench-dedup-quality-"))
-    write_docs(run / "docs", rows, files=4)
+    write_docs(Path(run, layout.DOCS), rows, files=4)
     results = {mode: run_stage(run, args.threshold, mode) for mode in ("components", "star")}
     hasher = MinHasher()
     signatures = {d: hasher.signature(hasher.shingle_hashes(words(t))) for d, t in texts.items()}

@@ -29,6 +29,7 @@ from datasketch import MinHash
 from bench_dedup_corpus import REPO, sentence_document, sentences, write_docs
 from webtext.dedup.minhash import MinHasher, shingle_hashes, shingles
 from webtext.dedup.text import words
+from webtext.pipeline import layout
 
 NUM_PERM, SEED, NGRAM = 128, 1, 5
 
@@ -146,7 +147,7 @@ def bench_stage(args) -> dict:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-dedup-stage-"))
     run = workdir / "run"
     started = time.perf_counter()
-    planted = make_corpus(run / "docs", args.docs, args.seed, args.files)
+    planted = make_corpus(Path(run, layout.DOCS), args.docs, args.seed, args.files)
     print(f"generated {args.docs:,} documents ({planted['chars'] / 1e6:.0f} M characters) in "
           f"{time.perf_counter() - started:.0f}s: {planted}", flush=True)
     command = [str(REPO / ".venv" / "bin" / "webtext"), "dedup", str(run), "--force", "--runner=DirectRunner",
@@ -163,7 +164,7 @@ def bench_stage(args) -> dict:
     seconds = time.perf_counter() - started
     if code != 0:
         raise SystemExit(f"webtext dedup failed ({code}); see {workdir / 'stage.log'}")
-    counters = json.loads((run / "stats" / "dedup.json").read_text())["counters"]
+    counters = json.loads(Path(run, layout.STATS, "dedup.json").read_text())["counters"]
     return {"docs": args.docs, "workers": args.workers, "seconds": round(seconds, 1),
             "docs_per_s": round(args.docs / seconds), "peak_rss_tree_mb": round(memory.peak_total / 2**20),
             "peak_rss_single_process_mb": round(memory.peak_single / 2**20), "planted": planted,

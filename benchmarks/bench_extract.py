@@ -104,9 +104,10 @@ def stage_run(run: Path, extra: list[str]) -> Timer:
 
 
 def stage_docs(run: Path) -> dict[str, str]:
+    from webtext.pipeline import layout
     from webtext.pipeline.storage import read_rows as read_parquet_rows
 
-    return {row["url"]: row["text"] for path in glob.glob(str(run / "docs" / "*.parquet"))
+    return {row["url"]: row["text"] for path in glob.glob(str(run / layout.DOCS_GLOB))
             for row in read_parquet_rows(path)}
 
 

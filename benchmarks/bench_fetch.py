@@ -6,6 +6,10 @@ step (HostPool threads, crawl_host, Fetcher with robots.txt, the address guard a
 (latency + host delay), so `hosts / (latency + delay)` pages/s is the most any polite crawler gets.
 
     python benchmarks/bench_fetch.py --hosts 200 --pages 5 --latency 0.1
+    python benchmarks/bench_fetch.py --hosts 10000 --pages 1 --one-server --hosts-in-flight 256
+
+`--one-server` serves every host from one socket on 0.0.0.0 (Linux: all of 127.0.0.0/8 reaches it), each host a loopback
+address of its own (127.1.0.1, 127.1.0.2, …), so the host count is not limited by ports or by server threads.
 """
 from __future__ import annotations
 
@@ -17,30 +21,11 @@ import resource
 import tempfile
 import time
 
-BODY = (b"<!DOCTYPE html><html><head><title>Page</title></head><body><article>"
-        + b"<p>The quick brown fox jumps over the lazy dog while the band plays on.</p>" * 60
-        + b"</article></body></html>")
-
-
 def serve(hosts: int, latency: float, ports: multiprocessing.Queue, stop: multiprocessing.Event) -> None:
-    """One asyncio loop serving `hosts` ports (one host each) in a process of its own, HTTP/1.1 keep-alive."""
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                request = await reader.readuntil(b"\r\n\r\n")
-                path = request.split(b" ", 2)[1]
-                await asyncio.sleep(latency)
-                if path == b"/robots.txt":
-                    body, kind = b"User-agent: *\nDisallow: /private/\n", b"text/plain"
-                else:
-                    body, kind = BODY, b"text/html; charset=utf-8"
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: " + kind + b"\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    """One asyncio loop serving `hosts` ports on 127.0.0.1 (one host each) in a process of its own."""
+    from webtext.pipeline.demo_web import ManyAddressServer
+
+    handle = ManyAddressServer(latency=latency).handle
 
     async def main() -> None:
         servers = [await asyncio.start_server(handle, "127.0.0.1", 0, backlog=64) for _ in range(hosts)]
@@ -51,7 +36,14 @@ def serve(hosts: int, latency: float, ports: multiprocessing.Queue, stop: multip
     asyncio.run(main())
 
 
-def crawl(ports: list[int], pages: int, hosts_in_flight: int, host_delay: float, workdir: str) -> tuple[float, int, int]:
+def serve_one(latency: float, ports: multiprocessing.Queue, stop: multiprocessing.Event) -> None:
+    """Every loopback address on one port, from a process of its own."""
+    from webtext.pipeline.demo_web import ManyAddressServer
+
+    ManyAddressServer(latency=latency).serve_forever(stop, on_port=ports.put)
+
+
+def crawl(origins: list[str], pages: int, hosts_in_flight: int, host_delay: float, workdir: str) -> tuple[float, int, int]:
     """The fetch step's engine, as FetchHosts runs it; returns (seconds, pages fetched, rejects)."""
     from webtext.crawl.fetch.config import FetchConfig
     from webtext.crawl.fetch.fetcher import Fetcher
@@ -71,9 +63,9 @@ def crawl(ports: list[int], pages: int, hosts_in_flight: int, host_delay: float,
             if not isinstance(item, HostDone):
                 ok, failed = ok + item[1].ok, failed + (not item[1].ok)
 
-    for port in ports:
-        links = [{"url": f"http://127.0.0.1:{port}/page{i}.html", "url_key": str(i)} for i in range(pages)]
-        count(pool.submit(f"127.0.0.1:{port}", links))
+    for origin in origins:
+        links = [{"url": f"http://{origin}/page{i}.html", "url_key": str(i)} for i in range(pages)]
+        count(pool.submit(origin, links))
     count(pool.drain())
     seconds = time.perf_counter() - started
     pool.close()
@@ -88,15 +80,25 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=5, help="links per host")
     parser.add_argument("--latency", type=float, default=0.1, help="seconds each response takes")
     parser.add_argument("--host-delay", type=float, default=1.0, help="the stage's default")
+    parser.add_argument("--one-server", action="store_true",
+                        help="one server on 0.0.0.0, a loopback address per host, instead of a port per host")
     parser.add_argument("--hosts-in-flight", type=int, nargs="+", default=[256, 64],
                         help="threads per worker to try (256 is the stage's default)")
     args = parser.parse_args()
-    print(f"load average {os.getloadavg()}")
+    print(f"load average {os.getloadavg()}, {os.cpu_count()} CPUs")
 
     ports_queue, stop = multiprocessing.Queue(), multiprocessing.Event()
-    server = multiprocessing.Process(target=serve, args=(args.hosts, args.latency, ports_queue, stop), daemon=True)
-    server.start()
-    ports = ports_queue.get(timeout=60)
+    if args.one_server:
+        from webtext.pipeline.demo_web import loopback_address
+
+        server = multiprocessing.Process(target=serve_one, args=(args.latency, ports_queue, stop), daemon=True)
+        server.start()
+        port = ports_queue.get(timeout=60)
+        origins = [f"{loopback_address(i)}:{port}" for i in range(args.hosts)]
+    else:
+        server = multiprocessing.Process(target=serve, args=(args.hosts, args.latency, ports_queue, stop), daemon=True)
+        server.start()
+        origins = [f"127.0.0.1:{port}" for port in ports_queue.get(timeout=60)]
     bound = args.hosts / (args.latency + args.host_delay)
     print(f"{args.hosts} hosts x {args.pages} pages, {args.latency * 1000:.0f} ms per response, host delay "
           f"{args.host_delay:g}s: polite bound {bound:.1f} pages/s (hosts / (latency + delay))")
@@ -104,7 +106,7 @@ def main() -> None:
         for in_flight in args.hosts_in_flight:
             with tempfile.TemporaryDirectory(prefix="bench-fetch-") as workdir:
                 cpu = resource.getrusage(resource.RUSAGE_SELF)
-                seconds, ok, failed = crawl(ports, args.pages, in_flight, args.host_delay, workdir)
+                seconds, ok, failed = crawl(origins, args.pages, in_flight, args.host_delay, workdir)
                 after = resource.getrusage(resource.RUSAGE_SELF)
                 warc_mb = sum(e.stat().st_size for e in os.scandir(workdir)) / 1e6
             cpu_seconds = (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime)

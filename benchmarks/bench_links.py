@@ -14,11 +14,10 @@ import tempfile
 import time
 from collections import defaultdict
 
-from apache_beam.io.filesystems import FileSystems
-
 from webtext.crawl.reddit import dumps, submissions
 from webtext.crawl.reddit.linkrules import LinkRules, judge_submission, merge_link
 from webtext.crawl.reddit.urls import UrlFilter
+from webtext.pipeline import layout
 from webtext.pipeline.cli import available_stages, run_stages
 from webtext.pipeline.demo_dump import make_sample_dump
 
@@ -70,7 +69,7 @@ def main() -> None:
     started = time.perf_counter()
     run_stages(["links"], stages, run, {"links": {"reddit_dumps": [dump]}}, {}, beam_args, force=True)
     beam_s = time.perf_counter() - started
-    stats = json.loads(open(os.path.join(run, "stats", "links.json")).read())["counters"]
+    stats = json.loads(open(os.path.join(run, layout.STATS, "links.json")).read())["counters"]
     beam_read, beam_links = stats["submissions.read"], stats["links.written"]
     print(f"links stage, DirectRunner x{args.workers}: {beam_read:,} submissions -> {beam_links:,} links in "
           f"{beam_s:.1f}s = {beam_read / beam_s:,.0f}/s")

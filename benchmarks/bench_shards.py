@@ -28,18 +28,19 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_bpe import DEFAULT_DATA, varied_documents  # noqa: E402
 
-from webtext.pipeline import gpt2_bpe  # noqa: E402
+from webtext.pipeline import gpt2_bpe, layout, sinks  # noqa: E402
 from webtext.pipeline.token_encoding import tiktoken_encoding  # noqa: E402
 from webtext.train.shard_format import Manifest, Shard  # noqa: E402
 
 
 def write_corpus(run: Path, megabytes: float, files: int, data: Path) -> tuple[list[str], list[str], int]:
     documents = list(varied_documents(int(megabytes * 1e6), data))
-    (run / "docs").mkdir(parents=True)
+    folder = Path(run, layout.DOCS)
+    folder.mkdir(parents=True)
     for index in range(files):
         part = documents[index::files]
         table = pa.table({"doc_id": [d for d, _ in part], "text": [t for _, t in part]})
-        pq.write_table(table, run / "docs" / f"docs-{index:05d}-of-{files:05d}.parquet", compression="zstd")
+        pq.write_table(table, folder / sinks.shard_name("docs", index, files), compression="zstd")
     doc_ids, texts = [d for d, _ in documents], [t for _, t in documents]
     return doc_ids, texts, sum(len(t.encode("utf-8")) for t in texts)
 
@@ -58,10 +59,10 @@ def webtext(*args: str) -> float:
 
 
 def check_ids(run: Path, expected: dict[str, list[int]]) -> None:
-    manifest = Manifest.load(run / "shards")
+    manifest = Manifest.load(Path(run, layout.SHARDS))
     checked = 0
     for info in manifest.shards:
-        shard = Shard(run / "shards" / info.name)
+        shard = Shard(Path(run, layout.SHARDS, info.name))
         for index in range(len(shard)):
             assert np.array_equal(shard.document(index)[:-1], expected[shard.doc_id(index)]), shard.doc_id(index)
             checked += 1
@@ -86,7 +87,7 @@ def main() -> None:
         mb = text_bytes / 1e6
         print(f"text: {len(texts):,} documents, {mb:.1f} MB in {args.files} Parquet files")
         webtext("tokenizer", str(run), "--from-gpt2", str(Path(args.data) / "gpt2-tokenizer"))
-        tokenizer_json = (run / "tokenizer" / "tokenizer.json").read_text()
+        tokenizer_json = Path(run, layout.TOKENIZER_JSON).read_text()
 
         tokenizer = gpt2_bpe.tokenizer_from_json(tokenizer_json)
         encodings, seconds = timed(lambda: tokenizer.encode_batch(texts, add_special_tokens=False))
@@ -107,7 +108,7 @@ def main() -> None:
             for label, runner in runners.items():
                 seconds = webtext("shards", str(run), "--force", "--shard-tokens", str(args.shard_tokens),
                                   "--encoder", engine, *runner)
-                stage_seconds = json.loads((run / "stats" / "shards.json").read_text())["seconds"]
+                stage_seconds = json.loads(Path(run, layout.STATS, "shards.json").read_text())["seconds"]
                 print(f"webtext shards --encoder {engine} ({label}): {mb / seconds:6.1f} MB/s "
                       f"({seconds:.1f} s; the stage itself {stage_seconds:.1f} s without interpreter start-up)")
                 check_ids(run, dict(zip(doc_ids, baseline)))

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_bpe import DEFAULT_DATA, real_documents  # noqa: E402
 
+from webtext.pipeline import layout, sinks  # noqa: E402
 from webtext.pipeline.cli import main as webtext  # noqa: E402
 from webtext.train.shard_format import Manifest  # noqa: E402
 
@@ -34,15 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.run.exists():
         print(f"{args.run} exists; choose a new directory", file=sys.stderr)
         return 2
-    (args.run / "docs").mkdir(parents=True)
+    Path(args.run, layout.DOCS).mkdir(parents=True)
     rows = [{"doc_id": doc_id, "text": text} for doc_id, text in real_documents(args.data)]
     table = pa.Table.from_pylist(rows, schema=pa.schema([("doc_id", pa.string()), ("text", pa.string())]))
-    pq.write_table(table, args.run / "docs" / "docs-00000-of-00001.parquet")
+    pq.write_table(table, Path(args.run, layout.DOCS, sinks.shard_name("docs", 0, 1)))
     if webtext(["tokenizer", str(args.run), "--from-gpt2", str(args.data / "gpt2-tokenizer")]) != 0:
         return 1
     if webtext(["shards", str(args.run), "--shard-tokens", "250000", "--val-fraction", "0.02"]) != 0:
         return 1
-    manifest = Manifest.load(args.run / "shards")
+    manifest = Manifest.load(Path(args.run, layout.SHARDS))
     tokens = sum(info.tokens for info in manifest.shards)
     print(f"{args.run}: {table.num_rows} documents, {tokens:,} tokens in {len(manifest.shards)} shards")
     return 0

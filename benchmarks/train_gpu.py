@@ -80,8 +80,8 @@ class Result:
 
 def synthetic_run(root: Path, vocab_size: int, tokens: int) -> Path:
     """A run whose train split is random tokens (train_loader's synthetic shards), for machines without a run."""
-    (root / "shards").mkdir(parents=True)
-    write_synthetic(root / "shards", tokens, vocab_size)
+    (root / shard_format.RUN_SHARDS).mkdir(parents=True)
+    write_synthetic(root / shard_format.RUN_SHARDS, tokens, vocab_size)
     return root
 
 
@@ -285,7 +285,7 @@ def estimated_seconds(spec: Spec) -> float:
 def run_sweep(args, run: Path, device: torch.device, out_json: Path | None) -> list[Result]:
     deadline = time.monotonic() + args.budget_s
     report = {"machine": machine_figures(device), "command": " ".join(sys.argv), "results": []}
-    manifest = shard_format.Manifest.load(run / "shards")
+    manifest = shard_format.Manifest.load(run / shard_format.RUN_SHARDS)
     index = WindowIndex(open_split(manifest, "train"), args.block_size)
     report["loader_tokens_per_s"] = loader_rate(index, args.main_batch, device, seconds=1.0 if args.smoke else 3.0)
     print(f"# {json.dumps(report['machine'])}", flush=True)
@@ -551,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.sweep:
             run_sweep(args, run, device, Path(args.json) if args.json else None)
             return 0
-        manifest = shard_format.Manifest.load(run / "shards")
+        manifest = shard_format.Manifest.load(run / shard_format.RUN_SHARDS)
         config = named_config(args.model, vocab_size=manifest.vocab_size, block_size=args.block_size)
         index = WindowIndex(open_split(manifest, "train"), args.block_size)
         if args.one:

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as temp:
         if args.run:
-            manifest = shard_format.Manifest.load(Path(args.run) / "shards")
+            manifest = shard_format.Manifest.load(Path(args.run) / shard_format.RUN_SHARDS)
         else:
             started = time.perf_counter()
             manifest = write_synthetic(Path(temp), args.tokens)

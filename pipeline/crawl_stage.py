@@ -28,7 +28,7 @@ from webtext.crawl.fetch.fetcher import Fetcher
 from webtext.crawl.fetch.host_links import crawl_host, redirect_item
 from webtext.crawl.fetch.outcomes import FetchFailure, FetchResult
 from webtext.crawl.fetch.politeness import HostDone, HostPool, host_key
-from webtext.crawl.fetch.responses import REDIRECT_STATUSES, follow_redirect, page_outcome
+from webtext.crawl.fetch.responses import REDIRECT_STATUSES, follow_redirect, page_outcome, retryable_status
 from webtext.crawl.fetch.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
 from webtext.crawl.reddit.urls import InvalidUrl, normalize_url, url_domain
 from webtext.pipeline import layout, sinks, storage
@@ -53,6 +53,8 @@ class CrawlOptions:
     warc_max_bytes: int = field(default=1_000_000_000, metadata={"help": "start a new WARC file after this many bytes"})
     from_warc: tuple[str, ...] = field(default=(), metadata={
         "help": "replay responses from these WARC files (globs) instead of fetching"})
+    restart: bool = field(default=False, metadata={
+        "help": "fetch every link again: delete RUN/crawl/warc instead of resuming from the responses it holds"})
     extract_timeout: float = field(default=30.0, metadata={
         "help": "seconds per page in the extraction sandbox (0: no sandbox, no limit)"})
     extract_memory_mb: int = field(default=2048, metadata={
@@ -160,9 +162,12 @@ class FetchHosts(beam.DoFn):
         self.handed_on = Metrics.counter(NAME, "fetch.redirects-to-other-hosts")
 
     def setup(self) -> None:
+        # Replaced per bundle by the bundle's thread while no host thread runs (finish_bundle drained the pool);
+        # host threads write through it (WarcWriter locks itself).
         self.writer: WarcWriter | None = None
-        self.fetcher = Fetcher(self.config, archive=self._archive)
+        self.fetcher = Fetcher(self.config, archive=self._archive)  # shared by the host threads: thread-safe
         self.pool = HostPool(self._crawl_host, max_hosts=self.hosts_in_flight)
+        # The bundle's thread only (process, finish_bundle): host threads reach it through the pool's queue.
         self.unfinished: dict[str, dict[int, dict]] = {}
         self.progress = Progress(log, f"crawl: fetch round {self.round_index} (this worker)")
 
@@ -261,12 +266,26 @@ def _keys(url: str) -> list[str]:
 
 
 def index_warc(path: str) -> Iterator[tuple[str, tuple]]:
-    """(url key, (path, offset, status, location, date)) for every response record of one WARC file."""
+    """(url key, (path, offset, status, location, date)) for every whole response record of one WARC file: a file
+    whose writer was killed (a crawl we resume, or replay after resuming) ends in a partial record, which is skipped
+    with a warning, and so is the rest of a file that is damaged in the middle (its links become `not-in-warc`)."""
     with storage.open_read(path) as handle:
-        for exchange in iter_responses(handle, path, with_body=False):
-            ref = (path, exchange.warc_offset, exchange.status, exchange.header("location"), exchange.started_at)
-            for key in _keys(exchange.url):
-                yield key, ref
+        try:
+            for exchange in iter_responses(handle, path, with_body=False):
+                ref = (path, exchange.warc_offset, exchange.status, exchange.header("location"), exchange.started_at)
+                for key in _keys(exchange.url):
+                    yield key, ref
+        except Exception as error:  # warcio raises several kinds (EOF, zlib, parse errors) on a cut-off record
+            log.warning("%s: no whole record after this point (%s: %s); using the records before it", path,
+                        type(error).__name__, error)
+
+
+def warc_index(p: beam.Pipeline, files: list[str], name: str):
+    """url key -> the best record (`best_ref`) among these WARC files, as a PCollection of pairs."""
+    return (p | f"{name}Files" >> beam.Create(files)
+            | f"Spread{name}Files" >> beam.Reshuffle()
+            | f"Index{name}" >> beam.FlatMap(index_warc).with_output_types(tuple[str, tuple])
+            | f"Best{name}Record" >> beam.CombinePerKey(best_ref))
 
 
 def best_ref(refs: Iterable[tuple]) -> tuple:
@@ -320,6 +339,26 @@ class ReplayLinks(beam.DoFn):
         finally:
             result.elapsed = time.monotonic() - started
         return result
+
+
+@beam.typehints.with_output_types(dict, log=dict, rejects=dict, fetch=dict)
+class ResumeLinks(ReplayLinks):
+    """Resuming an unfinished crawl: a link whose fetch an earlier run archived to its end (its final response, after
+    any redirects) gets that outcome again from the archive; the others (`fetch`) are fetched. A final 429 or 5xx
+    counts as unfinished (the earlier run may have been about to retry it)."""
+
+    def __init__(self, config: FetchConfig):
+        super().__init__(config)
+        self.resumed = Metrics.counter(NAME, "links.resumed")
+
+    def process(self, link: dict, index: dict):
+        result = self.replay(link, index)
+        if result.reason == "not-in-warc" or (result.status is not None and retryable_status(result.status)):
+            yield TaggedOutput("fetch", link)
+            return
+        self.links_read.inc()
+        self.resumed.inc()
+        yield from link_outcome(link, result, self.pages)
 
 
 # -- extraction ------------------------------------------------------------------------------------------------------
@@ -410,16 +449,27 @@ def execute(ctx: StageContext) -> None:
     extraction = extract_config(config)
     warc_files = [e.path for e in warc_inputs(config)]
     docs_dir, log_dir = ctx.run.path(layout.DOCS), ctx.run.path(layout.FETCH_LOG)
+    if config["restart"]:
+        ctx.run.clear(layout.WARC, patterns=("*", "*/*"))
+    earlier = [] if warc_files else [e.path for e in storage.match(ctx.run.path(layout.WARC, "*.warc.gz"))]
+    if earlier:
+        log.info("crawl: resuming from the %d WARC files in %s (--restart to fetch everything again)", len(earlier),
+                 ctx.run.path(layout.WARC))
 
     def build(p: beam.Pipeline) -> None:
         links = p | "ReadLinks" >> beam.io.ReadFromParquet(links_glob)
         if warc_files:
-            index = (p | "WarcFiles" >> beam.Create(warc_files)
-                     | "SpreadFiles" >> beam.Reshuffle()
-                     | "IndexWarc" >> beam.FlatMap(index_warc).with_output_types(tuple[str, tuple])
-                     | "BestRecord" >> beam.CombinePerKey(best_ref))
+            index = warc_index(p, warc_files, "Warc")
             fetched = links | "Replay" >> beam.ParDo(ReplayLinks(fetching), index=beam.pvalue.AsDict(index)) \
                 .with_outputs("log", "rejects", main="pages")
+        elif earlier:
+            index = warc_index(p, earlier, "Earlier")
+            resumed = links | "Resume" >> beam.ParDo(ResumeLinks(fetching), index=beam.pvalue.AsDict(index)) \
+                .with_outputs("log", "rejects", "fetch", main="pages")
+            rest = fetch_rounds(resumed.fetch, fetching, ctx.run.path(layout.WARC), config)
+            fetched = _Fetched(pages=(resumed.pages, rest.pages) | "ResumedAndFetchedPages" >> beam.Flatten(),
+                               log=(resumed.log, rest.log) | "ResumedAndFetchedLogs" >> beam.Flatten(),
+                               rejects=(resumed.rejects, rest.rejects) | "ResumedAndFetchedRejects" >> beam.Flatten())
         else:
             fetched = fetch_rounds(links, fetching, ctx.run.path(layout.WARC), config)
         extract_docs = ExtractDocs(extraction, config["extract_timeout"], config["extract_memory_mb"])
@@ -446,5 +496,5 @@ STAGE = Stage(
     execute=execute,
     external_inputs=lambda run, config: warc_inputs(config),
     upstream=lambda run, config: upstream_fingerprints(run, ["links"]),
-    outputs=[layout.WARC, layout.FETCH_LOG, layout.DOCS],
+    outputs=[layout.FETCH_LOG, layout.DOCS],  # not WARC: a rerun resumes from it, --restart clears it (execute)
 )

@@ -297,7 +297,6 @@ class _Planter:
 
     def _repeat(self) -> dict:
         """The same submission again, as a later crawl saw it (the score may have moved)."""
-        rng = self.rng
         entry = self.recent[self._below(len(self.recent))]
         record, kept, index = entry
         copy = dict(record)

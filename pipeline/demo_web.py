@@ -459,6 +459,87 @@ class LoopbackWeb:
         return found
 
 
+# -- many hosts on one server: every 127.x.y.z address reaches one socket bound to 0.0.0.0 (Linux) -----------------
+
+TINY_PAGE = (b"<!DOCTYPE html><html><head><title>Page</title></head><body><article>"
+             + b"<p>The quick brown fox jumps over the lazy dog while the band plays on.</p>" * 60
+             + b"</article></body></html>")
+
+
+def loopback_address(index: int) -> str:
+    """The index-th of many distinct loopback addresses, from 127.1.0.1 on (never 127.0.0.1, which tests share)."""
+    return f"127.{1 + index // 64000}.{index // 250 % 256}.{1 + index % 250}"
+
+
+class ManyAddressServer:
+    """One asyncio HTTP/1.1 server (keep-alive) on 0.0.0.0, so every loopback address is a host of its own on one
+    port: robots.txt (`robots`) and a small page at every other path, each after `latency` seconds. Counts requests
+    per (address, path) in `hits`. A context manager; serves from a thread of its own or, via `serve_forever`, here."""
+
+    def __init__(self, latency: float = 0.0, robots: bytes = b"User-agent: *\nDisallow: /private/\n",
+                 page: bytes = TINY_PAGE):
+        self.latency, self.robots, self.page = latency, robots, page
+        self.port = 0
+        self.hits: dict[tuple[str, bytes], int] = {}  # only the server's event loop writes it
+        self._ready = threading.Event()
+        self._stop: threading.Event = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    async def handle(self, reader, writer) -> None:
+        import asyncio
+
+        address = writer.get_extra_info("sockname")[0]
+        try:
+            while True:
+                request = await reader.readuntil(b"\r\n\r\n")
+                path = request.split(b" ", 2)[1]
+                self.hits[address, path] = self.hits.get((address, path), 0) + 1
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                body, kind = (self.robots, b"text/plain") if path == b"/robots.txt" else \
+                    (self.page, b"text/html; charset=utf-8")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: " + kind + b"\r\nContent-Length: "
+                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def serve_forever(self, stop: threading.Event | None = None, on_port: Callable[[int], None] | None = None) -> None:
+        """Serves until `stop` is set; `on_port` gets the port once it listens."""
+        import asyncio
+
+        stop = stop or self._stop
+
+        async def main() -> None:
+            server = await asyncio.start_server(self.handle, "0.0.0.0", self.port, backlog=1024)
+            self.port = server.sockets[0].getsockname()[1]
+            if on_port:
+                on_port(self.port)
+            self._ready.set()
+            async with server:
+                while not stop.is_set():
+                    await asyncio.sleep(0.05)
+
+        asyncio.run(main())
+
+    def __enter__(self) -> ManyAddressServer:
+        self._thread = threading.Thread(target=self.serve_forever, name="many-addresses", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the many-address server did not start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def url(self, index: int, path: str = "/page.html") -> str:
+        return f"http://{loopback_address(index)}:{self.port}{path}"
+
+
 # -- the sample web ------------------------------------------------------------------------------------------------
 
 @dataclass

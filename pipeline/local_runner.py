@@ -1,4 +1,4 @@
-"""The local runner, named outright: Beam's FnApiRunner with worker processes started by `webtext.pipeline.local_worker`.
+"""The local runner, named outright: Beam's FnApiRunner, its worker processes started by `pipeline/local_worker.py`.
 
 Beam's DirectRunner would first try to download the Prism runner, and its workers' log output depends on whether the
 gcp extra is installed; this runner downloads nothing and its workers log the same way everywhere.

@@ -12,7 +12,7 @@ OUR_LOGGERS = ("webtext", "apache_beam.runners.dataflow", "apache_beam.runners.p
 
 
 class QuietBeamImports(logging.Filter):
-    """Drops Beam's import-time note about a missing optional client (without the gcp extra): nothing to do with a run."""
+    """Drops Beam's import-time note about a missing optional client (without the gcp extra): nothing about a run."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("apitools not found")

@@ -58,7 +58,8 @@ SITECUSTOMIZE = textwrap.dedent('''
 
 
 def isolated_env(folder: Path, block: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
-    """Environment for a subprocess: `block` unimportable, public names unresolvable (recorded in folder/resolved.txt)."""
+    """Environment for a subprocess: `block` unimportable, public names unresolvable (each recorded in
+    folder/resolved.txt)."""
     site = folder / "site"
     site.mkdir(parents=True, exist_ok=True)
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -116,7 +117,7 @@ def storage_emulator(data_dir: Path, bucket: str = "bucket") -> Iterator[Storage
 
 
 class _Metadata(BaseHTTPRequestHandler):
-    """The GCE metadata endpoints google-auth reads: the ping, the project, the default service account and its token."""
+    """The GCE metadata endpoints google-auth reads: the ping, the project, the default account and its token."""
 
     ANSWERS = {
         "/": "",

@@ -12,19 +12,38 @@ import pytest
 from benchmarks.extraction_metric import extraction_scores
 from tests.testweb import RETRY_AFTER, ZOO_OPTIONS, article_page, bind_zoo, build_zoo, redirect, write_links
 from webtext.crawl.fetch.warc import iter_responses
+from webtext.pipeline import layout
 from webtext.pipeline.demo_web import LoopbackWeb, Response, Site, serve_sample_web
 from webtext.pipeline.storage import read_rows as read_parquet_rows
 
 SAMPLE_OPTIONS = ["--host-delay", "0.05", "--allow-private-addresses", "--retries", "0", "--extract-timeout", "20"]
+# What the crawl writes under RUN (its shard prefixes inside the layout's folders).
+DOC_FILES = f"{layout.DOCS}/docs-*.parquet"
+REJECT_FILES = f"{layout.REJECTS}/crawl/rejects-*.parquet"
+FETCH_LOG_FILES = f"{layout.FETCH_LOG}/fetch-log-*.parquet"
+WARC_FILES = f"{layout.WARC}/*.warc.gz"
 
 
 def rows(run: Path, pattern: str) -> list[dict]:
     return [row for path in sorted(glob.glob(str(run / pattern))) for row in read_parquet_rows(path)]
 
 
+def warc_files(run: Path) -> list[str]:
+    return sorted(glob.glob(str(run / WARC_FILES)))
+
+
+def archived_urls(run: Path) -> set[str]:
+    """The URLs of every response record in the run's WARC files."""
+    archived = set()
+    for path in warc_files(run):
+        with open(path, "rb") as handle:
+            archived |= {record.url for record in iter_responses(handle, with_body=False)}
+    return archived
+
+
 def outcomes(run: Path) -> tuple[list[dict], list[dict], dict[str, str]]:
     """Docs, rejects, and url -> "doc" or reject reason (checking that no link is in two places)."""
-    docs, rejects = rows(run, "docs/docs-*.parquet"), rows(run, "rejects/crawl/rejects-*.parquet")
+    docs, rejects = rows(run, DOC_FILES), rows(run, REJECT_FILES)
     found: dict[str, str] = {}
     for url, outcome in [(d["url"], "doc") for d in docs] + [(r["url"], r["reason"]) for r in rejects]:
         assert url not in found, f"{url} is both {found[url]} and {outcome}"
@@ -54,7 +73,7 @@ def test_the_fault_zoo(tmp_path, webtext_cli, beam_args):
     assert found == zoo.expected  # every link exactly once, each fault with its reason
     assert len(docs) + len(rejects) == len(links)
 
-    stats = json.loads((tmp_path / "stats" / "crawl.json").read_text())["counters"]
+    stats = json.loads(Path(tmp_path, layout.STATS, "crawl.json").read_text())["counters"]
     assert stats["links.read"] == len(links) and stats["docs.written"] == len(docs)
     assert sum(v for k, v in stats.items() if k.startswith("reject.")) == len(rejects)
 
@@ -69,19 +88,15 @@ def test_the_fault_zoo(tmp_path, webtext_cli, beam_args):
     assert doc["url_key"] == link["url_key"] and doc["score"] == link["score"] and doc["subreddits"] == ["test"]
     assert doc["reddit_title"] == link["title"] and doc["language"] == "en" and doc["n_words"] > 50
 
-    log = rows(tmp_path, "crawl/fetch-log/fetch-log-*.parquet")
+    log = rows(tmp_path, FETCH_LOG_FILES)
     assert sorted(r["url"] for r in log) == sorted(zoo.expected)
     log_by_url = {r["url"]: r for r in log}
     moved = log_by_url[zoo.sites[1].url("/to-other-host")]
     assert moved["final_url"] == zoo.sites[2].url("/redirected.html") and moved["redirects"] == 1
     assert log_by_url[zoo.sites[1].url("/busy.html")]["attempts"] == 2
 
-    warc_files = sorted(glob.glob(str(tmp_path / "crawl" / "warc" / "*.warc.gz")))
-    archived = set()
-    for path in warc_files:
-        with open(path, "rb") as handle:
-            archived |= {record.url for record in iter_responses(handle, with_body=False)}
-    assert doc["final_url"] in archived and doc["warc_file"] in warc_files
+    archived = archived_urls(tmp_path)
+    assert doc["final_url"] in archived and doc["warc_file"] in warc_files(tmp_path)
     assert zoo.sites[1].url("/bomb.html") in archived  # rejects are archived too
 
 
@@ -116,17 +131,13 @@ def test_redirects_to_another_host_are_crawled_by_that_hosts_worker(tmp_path, we
 
     docs, rejects, found = outcomes(tmp_path)
     assert found == expected and len(docs) + len(rejects) == len(expected)  # every link once, with its reason
-    log = {row["url"]: row for row in rows(tmp_path, "crawl/fetch-log/fetch-log-*.parquet")}
+    log = {row["url"]: row for row in rows(tmp_path, FETCH_LOG_FILES)}
     assert sorted(log) == sorted(expected)
     moved = log[a.url("/moved/3")]
     assert moved["final_url"] == b.url("/landing/3.html") and moved["redirects"] == 2 and moved["attempts"] == 3
     assert {d["url"]: d["final_url"] for d in docs}[a.url("/moved/3")] == b.url("/landing/3.html")
     assert log[a.url("/chain/0")]["redirects"] == 4
-    archived = set()
-    for path in glob.glob(str(tmp_path / "crawl" / "warc" / "*.warc.gz")):
-        with open(path, "rb") as handle:
-            archived |= {record.url for record in iter_responses(handle, with_body=False)}
-    assert {a.url("/moved/3"), b.url("/hop/3"), b.url("/landing/3.html")} <= archived  # every hop
+    assert {a.url("/moved/3"), b.url("/hop/3"), b.url("/landing/3.html")} <= archived_urls(tmp_path)  # every hop
 
 
 def test_without_links_the_stage_says_what_to_run(tmp_path, webtext_cli, beam_args, capsys):
@@ -161,7 +172,7 @@ def test_worker_count_does_not_change_the_documents(sample_crawl, tmp_path, webt
     run, sample = sample_crawl
     write_links(tmp_path, sample.urls)
     assert webtext_cli("crawl", tmp_path, *SAMPLE_OPTIONS, "--direct_num_workers=2") == 0
-    assert without_run_details(rows(tmp_path, "docs/docs-*.parquet")) == without_run_details(rows(run, "docs/docs-*.parquet"))
+    assert without_run_details(rows(tmp_path, DOC_FILES)) == without_run_details(rows(run, DOC_FILES))
     assert outcomes(tmp_path)[2] == outcomes(run)[2]
 
 
@@ -169,9 +180,9 @@ def test_worker_count_does_not_change_the_documents(sample_crawl, tmp_path, webt
 def test_replay_from_warc_gives_the_same_documents_offline(sample_crawl, tmp_path, webtext_cli, beam_args):
     run, sample = sample_crawl
     write_links(tmp_path, sample.urls)
-    warcs = str(run / "crawl" / "warc" / "*.warc.gz")
+    warcs = str(run / WARC_FILES)
     assert webtext_cli("crawl", tmp_path, "--from-warc", warcs, *beam_args) == 0
-    assert without_run_details(rows(tmp_path, "docs/docs-*.parquet")) == without_run_details(rows(run, "docs/docs-*.parquet"))
+    assert without_run_details(rows(tmp_path, DOC_FILES)) == without_run_details(rows(run, DOC_FILES))
     replayed = outcomes(tmp_path)[2]
     for url, outcome in outcomes(run)[2].items():
         assert replayed[url] == ("not-in-warc" if outcome == "robots-disallowed" else outcome)

@@ -9,7 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests import tokenizer_corpus
 from webtext.dedup.text import words
+from webtext.pipeline import layout, sinks
 
 LATIN = [f"word{i}" for i in range(3000)]
 CYRILLIC = [f"слово{i}" for i in range(3000)]
@@ -74,11 +76,7 @@ def planted_corpus() -> tuple[list[dict], dict]:
 
 
 def write_docs(run: Path, rows: list[dict], files: int = 1, schema: pa.Schema = DOCS_SCHEMA) -> None:
-    folder = run / "docs"
-    folder.mkdir(parents=True, exist_ok=True)
-    for index in range(files):
-        part = rows[index::files]
-        pq.write_table(pa.Table.from_pylist(part, schema=schema), folder / f"docs-{index:05d}-of-{files:05d}.parquet")
+    tokenizer_corpus.write_docs(Path(run, layout.DOCS), rows, files=files, schema=schema)
 
 
 def read_rows(folder: Path, prefix: str) -> list[dict]:
@@ -89,17 +87,26 @@ def read_rows(folder: Path, prefix: str) -> list[dict]:
 
 
 def outputs(run: Path) -> dict:
-    return {"docs": read_rows(run / "dedup", "docs"), "clusters": read_rows(run / "dedup", "clusters"),
-            "rejects": read_rows(run / "rejects" / "dedup", "rejects")}
+    dedup = Path(run, layout.DEDUP)
+    return {"docs": read_rows(dedup, "docs"), "clusters": read_rows(dedup, "clusters"),
+            "rejects": read_rows(Path(run, layout.REJECTS, "dedup"), "rejects")}
 
 
 def file_contents(run: Path) -> dict:
     """Every output file's rows, by file name: equal when the stage wrote the same files."""
     found = {}
-    for folder in (run / "dedup", run / "rejects" / "dedup"):
+    for folder in (Path(run, layout.DEDUP), Path(run, layout.REJECTS, "dedup")):
         for path in sorted(folder.glob("*.parquet")):
-            found[f"{folder.name}/{path.name}"] = pq.read_table(path).to_pylist()
+            found[path.relative_to(run).as_posix()] = pq.read_table(path).to_pylist()
     return found
+
+
+def stats_of(run: Path, name: str) -> dict:
+    return json.loads(Path(run, layout.STATS, f"{name}.json").read_text())
+
+
+def first_docs_schema(run: Path) -> pa.Schema:
+    return pq.read_schema(sorted(run.glob(layout.DEDUP_DOCS_GLOB))[0]).remove_metadata()
 
 
 def test_planted_duplicates_are_found_with_the_right_survivors(tmp_path, webtext_cli, beam_args):
@@ -132,22 +139,22 @@ def test_planted_duplicates_are_found_with_the_right_survivors(tmp_path, webtext
     assert 0.7 < jaccard["n3"] < 1.0 and jaccard["n2x"] == jaccard["n2"]
 
     # same columns and values as the input
-    assert pq.read_schema(sorted((tmp_path / "dedup").glob("docs-*.parquet"))[0]).remove_metadata() == DOCS_SCHEMA
+    assert first_docs_schema(tmp_path) == DOCS_SCHEMA
     by_id = {r["doc_id"]: r for r in rows}
     assert all(row == by_id[row["doc_id"]] for row in out["docs"])
 
-    stats = json.loads((tmp_path / "stats" / "dedup.json").read_text())["counters"]
+    stats = stats_of(tmp_path, "dedup")["counters"]
     assert stats["docs.read"] == len(rows)
     assert stats["docs.written"] + stats["reject.exact-duplicate"] + stats["reject.near-duplicate"] == len(rows)
     assert stats["clusters.near"] == 3 and stats["clusters.exact"] == 3
-    pairs = read_rows(tmp_path / "dedup", "pairs")
+    pairs = read_rows(Path(tmp_path, layout.DEDUP), "pairs")
     assert pairs and all(p["doc_id_a"] < p["doc_id_b"] and p["jaccard"] >= 0.8 for p in pairs)
     assert {("n0", "n1"), ("r0", "r1"), ("c0", "c1")} <= {(p["doc_id_a"], p["doc_id_b"]) for p in pairs}
-    lsh = json.loads((tmp_path / "dedup" / "lsh.json").read_text())
+    lsh = json.loads(Path(tmp_path, layout.DEDUP, "lsh.json").read_text())
     assert lsh["bands"] * lsh["rows"] <= 128 and lsh["threshold"] == 0.8
-    contamination = json.loads((tmp_path / "stats" / "contamination.json").read_text())
+    contamination = stats_of(tmp_path, "contamination")
     assert contamination["eval_sets"] == {}
-    assert not (tmp_path / "dedup" / "_work").exists()
+    assert not Path(tmp_path, layout.DEDUP_WORK).exists()
 
 
 @pytest.mark.slow
@@ -162,7 +169,7 @@ def test_result_does_not_depend_on_input_order_or_worker_count(tmp_path, webtext
     assert webtext_cli("dedup", tmp_path / "b", "--direct_num_workers=2") == 0
     assert webtext_cli("dedup", tmp_path / "c", "--direct_num_workers=1") == 0
     first = file_contents(tmp_path / "a")
-    assert any(first[name] for name in first if name.startswith("dedup/clusters"))
+    assert any(first[name] for name in first if name.startswith(f"{layout.DEDUP}/clusters"))
     assert file_contents(tmp_path / "b") == first
     assert file_contents(tmp_path / "c") == first
 
@@ -175,7 +182,8 @@ def test_corpus_without_duplicates_keeps_everything(tmp_path, webtext_cli, beam_
     out = outputs(tmp_path)
     assert sorted(r["doc_id"] for r in out["docs"]) == [r["doc_id"] for r in rows]
     assert out["clusters"] == [] and out["rejects"] == []
-    assert len(list((tmp_path / "dedup").glob("docs-*-of-00003.parquet"))) == 3
+    names = sorted(path.name for path in tmp_path.glob(layout.DEDUP_DOCS_GLOB))
+    assert names == [sinks.shard_name("docs", i, 3) for i in range(3)]
 
 
 def test_empty_corpus(tmp_path, webtext_cli, beam_args):
@@ -185,8 +193,8 @@ def test_empty_corpus(tmp_path, webtext_cli, beam_args):
     assert webtext_cli("dedup", tmp_path, "--eval-set", f"toy={eval_file}", *beam_args) == 0
     out = outputs(tmp_path)
     assert out == {"docs": [], "clusters": [], "rejects": []}
-    assert len(list((tmp_path / "dedup").glob("docs-*.parquet"))) == 1  # --dedup-shards 0: one per 256 MiB of input
-    report = json.loads((tmp_path / "stats" / "contamination.json").read_text())
+    assert len(list(tmp_path.glob(layout.DEDUP_DOCS_GLOB))) == 1  # --dedup-shards 0: one per 256 MiB of input
+    report = stats_of(tmp_path, "contamination")
     assert report["eval_sets"]["toy"]["share_in_corpus"] == 0.0
     assert report["eval_sets"]["toy"]["documents_with_overlap"] == 0
 
@@ -210,7 +218,7 @@ def test_minimal_columns_from_elsewhere_and_threshold_flag(tmp_path, webtext_cli
     out = outputs(run)
     assert sorted(r["doc_id"] for r in out["docs"]) == ["a", "c"]
     assert [(r["item_id"], r["reason"]) for r in out["rejects"]] == [("b", "near-duplicate")]
-    assert pq.read_schema(sorted((run / "dedup").glob("docs-*.parquet"))[0]).remove_metadata() == schema
+    assert first_docs_schema(run) == schema
 
 
 @pytest.mark.parametrize("clustering,removed", [("components", {"b", "c"}), ("star", {"b"})])
@@ -242,7 +250,7 @@ def test_contamination_is_measured_then_removed(tmp_path, webtext_cli, beam_args
     rows.append(doc("mention", text_of(rng, LATIN, 300) + " " + " ".join(passages[1].split()[:12])))  # a little
     write_docs(tmp_path, rows)
     assert webtext_cli("dedup", tmp_path, "--eval-set", f"toy={eval_file}", *beam_args) == 0
-    report = json.loads((tmp_path / "stats" / "contamination.json").read_text())["eval_sets"]["toy"]
+    report = stats_of(tmp_path, "contamination")["eval_sets"]["toy"]
     total = sum(len(words(p)) - 7 for p in passages)
     assert report["ngrams"] == total
     assert report["ngrams_in_corpus"] == (60 - 7) + (12 - 7)
@@ -251,14 +259,14 @@ def test_contamination_is_measured_then_removed(tmp_path, webtext_cli, beam_args
     assert [d["doc_id"] for d in report["top_documents"]] == ["quote", "mention"]
     assert report["bloom_false_positive_rate"] < 1e-5
     assert len(outputs(tmp_path)["docs"]) == len(rows)  # measured only
-    contamination_rows = read_rows(tmp_path / "dedup", "contamination")
+    contamination_rows = read_rows(Path(tmp_path, layout.DEDUP), "contamination")
     assert sorted(r["doc_id"] for r in contamination_rows) == ["mention", "quote"]
 
     assert webtext_cli("dedup", tmp_path, "--eval-set", f"toy={eval_file}", "--decontaminate", *beam_args) == 0
     out = outputs(tmp_path)
     assert [(r["item_id"], r["reason"]) for r in out["rejects"]] == [("quote", "contaminated")]
     assert out["rejects"][0]["detail"].startswith("toy: 53 of ")
-    report = json.loads((tmp_path / "stats" / "contamination.json").read_text())["eval_sets"]["toy"]
+    report = stats_of(tmp_path, "contamination")["eval_sets"]["toy"]
     assert report["documents_dropped"] == 1 and report["ngrams_after_decontamination"] == 12 - 7
     assert len(out["docs"]) + len(out["rejects"]) == len(rows)
 
@@ -277,7 +285,7 @@ def test_wikitext_paragraphs_are_found_in_real_text(tmp_path, webtext_cli, beam_
     out = outputs(tmp_path)
     assert {(r["item_id"], r["reason"]) for r in out["rejects"]} == {("copied", "contaminated"),
                                                                      ("news00-again", "exact-duplicate")}
-    report = json.loads((tmp_path / "stats" / "contamination.json").read_text())["eval_sets"]["wikitext"]
+    report = stats_of(tmp_path, "contamination")["eval_sets"]["wikitext"]
     assert report["documents_dropped"] == 1 and report["top_documents"][0]["doc_id"] == "copied"
     assert 0 < report["share_in_corpus"] < 0.01 and report["ngrams_after_decontamination"] < report["ngrams_in_corpus"]
 
@@ -296,22 +304,23 @@ def test_user_errors_are_clear(tmp_path, webtext_cli, beam_args, capsys, args, m
 
 
 def test_missing_column_is_a_clear_error(tmp_path, webtext_cli, beam_args, capsys):
-    (tmp_path / "docs").mkdir()
-    pq.write_table(pa.table({"doc_id": ["a"], "text": ["x"]}), tmp_path / "docs" / "docs-00000-of-00001.parquet")
+    name = sinks.shard_name("docs", 0, 1)
+    Path(tmp_path, layout.DOCS).mkdir()
+    pq.write_table(pa.table({"doc_id": ["a"], "text": ["x"]}), Path(tmp_path, layout.DOCS, name))
     assert webtext_cli("dedup", tmp_path, *beam_args) == 2
-    assert "docs-00000-of-00001.parquet: has no column 'url'" in capsys.readouterr().err
+    assert f"{name}: has no column 'url'" in capsys.readouterr().err
 
 
 def test_repeated_doc_ids_fail_the_stage(tmp_path, webtext_cli, beam_args, capsys):
     write_docs(tmp_path, [doc("a", "one text of some words"), doc("a", "another text entirely here")])
     assert webtext_cli("dedup", tmp_path, *beam_args) == 2
     assert "doc_id must be unique" in capsys.readouterr().err
-    assert not (tmp_path / "dedup" / "_SUCCESS").exists()
+    assert not Path(tmp_path, layout.DEDUP, layout.SUCCESS).exists()
 
 
 def test_unreadable_parquet_is_a_clear_error(tmp_path, webtext_cli, beam_args, capsys):
-    (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "docs-00000-of-00001.parquet").write_bytes(b"not parquet at all")
+    Path(tmp_path, layout.DOCS).mkdir()
+    Path(tmp_path, layout.DOCS, sinks.shard_name("docs", 0, 1)).write_bytes(b"not parquet at all")
     assert webtext_cli("dedup", tmp_path, *beam_args) == 2
     assert "not a readable Parquet file" in capsys.readouterr().err
 

@@ -158,3 +158,26 @@ def test_a_page_that_needs_too_much_memory_is_a_reject_not_a_dead_worker(article
         result = sandbox.process(Page("https://example.com/huge", huge_tree))
         assert result.reason == "extract-error" and "MemoryError" in result.detail
         assert sandbox.process(Page("https://example.com/after", article_html)).ok
+
+
+NOT_TEXT_CODECS = ["base64", "hex", "rot13", "uu", "zlib", "bz2", "quopri", "utf-7", "undefined"]
+
+
+@pytest.mark.parametrize("label", NOT_TEXT_CODECS)
+def test_a_charset_that_names_no_text_encoding_is_unknown(label):
+    assert codec_name(label) is None
+    body = "<p>naïve café</p>".encode("cp1252")
+    assert decode_html(body, f"text/html; charset={label}") == decode_html(body)  # detected, as if undeclared
+
+
+def test_pages_labelled_with_non_text_codecs_are_extracted_without_restarting_the_sandbox(article_html):
+    meta = article_html.replace(b"<head>", b'<head><meta charset="base64">', 1)
+    with ExtractionSandbox(ExtractConfig(), timeout=30) as sandbox:
+        assert sandbox.process(Page("https://example.com/warm", article_html)).ok
+        child = sandbox._process
+        for index, label in enumerate(NOT_TEXT_CODECS):
+            result = sandbox.process(Page(f"https://example.com/{index}", article_html, f"text/html; charset={label}"))
+            assert result.ok and result.charset == "utf-8", (label, result.reason, result.detail)
+        result = sandbox.process(Page("https://example.com/meta", meta, "text/html"))
+        assert result.ok and result.charset == "utf-8"
+        assert sandbox.restarts == 0 and sandbox._process is child and child.is_alive()

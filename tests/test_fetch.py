@@ -16,6 +16,7 @@ from webtext.crawl.fetch.host_links import crawl_host
 from webtext.crawl.fetch.outcomes import FetchFailure
 from webtext.crawl.fetch.politeness import host_key
 from webtext.crawl.fetch.responses import parse_retry_after
+from webtext.crawl.fetch.robots import ROBOTS_MAX_BYTES
 from webtext.pipeline.demo_web import LoopbackWeb, RequestContext, Response, Site
 
 PAGE = b"<html><body><p>" + b"A sentence of the page. " * 20 + b"</p></body></html>"
@@ -371,6 +372,20 @@ def test_an_oversized_robots_txt_is_parsed_up_to_its_limit(serve):
     fetcher = serve(site)
     assert fetcher.fetch_page(site.url("/a.html")).ok
     assert fetcher.fetch_page(site.url("/private/b.html")).reason == "robots-disallowed"
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_robots_txt_past_500_kib_is_ignored(serve, compressed):
+    before = b"User-agent: *\nDisallow: /early/\n" + b"# padding to the limit of what is parsed\n" * 12_487
+    assert len(before) < ROBOTS_MAX_BYTES == 500 * 1024 < len(before) + 24
+    text = before + b"Disallow: /cut-in-half/\n" + b"# padding\n" * 1_000_000 + b"Disallow: /late/\n"  # ~10 MB
+    body, headers = (gzip.compress(text), {"Content-Encoding": "gzip"}) if compressed else (text, {})
+    site = Site("s", routes={"/robots.txt": Response(body, "text/plain", headers=headers),
+                             **{f"/{d}/a.html": Response(PAGE) for d in ("early", "cut-in-half", "late")}})
+    fetcher = serve(site, max_decompressed_bytes=20_000_000)
+    assert fetcher.fetch_page(site.url("/early/a.html")).reason == "robots-disallowed"
+    assert fetcher.fetch_page(site.url("/cut-in-half/a.html")).ok  # the line the limit cuts is dropped whole
+    assert fetcher.fetch_page(site.url("/late/a.html")).ok  # rules past the limit are not read (RFC 9309 2.5)
 
 
 def test_a_crawl_delay_over_the_maximum_skips_the_host(serve):

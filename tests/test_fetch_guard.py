@@ -80,10 +80,13 @@ def test_the_connection_goes_to_the_checked_address_not_a_new_dns_answer():
 def test_a_rebinding_answer_after_the_pin_expires_is_refused():
     site = Site("rebind", routes={"/a.html": Response(PAGE), "/b.html": Response(PAGE)}, robots=None,
                 host="rebind.test")
-    answers = iter([["127.0.0.1"], ["127.0.0.1"], ["10.0.0.1"], ["10.0.0.1"], ["10.0.0.1"]])
     config = FetchConfig(allowed_networks=("127.0.0.0/8",), retries=0, host_delay=0.0)
+
+    def rebinding(host: str, port: int) -> list[str]:  # loopback until the first page was served, then private
+        return ["10.0.0.1"] if "/a.html" in site.log.paths() else ["127.0.0.1"]
+
     with LoopbackWeb([site]):
-        fetcher = Fetcher(config, resolver=lambda host, port: next(answers))
+        fetcher = Fetcher(config, resolver=rebinding)
         fetcher.guard.pin_seconds = 0.0  # re-resolve on every request
         try:
             first = fetcher.fetch_page(site.url("/a.html"))

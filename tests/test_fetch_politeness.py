@@ -9,7 +9,7 @@ from webtext.crawl.fetch.config import FetchConfig
 from webtext.crawl.fetch.fetcher import Fetcher
 from webtext.crawl.fetch.host_links import crawl_host
 from webtext.crawl.fetch.politeness import HostDone, HostPool, HostScheduler
-from webtext.pipeline.demo_web import LoopbackWeb, Response, Site
+from webtext.pipeline.demo_web import LoopbackWeb, ManyAddressServer, Response, Site, loopback_address
 
 PAGE = b"<html><body><p>page</p></body></html>"
 
@@ -138,3 +138,59 @@ def test_scheduler_defer_holds_the_host_for_every_thread():
         assert time.monotonic() - started >= 0.2 - 0.005
     with scheduler.turn("other"):
         assert time.monotonic() - started < 0.3
+
+
+def crawl_hosts_at_once(fetcher: Fetcher, hosts: dict[str, list[str]]) -> list:
+    """Each host's URLs in a thread of its own, as the crawl stage's fetch step runs them; the results."""
+    pool = HostPool(lambda host, links: crawl_host(fetcher, links), max_hosts=len(hosts))
+    results = []
+    for host, urls in hosts.items():
+        links = [{"url": url, "url_key": f"{host}/{i}"} for i, url in enumerate(urls)]
+        results += [item for item in pool.submit(host, links) if not isinstance(item, HostDone)]
+    results += [item for item in pool.drain() if not isinstance(item, HostDone)]
+    pool.close()
+    return results
+
+
+def test_aliases_of_one_server_are_never_asked_at_once_nor_within_the_delay():
+    """127.0.0.1, 0x7f000001, 2130706433 and localhost are four hosts (four robots.txt, one per origin) but one
+    server: their requests, robots.txt included, come one at a time and the delay apart."""
+    site = Site("s", robots="User-agent: *\nDisallow: /private/\n",
+                routes={f"/p{j}.html": sleep_then(0.05, Response(PAGE)) for j in range(3)})
+    delay = 0.1
+    with LoopbackWeb([site]):
+        aliases = ["127.0.0.1", "0x7f000001", "2130706433", "localhost"]
+        hosts = {alias: [f"http://{alias}:{site.port}/p{j}.html" for j in range(3)] for alias in aliases}
+        fetcher = Fetcher(FetchConfig(allowed_networks=("127.0.0.0/8", "::1/128"), host_delay=delay, retries=0))
+        results = crawl_hosts_at_once(fetcher, hosts)
+        fetcher.close()
+        assert len(results) == 12 and all(result.ok for _, result in results), [r.reason for _, r in results]
+        assert site.log.paths().count("/robots.txt") == 4  # robots.txt stays per origin (RFC 9309)
+        assert len(site.log.visits) == 16
+        assert site.log.overlaps == []
+        assert site.log.too_soon(delay) == []
+
+
+def test_a_crawl_delay_holds_the_server_for_its_other_names_too():
+    site = Site("s", robots="User-agent: *\nCrawl-delay: 0.4\n", routes={"/a.html": Response(PAGE)})
+    with LoopbackWeb([site]):
+        fetcher = Fetcher(FetchConfig(allowed_networks=("127.0.0.0/8",), host_delay=0.01, retries=0))
+        assert fetcher.fetch_page(f"http://127.0.0.1:{site.port}/a.html").ok
+        assert fetcher.fetch_page(f"http://2130706433:{site.port}/a.html").ok  # its own robots.txt, same server
+        fetcher.close()
+    gaps = site.log.gaps()
+    assert [path for path, _ in gaps] == ["/a.html", "/robots.txt", "/a.html"]
+    assert gaps[0][1] >= 0.4 - 0.01 and gaps[1][1] >= 0.4 - 0.01  # 127.0.0.1's Crawl-delay held the server
+
+
+def test_different_servers_behind_one_port_are_crawled_at_once():
+    """127.1.0.1 and 127.1.0.2 (one socket on 0.0.0.0) are two servers: crawled in parallel, not one after another."""
+    with ManyAddressServer(latency=0.3) as server:
+        hosts = {loopback_address(i): [server.url(i, f"/p{j}.html") for j in range(2)] for i in range(2)}
+        fetcher = Fetcher(FetchConfig(allowed_networks=("127.0.0.0/8",), host_delay=0.05, retries=0))
+        started = time.monotonic()
+        results = crawl_hosts_at_once(fetcher, hosts)
+        elapsed = time.monotonic() - started
+        fetcher.close()
+    assert len(results) == 4 and all(result.ok for _, result in results)
+    assert elapsed < 1.7, elapsed  # one server after the other: 6 x 0.3 s + 4 delays = 2 s; at once about 1 s

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from webtext.pipeline import layout
 from webtext.pipeline.demo_dump import make_sample_dump
 
 
@@ -30,9 +32,9 @@ def test_praw_listings_become_links(fake_reddit, tmp_path, webtext_cli, beam_arg
                        "--praw-listing", "top", "--praw-time-filter", "all", *beam_args) == 0
     served = [fake_reddit.server.listing(name, "top") for name in ("news", "science")]
     expected = expected_links(served)
-    links = rows(run / "links")
+    links = rows(Path(run, layout.LINKS))
     assert {row["url"]: row["score"] for row in links} == expected
-    rejects = rows(run / "rejects" / "links")
+    rejects = rows(Path(run, layout.REJECTS, "links"))
     assert sum(row["num_submissions"] for row in links) + len(rejects) == sum(len(listing) for listing in served)
     assert {r["reason"] for r in rejects} >= {"self-post", "nsfw", "media-host", "low-karma"}
     paths = [request.path for request in fake_reddit.requests]
@@ -48,7 +50,7 @@ def test_praw_and_dumps_together(fake_reddit, tmp_path, webtext_cli, beam_args):
     run = tmp_path / "run"
     assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--praw-site", fake_reddit.site,
                        "--praw-subreddits", "science", "--praw-listing", "new", *beam_args) == 0
-    links = rows(run / "links")
+    links = rows(Path(run, layout.LINKS))
     praw_expected = expected_links([fake_reddit.server.listing("science", "new")])
     assert len(links) == planted["links"] + len(praw_expected)
 
@@ -59,14 +61,14 @@ def test_authentication_failure_names_the_site_not_the_secret(fake_reddit, tmp_p
     err = capsys.readouterr().err
     assert fake_reddit.bad_site in err and "Traceback" not in err
     assert fake_reddit.wrong_secret not in err and fake_reddit.client_secret not in err
-    assert not (run / "links" / "_SUCCESS").exists()
+    assert not Path(run, layout.LINKS, layout.SUCCESS).exists()
 
 
 def test_unknown_subreddit_is_a_reject_not_a_crash(fake_reddit, tmp_path, webtext_cli, beam_args):
     run = tmp_path / "run"
     assert webtext_cli("links", run, "--praw-site", fake_reddit.site, "--praw-subreddits", "science,doesnotexist",
                        *beam_args) == 0
-    rejects = rows(run / "rejects" / "links")
+    rejects = rows(Path(run, layout.REJECTS, "links"))
     failed = [r for r in rejects if r["reason"] == "listing-failed"]
     assert len(failed) == 1 and "doesnotexist" in failed[0]["detail"]
-    assert rows(run / "links")  # r/science still made it
+    assert rows(Path(run, layout.LINKS))  # r/science still made it

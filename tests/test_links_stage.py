@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from webtext.pipeline import layout, sinks
 from webtext.pipeline.demo_dump import make_sample_dump
 
 LINK_COLUMNS = {"url", "url_key", "domain", "score", "score_sum", "num_submissions", "created_utc", "subreddits",
@@ -25,15 +26,19 @@ def table_rows(folder: Path, pattern: str) -> list[dict]:
 
 
 def links_of(run: Path) -> list[dict]:
-    return table_rows(run / "links", "links-*.parquet")
+    return table_rows(run, layout.LINKS_GLOB)
 
 
 def rejects_of(run: Path) -> list[dict]:
-    return table_rows(run / "rejects" / "links", "*.parquet")
+    return table_rows(Path(run, layout.REJECTS, "links"), "*.parquet")
 
 
 def counters_of(run: Path) -> dict:
-    return json.loads((run / "stats" / "links.json").read_text())["counters"]
+    return json.loads(Path(run, layout.STATS, "links.json").read_text())["counters"]
+
+
+def tables_by_name(folder: Path) -> dict[str, list[dict]]:
+    return {path.name: pq.read_table(path).to_pylist() for path in sorted(folder.glob("*.parquet"))}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +56,7 @@ def test_generated_zst_dump_gives_the_planted_links_and_rejects(sample_dump, tmp
     assert webtext_cli("links", run, "--reddit-dumps", str(dump), *beam_args) == 0
     links, rejects = links_of(run), rejects_of(run)
     assert len(links) == planted["links"]
-    assert set(pq.read_schema(next((run / "links").glob("*.parquet"))).names) >= LINK_COLUMNS
+    assert set(pq.read_schema(next(Path(run, layout.LINKS).glob("*.parquet"))).names) >= LINK_COLUMNS
     assert dict(Counter(r["reason"] for r in rejects)) == planted["expected_rejects"]
     assert sum(row["num_submissions"] for row in links) == planted["merged_submissions"]
     # accounting: every line is in exactly one place
@@ -107,10 +112,9 @@ def test_output_is_deterministic_across_runners_and_workers(sample_dump, tmp_pat
     for name, args in runs.items():
         run = tmp_path / name
         assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--links-shards", "3", *args) == 0
-        outputs[name] = ({p.name: pq.read_table(p).to_pylist() for p in sorted((run / "links").glob("*.parquet"))},
-                         {p.name: pq.read_table(p).to_pylist() for p in sorted((run / "rejects" / "links").glob("*.parquet"))})
+        outputs[name] = (tables_by_name(Path(run, layout.LINKS)), tables_by_name(Path(run, layout.REJECTS, "links")))
     assert outputs["fnapi"] == outputs["multiprocess"]
-    assert sorted(outputs["fnapi"][0]) == [f"links-0000{i}-of-00003.parquet" for i in range(3)]
+    assert sorted(outputs["fnapi"][0]) == [sinks.shard_name("links", i, 3) for i in range(3)]
 
 
 def test_rerun_is_skipped_until_inputs_or_options_change(sample_dump, tmp_path, webtext_cli, beam_args, capsys):
@@ -132,7 +136,7 @@ def test_config_file_and_flags_and_resolved_config(sample_dump, tmp_path, webtex
     run = tmp_path / "run"
     assert webtext_cli("links", run, "--config", config, "--min-karma", "20", *beam_args) == 0
     import tomllib
-    saved = tomllib.loads((run / "config.toml").read_text())
+    saved = tomllib.loads(Path(run, layout.CONFIG).read_text())
     assert saved["links"]["min_karma"] == 20 and saved["links"]["before"] == 1512086400
     assert saved["run"]["beam_args"] == beam_args
     assert min(row["score"] for row in links_of(run)) >= 20
@@ -170,7 +174,7 @@ def test_too_many_bad_lines_fail_naming_file_and_line(tmp_path, webtext_cli, bea
     assert webtext_cli("links", run, "--reddit-dumps", str(dump), *beam_args) == 2
     err = capsys.readouterr().err
     assert str(dump) in err and "line 42" in err and "--max-bad-fraction" in err
-    assert not (run / "links" / "_SUCCESS").exists()
+    assert not Path(run, layout.LINKS, layout.SUCCESS).exists()
     assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--max-bad-fraction", "0.05", *beam_args) == 0
     rejects = rejects_of(run)
     assert sorted(r["item_id"] for r in rejects) == [f"{dump}:42", f"{dump}:51"]

@@ -12,7 +12,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from tests.tokenizer_corpus import letter_bpe_gpt2_files, real_pages, tricky_docs, word_docs, write_docs
-from webtext.pipeline import gpt2_bpe, shards_stage
+from webtext.pipeline import gpt2_bpe, layout, shards_stage
 from webtext.pipeline.cli import main as webtext
 from webtext.pipeline.layout import RunDir
 from webtext.pipeline.storage import read_rows as read_parquet_rows
@@ -38,7 +38,7 @@ def corpus_rows(shared_data: Path) -> list[dict]:
 
 
 def make_run(root: Path, rows: list[dict], files: int, *shard_args: str, vocab_size: int = 1000) -> Path:
-    write_docs(root / "docs", rows, files=files)
+    write_docs(Path(root, layout.DOCS), rows, files=files)
     assert webtext(["tokenizer", str(root), "--vocab-size", str(vocab_size)]) == 0
     assert webtext(["shards", str(root), "--shard-tokens", str(SHARD_TOKENS), "--val-fraction", str(VAL_FRACTION),
                     *shard_args]) == 0
@@ -51,11 +51,12 @@ def run(tmp_path_factory, shared_data) -> Path:
 
 
 def shard_bytes(run: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted((run / "shards").glob("*")) if path.name != "_SUCCESS"}
+    files = sorted(Path(run, layout.SHARDS).glob("*"))
+    return {path.name: path.read_bytes() for path in files if path.name != layout.SUCCESS}
 
 
 def stats(run: Path) -> dict[str, int]:
-    return json.loads((run / "stats" / "shards.json").read_text())["counters"]
+    return json.loads(Path(run, layout.STATS, "shards.json").read_text())["counters"]
 
 
 def copy_run(run: Path, destination: Path) -> Path:
@@ -68,19 +69,19 @@ def copy_run(run: Path, destination: Path) -> Path:
 
 @pytest.mark.realdata
 def test_manifest_describes_the_shards(run):
-    manifest = Manifest.load(run / "shards")
-    tokenizer_json = (run / "tokenizer" / "tokenizer.json").read_bytes()
+    manifest = Manifest.load(Path(run, layout.SHARDS))
+    tokenizer_json = Path(run, layout.TOKENIZER_JSON).read_bytes()
     assert manifest.tokenizer_sha256 == hashlib.sha256(tokenizer_json).hexdigest()
     assert (manifest.vocab_size, manifest.eot_id, manifest.dtype) == (1000, 999, "uint16")
-    raw = json.loads((run / "shards" / "manifest.json").read_text())
+    raw = json.loads(Path(run, layout.SHARDS_MANIFEST).read_text())
     assert raw["format"] == "webtext-shards" and raw["version"] == 1
     assert [s["name"] for s in raw["shards"]] == sorted(s["name"] for s in raw["shards"] if s["split"] == "train") + \
         sorted(s["name"] for s in raw["shards"] if s["split"] == "val")
-    names = {path.name for path in (run / "shards").glob("*.arrow")}
+    names = {path.name for path in Path(run, layout.SHARDS).glob("*.arrow")}
     assert names == {info.name for info in manifest.shards}
     for info in manifest.shards:
-        assert shard_format.sha256_file(run / "shards" / info.name) == info.sha256
-        shard = Shard(run / "shards" / info.name)
+        assert shard_format.sha256_file(Path(run, layout.SHARDS, info.name)) == info.sha256
+        shard = Shard(Path(run, layout.SHARDS, info.name))
         assert (shard.num_documents, shard.num_tokens, shard.dtype) == (info.documents, info.tokens, "uint16")
     shard_format.verify(manifest)
 
@@ -89,9 +90,9 @@ def test_manifest_describes_the_shards(run):
 def test_every_document_decodes_back_to_its_text(run, shared_data):
     texts = {row["doc_id"]: {row["text"]} for row in real_pages(shared_data) + tricky_docs()}
     texts["tricky-0"].add("a second document claiming the id tricky-0")  # one of the two stays
-    encoder = Encoder((run / "tokenizer" / "tokenizer.json").read_bytes())
+    encoder = Encoder(Path(run, layout.TOKENIZER_JSON).read_bytes())
     seen = []
-    for path in sorted((run / "shards").glob("*.arrow")):
+    for path in sorted(Path(run, layout.SHARDS).glob("*.arrow")):
         shard = Shard(path)
         for index in range(len(shard)):
             tokens = shard.document(index)
@@ -104,16 +105,16 @@ def test_every_document_decodes_back_to_its_text(run, shared_data):
 
 @pytest.mark.realdata
 def test_split_is_a_stable_hash_of_doc_id_with_a_val_shard(run):
-    manifest = Manifest.load(run / "shards")
+    manifest = Manifest.load(Path(run, layout.SHARDS))
     assert manifest.split("val") and manifest.split("train")
     for info in manifest.shards:
-        for doc_id in Shard(run / "shards" / info.name).doc_ids.to_pylist():
+        for doc_id in Shard(Path(run, layout.SHARDS, info.name)).doc_ids.to_pylist():
             assert shard_format.split_for_doc(doc_id, VAL_FRACTION) == info.split
 
 
 @pytest.mark.realdata
 def test_shards_hold_about_shard_tokens_in_hash_order(run):
-    manifest = Manifest.load(run / "shards")
+    manifest = Manifest.load(Path(run, layout.SHARDS))
     for split in ("train", "val"):
         infos = manifest.split(split)
         total = manifest.split_tokens(split)
@@ -121,7 +122,7 @@ def test_shards_hold_about_shard_tokens_in_hash_order(run):
         assert [info.name for info in infos] == [shard_format.shard_name(split, i) for i in range(len(infos))]
         previous_last = -1
         for info in infos:
-            shard = Shard(run / "shards" / info.name)
+            shard = Shard(Path(run, layout.SHARDS, info.name))
             longest = int(np.diff(shard.offsets).max())
             assert info.tokens <= total / len(infos) + longest
             hashes = [shards_stage.doc_hash(d) for d in shard.doc_ids.to_pylist()]
@@ -131,12 +132,13 @@ def test_shards_hold_about_shard_tokens_in_hash_order(run):
 
 @pytest.mark.realdata
 def test_rejects_and_counters(run):
-    rejects = [row for path in sorted((run / "rejects" / "shards").glob("*.parquet")) for row in read_parquet_rows(str(path))]
+    rejects = [row for path in sorted(Path(run, layout.REJECTS, "shards").glob("*.parquet"))
+               for row in read_parquet_rows(str(path))]
     reasons = sorted(row["reason"] for row in rejects)
     assert reasons == ["duplicate_doc_id", "empty_text", "missing_doc_id", "missing_doc_id", "missing_text"]
     assert {row["item_id"] for row in rejects if row["reason"] == "duplicate_doc_id"} == {"tricky-0"}
     counters = stats(run)
-    manifest = Manifest.load(run / "shards")
+    manifest = Manifest.load(Path(run, layout.SHARDS))
     kept = 91 + 6
     assert counters["docs.read"] == kept + 5 and counters["docs.encoded"] == kept + 1
     assert counters["reject.duplicate_doc_id"] == 1 and counters["reject.missing_doc_id"] == 2
@@ -176,7 +178,7 @@ def test_gpt2_vocabulary_shards_hold_openai_ids(tmp_path, shared_data, webtext_c
 
     run = tmp_path / "run"
     pages = real_pages(shared_data)[:30] + tricky_docs()
-    write_docs(run / "docs", pages)
+    write_docs(Path(run, layout.DOCS), pages)
     gpt2_dir = shared_data / "gpt2-tokenizer"
     assert webtext_cli("tokenizer", run, "--from-gpt2", gpt2_dir) == 0
     assert webtext_cli("shards", run, "--val-fraction", "0.1", *beam_args) == 0
@@ -186,10 +188,10 @@ def test_gpt2_vocabulary_shards_hold_openai_ids(tmp_path, shared_data, webtext_c
     reference = tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
                                   special_tokens={"<|endoftext|>": 50256})
     texts = {page["doc_id"]: page["text"] for page in pages}
-    manifest = Manifest.load(run / "shards")
+    manifest = Manifest.load(Path(run, layout.SHARDS))
     assert (manifest.vocab_size, manifest.eot_id, manifest.dtype) == (50257, 50256, "uint16")
     for info in manifest.shards:
-        for doc_id, tokens in Shard(run / "shards" / info.name):
+        for doc_id, tokens in Shard(Path(run, layout.SHARDS, info.name)):
             assert tokens.tolist() == reference.encode_ordinary(texts.pop(doc_id)) + [50256]
     assert not texts
 
@@ -208,7 +210,7 @@ def test_verify_passes_on_good_shards(run, webtext_cli, capsys):
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_verify_names_a_damaged_shard(run, tmp_path, webtext_cli, capsys, damage):
     copy = copy_run(run, tmp_path / "run")
-    victim = copy / "shards" / "train-00001.arrow"
+    victim = Path(copy, layout.SHARDS, shard_format.shard_name("train", 1))
     data = bytearray(victim.read_bytes())
     if damage == "flip":
         data[len(data) // 2] ^= 0xFF
@@ -226,13 +228,14 @@ def test_verify_names_a_damaged_shard(run, tmp_path, webtext_cli, capsys, damage
 @pytest.mark.realdata
 def test_verify_checks_contents_not_only_checksums(run, tmp_path):
     copy = copy_run(run, tmp_path / "run")
-    manifest = Manifest.load(copy / "shards")
+    manifest = Manifest.load(Path(copy, layout.SHARDS))
     info = manifest.split("train")[0]
-    shard = Shard(copy / "shards" / info.name)
+    shard = Shard(Path(copy, layout.SHARDS, info.name))
     tokens = shard.tokens.copy()
     tokens[shard.offsets[1] - 1] = 5  # the first document no longer ends with eot
-    stats_ = shard_format.write_shard_batch(copy / "shards" / info.name, shard_format.TokenBatch(tokens, shard.offsets),
-                                            shard.doc_ids.to_pylist(), "uint16")
+    stats_ = shard_format.write_shard_batch(Path(copy, layout.SHARDS, info.name),
+                                            shard_format.TokenBatch(tokens, shard.offsets), shard.doc_ids.to_pylist(),
+                                            "uint16")
     manifest.shards[manifest.shards.index(info)] = shard_format.ShardInfo.from_stats(info.name, "train", stats_)
     manifest.save()
     with pytest.raises(shard_format.ShardFormatError, match=f"{info.name}.*does not end with the end-of-text id"):
@@ -242,7 +245,7 @@ def test_verify_checks_contents_not_only_checksums(run, tmp_path):
 @pytest.mark.realdata
 def test_verify_refuses_shards_of_another_tokenizer(run, tmp_path, webtext_cli, capsys):
     copy = copy_run(run, tmp_path / "run")
-    tokenizer = copy / "tokenizer" / "tokenizer.json"
+    tokenizer = Path(copy, layout.TOKENIZER_JSON)
     tokenizer.write_bytes(tokenizer.read_bytes() + b"\n")
     assert webtext_cli("shards", copy, "--verify") == 2
     assert "rerun the shards stage" in capsys.readouterr().err
@@ -260,7 +263,7 @@ def test_plan_cuts_near_equal_shards_and_keeps_equal_hashes_together():
     hashes = np.array([2**63 + i * 1000 for i in range(100)] + [5], dtype=np.uint64)
     lengths = np.full(101, 10, dtype=np.int64)
     plan = shards_stage.make_plan((hashes, lengths), val_fraction=0.0, shard_tokens=250)
-    assert plan.names[0] == "val-00000" + ".arrow" and plan.splits.count("val") == 1
+    assert plan.names[0] == shard_format.shard_name("val", 0) and plan.splits.count("val") == 1
     located = plan.locate(hashes)
     assert located[-1] == 0 and (located[:-1] > 0).all()  # the lowest hash alone is val: at least one val document
     sizes = np.bincount(located[:-1])[1:] * 10
@@ -300,7 +303,7 @@ def test_plan_of_nothing_is_empty():
 def test_stage_errors_are_clear(tmp_path, webtext_cli, capsys, beam_args):
     run = tmp_path / "run"
     rows = [{"doc_id": f"d{i}", "text": f"text number {i} " * 20, "url": None} for i in range(8)]
-    write_docs(run / "docs", rows)
+    write_docs(Path(run, layout.DOCS), rows)
     assert webtext_cli("shards", run, *beam_args) == 2
     assert "tokenizer.json not found" in capsys.readouterr().err
 
@@ -308,11 +311,11 @@ def test_stage_errors_are_clear(tmp_path, webtext_cli, capsys, beam_args):
     assert webtext_cli("shards", run, "--val-fraction", "1.0", *beam_args) == 2
     assert "--val-fraction must lie in [0, 1)" in capsys.readouterr().err
 
-    write_docs(run / "docs", [{"doc_id": f"d{i}", "text": "", "url": None} for i in range(3)])
+    write_docs(Path(run, layout.DOCS), [{"doc_id": f"d{i}", "text": "", "url": None} for i in range(3)])
     assert webtext_cli("shards", run, *beam_args) == 2
     assert "all 3 were rejected" in capsys.readouterr().err
 
-    write_docs(run / "docs", rows[:3])
+    write_docs(Path(run, layout.DOCS), rows[:3])
     assert webtext_cli("shards", run, "--val-fraction", "0.999", *beam_args) == 2
     assert "every document fell into the val split" in capsys.readouterr().err
 
@@ -326,8 +329,8 @@ def test_shards_on_a_non_local_filesystem_go_through_a_temporary_file(run, tmp_p
     assert webtext(["shards", str(copy), "--force", "--shard-tokens", str(SHARD_TOKENS),
                     "--val-fraction", str(VAL_FRACTION), *beam_args]) == 0
     assert shard_bytes(copy) == shard_bytes(run)
-    assert shards_stage.verify_shards(RunDir(str(copy))).shards == len(Manifest.load(run / "shards").shards)
-    victim = copy / "shards" / "val-00000.arrow"
+    assert shards_stage.verify_shards(RunDir(str(copy))).shards == len(Manifest.load(Path(run, layout.SHARDS)).shards)
+    victim = Path(copy, layout.SHARDS, shard_format.shard_name("val", 0))
     victim.write_bytes(victim.read_bytes()[:-10])
     with pytest.raises(shard_format.ShardFormatError, match=f"{victim}: sha256"):
         shards_stage.verify_shards(RunDir(str(copy)))
@@ -337,14 +340,15 @@ def test_small_corpus_makes_one_train_and_one_val_shard(tmp_path, webtext_cli, b
     run = tmp_path / "run"
     rows = [{"doc_id": f"d{i}", "text": f"short document {i} with a few words", "url": None} for i in range(20)]
     schema = pa.schema([("doc_id", pa.string()), ("text", pa.large_string()), ("url", pa.string())])
-    write_docs(run / "docs", rows, schema=schema)
+    write_docs(Path(run, layout.DOCS), rows, schema=schema)
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0
     assert webtext_cli("shards", run, *beam_args) == 0
-    manifest = Manifest.load(run / "shards")
-    assert [info.name for info in manifest.shards] == ["train-00000.arrow", "val-00000.arrow"]
+    manifest = Manifest.load(Path(run, layout.SHARDS))
+    assert [info.name for info in manifest.shards] == [shard_format.shard_name("train", 0),
+                                                        shard_format.shard_name("val", 0)]
     assert manifest.split("val")[0].documents == 1 and manifest.split("train")[0].documents == 19
-    encoder = Encoder((run / "tokenizer" / "tokenizer.json").read_bytes())
-    val_doc, tokens = next(iter(Shard(run / "shards" / "val-00000.arrow")))
+    encoder = Encoder(Path(run, layout.TOKENIZER_JSON).read_bytes())
+    val_doc, tokens = next(iter(Shard(Path(run, layout.SHARDS, shard_format.shard_name("val", 0)))))
     assert encoder.decode(tokens[:-1]) == rows[int(val_doc[1:])]["text"]
     assert gpt2_bpe.ENDOFTEXT == encoder.decode(tokens[-1:])
 
@@ -367,7 +371,7 @@ def large_vocab_run(tmp_path_factory) -> tuple[Path, list[dict]]:
     beyond_uint16 = [token for token, token_id in json.loads(encoder_json).items() if 2**16 <= token_id < LARGE_EOT]
     rows = word_docs(beyond_uint16 + ["the", "shard", "holds", "tokens", "of", "words"], 40, 120) + tricky_docs()
     run = root / "run"
-    write_docs(run / "docs", rows, files=2)
+    write_docs(Path(run, layout.DOCS), rows, files=2)
     assert webtext(["tokenizer", str(run), "--from-gpt2", str(root / "letter-bpe")]) == 0
     assert webtext(["shards", str(run), "--shard-tokens", "4000", "--val-fraction", "0.1", "--encoder", "tiktoken",
                     FNAPI]) == 0
@@ -377,7 +381,7 @@ def large_vocab_run(tmp_path_factory) -> tuple[Path, list[dict]]:
 def test_large_vocabulary_makes_uint32_shards_that_verify(large_vocab_run, webtext_cli):
     """A vocabulary over 65,536 tokens gives uint32 shards holding ids above 65,535, and --verify accepts them."""
     run, _ = large_vocab_run
-    manifest = Manifest.load(run / "shards")
+    manifest = Manifest.load(Path(run, layout.SHARDS))
     assert (manifest.vocab_size, manifest.eot_id, manifest.dtype) == (LARGE_VOCAB, LARGE_EOT, "uint32")
     assert len(manifest.split("train")) > 1 and manifest.split("val")
     shards = [Shard(manifest.path_of(info)) for info in manifest.shards]
@@ -391,10 +395,10 @@ def test_large_vocabulary_makes_uint32_shards_that_verify(large_vocab_run, webte
 def test_large_vocabulary_documents_match_the_tokenizers_library(large_vocab_run):
     """Each document's uint32 tokens are `tokenizers`' ids plus end-of-text, and decode back to its text."""
     run, rows = large_vocab_run
-    reference = Tokenizer.from_str((run / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
+    reference = Tokenizer.from_str(Path(run, layout.TOKENIZER_JSON).read_text(encoding="utf-8"))
     reference.encode_special_tokens = True  # "<|endoftext|>" written in a document is text
     texts = {row["doc_id"]: row["text"] for row in rows}
-    for path in sorted((run / "shards").glob("*.arrow")):
+    for path in sorted(Path(run, layout.SHARDS).glob("*.arrow")):
         for doc_id, tokens in Shard(path):
             text = texts.pop(doc_id)
             assert tokens.tolist() == reference.encode(text, add_special_tokens=False).ids + [LARGE_EOT]
@@ -419,7 +423,7 @@ def test_large_vocabulary_shards_feed_the_trainer_loader(large_vocab_run):
     from webtext.train.data import PrefetchingLoader, TrainBatches, WindowIndex, open_split
 
     run, _ = large_vocab_run
-    shards = open_split(Manifest.load(run / "shards"), "train")
+    shards = open_split(Manifest.load(Path(run, layout.SHARDS)), "train")
     index = WindowIndex(shards, BLOCK_SIZE)
     expected = [tokens[start:start + BLOCK_SIZE + 1]
                 for tokens in (segment.tokens for shard in shards for segment in shard.segments)

@@ -81,13 +81,14 @@ def test_stage_runs_writes_stats_and_skips_when_unchanged(tmp_path, beam_args, c
     assert run_stage(stage, run, config, beam_args) is True
     rows = read_rows(run.path("numbers", "numbers-*.parquet"))
     assert [r["value"] for r in sorted(rows, key=lambda r: r["value"])] == [0, 2, 4, 6, 8]
-    assert len(storage.match(run.path("numbers", "numbers-*-of-00003.parquet"))) == 3
-    rejects = read_rows(run.path("rejects", "numbers", "*.parquet"))
+    written = sorted(entry.path.rsplit("/", 1)[1] for entry in storage.match(run.path("numbers", "*.parquet")))
+    assert written == [sinks.shard_name("numbers", i, 3) for i in range(3)]
+    rejects = read_rows(run.path(layout.REJECTS, "numbers", "*.parquet"))
     assert sorted(r["item_id"] for r in rejects) == ["k0001", "k0003", "k0005", "k0007", "k0009"]
     assert {r["reason"] for r in rejects} == {"odd"} and {r["stage"] for r in rejects} == {"numbers"}
-    stats = json.loads((tmp_path / "run" / "stats" / "numbers.json").read_text())
+    stats = json.loads(storage.read_bytes(run.stats("numbers.json")))
     assert stats["counters"] == {"reject.odd": 5, "driver.note": 7}
-    assert (tmp_path / "run" / "numbers" / "_SUCCESS").exists()
+    assert storage.exists(run.success_path("numbers"))
     assert "reject.odd" in capsys.readouterr().err
 
     assert run_stage(stage, run, config, beam_args) is False  # unchanged: skipped
@@ -121,7 +122,7 @@ def test_unknown_flags_go_to_beam_and_config_toml_records_the_run(tmp_path):
     assert beam_args == ["--runner=FnApiRunner", "--direct_num_workers", "2"]
     run = RunDir(str(tmp_path))
     save_resolved_config(run, {"numbers": resolve_config(stage, {}, {"count": 3})}, beam_args)
-    saved = load_config_file(str(tmp_path / "config.toml"))
+    saved = load_config_file(run.path(layout.CONFIG))
     assert saved["numbers"]["count"] == 3 and saved["run"]["beam_args"] == beam_args
 
 

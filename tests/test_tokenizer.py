@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tokenizers import pre_tokenizers
 
 from tests.tokenizer_corpus import TRICKY_TEXTS, real_pages, tricky_docs, write_docs
-from webtext.pipeline import gpt2_bpe, tokenizer_stage
+from webtext.pipeline import gpt2_bpe, layout, tokenizer_stage
 from webtext.pipeline.token_encoding import Encoder, IncompatibleVocabulary
 
 GPT2_ENCODER_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
@@ -225,13 +225,17 @@ def test_sample_is_the_lowest_hashes_up_to_the_size():
 
 
 def _read_outputs(run: Path) -> dict[str, bytes]:
-    return {name: (run / "tokenizer" / name).read_bytes() for name in tokenizer_stage.FILES}
+    return {name: Path(run, layout.TOKENIZER, name).read_bytes() for name in tokenizer_stage.FILES}
+
+
+def _counters(run: Path) -> dict[str, int]:
+    return json.loads(Path(run, layout.STATS, "tokenizer.json").read_text())["counters"]
 
 
 @pytest.mark.realdata
 def test_stage_trains_and_writes_gpt2_format_files(tmp_path, shared_data, webtext_cli):
     run = tmp_path / "run"
-    write_docs(run / "docs", real_pages(shared_data) + tricky_docs(), files=2)
+    write_docs(Path(run, layout.DOCS), real_pages(shared_data) + tricky_docs(), files=2)
     assert webtext_cli("tokenizer", run, "--vocab-size", "1000") == 0
     files = _read_outputs(run)
     vocab = json.loads(files["vocab.json"])
@@ -240,10 +244,10 @@ def test_stage_trains_and_writes_gpt2_format_files(tmp_path, shared_data, webtex
     assert merges[0] == "#version: 0.2" and len(merges) == 1 + 1000 - 257
     encoder = Encoder(files["tokenizer.json"])
     assert encoder.engine == "tiktoken" and encoder.vocab_size == 1000
-    stats = json.loads((run / "stats" / "tokenizer.json").read_text())["counters"]
+    stats = _counters(run)
     assert stats["docs.read"] == stats["docs.trained"] == 91 + len(TRICKY_TEXTS)
     assert stats["vocab.size"] == 1000 and stats["vocab.merges"] == 743
-    assert (run / "tokenizer" / "_SUCCESS").exists()
+    assert Path(run, layout.TOKENIZER, layout.SUCCESS).exists()
 
 
 @pytest.mark.realdata
@@ -252,7 +256,7 @@ def test_stage_is_deterministic_whatever_the_file_layout(tmp_path, shared_data, 
     outputs = []
     for name, rows, files in (("one", pages, 1), ("three", pages[::-1], 3)):
         run = tmp_path / name
-        write_docs(run / "docs", rows, files=files)
+        write_docs(Path(run, layout.DOCS), rows, files=files)
         assert webtext_cli("tokenizer", run, "--vocab-size", "800") == 0
         outputs.append(_read_outputs(run))
     assert outputs[0] == outputs[1]
@@ -264,9 +268,9 @@ def test_stage_sample_is_deterministic_and_big_enough(tmp_path, shared_data, web
     results = []
     for name, rows, files in (("one", pages, 1), ("four", pages[::-1], 4)):
         run = tmp_path / name
-        write_docs(run / "docs", rows, files=files)
+        write_docs(Path(run, layout.DOCS), rows, files=files)
         assert webtext_cli("tokenizer", run, "--vocab-size", "600", "--sample-bytes", "100000") == 0
-        stats = json.loads((run / "stats" / "tokenizer.json").read_text())["counters"]
+        stats = _counters(run)
         results.append((_read_outputs(run), stats["docs.trained"], stats["bytes.trained"]))
     assert results[0] == results[1]
     _, documents, text_bytes = results[0]
@@ -284,25 +288,29 @@ def test_stage_from_gpt2_copies_openai_files(tmp_path, gpt2_dir, webtext_cli):
     assert Encoder(files["tokenizer.json"]).encode(["Hello world"]) == [[15496, 995]]
 
 
+def _repeated_docs(prefix: str, words: str, count: int) -> list[dict]:
+    return [{"doc_id": f"{prefix}{i}", "text": words * 50, "url": None} for i in range(count)]
+
+
 def test_stage_prefers_deduplicated_documents(tmp_path, webtext_cli):
     run = tmp_path / "run"
-    write_docs(run / "docs", [{"doc_id": f"c{i}", "text": "crawl words " * 50, "url": None} for i in range(5)])
-    write_docs(run / "dedup", [{"doc_id": f"d{i}", "text": "dedup text " * 50, "url": None} for i in range(3)])
-    (run / "dedup" / "_SUCCESS").write_text('{"fingerprint": "x"}')
+    write_docs(Path(run, layout.DOCS), _repeated_docs("c", "crawl words ", 5))
+    write_docs(Path(run, layout.DEDUP), _repeated_docs("d", "dedup text ", 3))
+    Path(run, layout.DEDUP, layout.SUCCESS).write_text('{"fingerprint": "x"}')
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0
-    stats = json.loads((run / "stats" / "tokenizer.json").read_text())["counters"]
+    stats = _counters(run)
     assert stats["docs.read"] == 3
-    assert "Ġdedup" in json.loads((run / "tokenizer" / "vocab.json").read_text())
+    assert "Ġdedup" in json.loads(Path(run, layout.TOKENIZER, "vocab.json").read_text())
 
 
 def test_stage_refuses_output_of_an_unfinished_dedup(tmp_path, webtext_cli, capsys):
     run = tmp_path / "run"
-    write_docs(run / "docs", [{"doc_id": f"c{i}", "text": "crawl words " * 50, "url": None} for i in range(5)])
-    write_docs(run / "dedup", [{"doc_id": f"d{i}", "text": "partial " * 50, "url": None} for i in range(2)])
+    write_docs(Path(run, layout.DOCS), _repeated_docs("c", "crawl words ", 5))
+    write_docs(Path(run, layout.DEDUP), _repeated_docs("d", "partial ", 2))
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 2
     err = capsys.readouterr().err
-    assert "did not finish" in err and str(run / "dedup") in err
-    assert not (run / "tokenizer" / "_SUCCESS").exists()
+    assert "did not finish" in err and str(Path(run, layout.DEDUP)) in err
+    assert not Path(run, layout.TOKENIZER, layout.SUCCESS).exists()
 
 
 def test_stage_accepts_any_parquet_with_doc_id_and_text(tmp_path, webtext_cli):
@@ -311,9 +319,9 @@ def test_stage_accepts_any_parquet_with_doc_id_and_text(tmp_path, webtext_cli):
     rows = [{"text": f"row {i} says something", "doc_id": str(i), "extra": i} for i in range(10)]
     rows.append({"text": None, "doc_id": "null", "extra": 0})
     rows.append({"text": "", "doc_id": "empty", "extra": 0})
-    write_docs(run / "docs", rows, prefix="anything", schema=schema)
+    write_docs(Path(run, layout.DOCS), rows, prefix="anything", schema=schema)
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0
-    stats = json.loads((run / "stats" / "tokenizer.json").read_text())["counters"]
+    stats = _counters(run)
     assert stats["docs.read"] == 12 and stats["docs.trained"] == 10 and stats["docs.empty_text"] == 2
 
 
@@ -322,13 +330,13 @@ def test_stage_errors_are_clear(tmp_path, webtext_cli, capsys):
     assert webtext_cli("tokenizer", run) == 2
     assert "no documents to read" in capsys.readouterr().err
 
-    write_docs(run / "docs", [{"doc_id": "a", "body": "text"}], schema=pa.schema([("doc_id", pa.string()),
-                                                                                 ("body", pa.string())]))
+    [docs_file] = write_docs(Path(run, layout.DOCS), [{"doc_id": "a", "body": "text"}],
+                             schema=pa.schema([("doc_id", pa.string()), ("body", pa.string())]))
     assert webtext_cli("tokenizer", run) == 2
     err = capsys.readouterr().err
-    assert "docs-00000-of-00001.parquet: has no column 'text'" in err
+    assert f"{docs_file.name}: has no column 'text'" in err
 
-    (run / "docs" / "docs-00000-of-00001.parquet").write_bytes(b"not parquet at all")
+    docs_file.write_bytes(b"not parquet at all")
     assert webtext_cli("tokenizer", run) == 2
     assert "not a readable Parquet file" in capsys.readouterr().err
 
@@ -348,7 +356,8 @@ def test_stage_errors_are_clear(tmp_path, webtext_cli, capsys):
 
 def test_stage_is_skipped_when_nothing_changed(tmp_path, webtext_cli, capsys):
     run = tmp_path / "run"
-    write_docs(run / "docs", [{"doc_id": str(i), "text": f"document number {i}", "url": None} for i in range(4)])
+    rows = [{"doc_id": str(i), "text": f"document number {i}", "url": None} for i in range(4)]
+    write_docs(Path(run, layout.DOCS), rows)
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0
     capsys.readouterr()
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0

@@ -15,7 +15,7 @@ import pytest
 from tests.train_support import make_run
 from webtext.train import shard_format
 from webtext.train.cli import main
-from webtext.train.shard_format import Manifest, ShardInfo
+from webtext.train.shard_format import RUN_SHARDS, RUN_TOKENIZER, RUN_TRAINING, Manifest, ShardInfo
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_MODULES = ["webtext.train", "webtext.train.atomic", "webtext.train.shard_format", "webtext.train.model",
@@ -41,7 +41,7 @@ def trained(tmp_path_factory) -> Path:
 
 
 def test_train_writes_the_training_directory(trained):
-    train_dir = trained / "train" / "cli"
+    train_dir = trained / RUN_TRAINING / "cli"
     assert {"log.jsonl", "log.csv", "config.json", "tokenizer.json", "ckpt-00000010", "ckpt-00000020"} <= \
         {p.name for p in train_dir.iterdir()}
     last = json.loads((train_dir / "log.jsonl").read_text().splitlines()[-1])
@@ -49,7 +49,7 @@ def test_train_writes_the_training_directory(trained):
 
 
 def test_sample_is_seeded_and_decodes_with_the_runs_tokenizer(trained, capsys):
-    args = ["sample", str(trained / "train" / "cli"), "--prompt", "The cat", "--max-tokens", "12",
+    args = ["sample", str(trained / RUN_TRAINING / "cli"), "--prompt", "The cat", "--max-tokens", "12",
             "--temperature", "0.9", "--top-k", "40", "--top-p", "0.95", "--num-samples", "2", "--seed", "4", "--json"]
     assert main(args) == 0
     first = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
@@ -60,14 +60,14 @@ def test_sample_is_seeded_and_decodes_with_the_runs_tokenizer(trained, capsys):
 
 
 def test_eval_on_shards_and_on_a_text_file(trained, capsys, tmp_path):
-    assert main(["eval", str(trained / "train" / "cli")]) == 0
+    assert main(["eval", str(trained / RUN_TRAINING / "cli")]) == 0
     on_shards = last_json(capsys)
-    logged = json.loads((trained / "train" / "cli" / "log.jsonl").read_text().splitlines()[-1])["val_loss"]
+    logged = json.loads((trained / RUN_TRAINING / "cli" / "log.jsonl").read_text().splitlines()[-1])["val_loss"]
     assert on_shards["step"] == 20 and on_shards["perplexity"] == pytest.approx(np.exp(on_shards["loss"]))
     assert on_shards["loss"] < 5.0 and logged > 0
     text = tmp_path / "text.txt"
     text.write_text("The cat sat near the river. The dog ran over the big house. " * 20)
-    assert main(["eval", str(trained / "train" / "cli"), "--text", str(text)]) == 0
+    assert main(["eval", str(trained / RUN_TRAINING / "cli"), "--text", str(text)]) == 0
     on_text = last_json(capsys)
     assert on_text["source"] == str(text) and on_text["tokens"] > 100 and on_text["loss"] < 5.0
 
@@ -76,12 +76,12 @@ def test_export_and_import_through_the_command_line(trained, capsys, tmp_path):
     import torch
     import transformers
 
-    assert main(["export-hf", str(trained / "train" / "cli"), str(tmp_path / "hf")]) == 0
+    assert main(["export-hf", str(trained / RUN_TRAINING / "cli"), str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "tokenizer.json").is_file()
     hf = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "hf")).eval()
     assert main(["import-hf", str(tmp_path / "hf"), str(tmp_path / "imported")]) == 0
     assert last_json(capsys)["checkpoint"] == str(tmp_path / "imported")
-    assert main(["eval", str(trained / "train" / "cli")]) == 0
+    assert main(["eval", str(trained / RUN_TRAINING / "cli")]) == 0
     original = last_json(capsys)["loss"]
     assert main(["eval", str(tmp_path / "imported"), "--run", str(trained)]) == 0
     assert last_json(capsys)["loss"] == pytest.approx(original, rel=1e-5)
@@ -159,7 +159,7 @@ def test_config_fields_are_the_flags_of_train_and_sample():
 
 
 def test_a_new_run_over_existing_checkpoints_is_refused(trained, caplog):
-    train_dir = trained / "train" / "cli"
+    train_dir = trained / RUN_TRAINING / "cli"
     before = sorted(p.name for p in train_dir.iterdir())
     assert main(["train", str(trained), *TINY, "--max-steps", "20", "--name", "cli"]) == 2
     assert "already holds checkpoints" in caplog.text and "--resume" in caplog.text
@@ -168,12 +168,12 @@ def test_a_new_run_over_existing_checkpoints_is_refused(trained, caplog):
 
 def test_verify_shards_refuses_shards_of_another_tokenizer(trained, tmp_path, caplog):
     run = tmp_path / "run"
-    for folder in ("shards", "tokenizer"):
+    for folder in (RUN_SHARDS, RUN_TOKENIZER.parent):
         shutil.copytree(trained / folder, run / folder)
-    tokenizer = run / "tokenizer" / "tokenizer.json"
+    tokenizer = run / RUN_TOKENIZER
     tokenizer.write_bytes(tokenizer.read_bytes() + b"\n")
     assert main(["train", str(run), *TINY, "--max-steps", "1", "--verify-shards"]) == 2
-    assert "rerun the shards stage" in caplog.text and not (run / "train").exists()
+    assert "rerun the shards stage" in caplog.text and not (run / RUN_TRAINING).exists()
 
 
 def test_only_the_projects_errors_are_turned_into_exit_code_2(tmp_path, monkeypatch, caplog):
@@ -226,34 +226,35 @@ def gpt2_tokenizer(shared_data: Path):
 def test_shakespeare_with_the_gpt2_tokenizer_end_to_end(shared_data, tmp_path, capsys):
     tokenizer = gpt2_tokenizer(shared_data)
     assert tokenizer.encode("Hello world").ids == [15496, 995] and tokenizer.token_to_id("<|endoftext|>") == 50256
-    (tmp_path / "tokenizer").mkdir()
-    tokenizer.save(str(tmp_path / "tokenizer" / "tokenizer.json"))
+    (tmp_path / RUN_TOKENIZER.parent).mkdir()
+    tokenizer.save(str(tmp_path / RUN_TOKENIZER))
     speeches = (shared_data / "text" / "tinyshakespeare.txt").read_text().split("\n\n")
     documents = ["\n\n".join(speeches[i:i + 40]) for i in range(0, len(speeches), 40)]
     infos = []
-    (tmp_path / "shards").mkdir()
+    (tmp_path / RUN_SHARDS).mkdir()
     for split in ("train", "val"):
         members = [d for i, d in enumerate(documents) if shard_format.split_for_doc(f"tiny-{i}", 0.1) == split]
         encoded = [np.append(e.ids, 50256) for e in tokenizer.encode_batch(members)]
         name = shard_format.shard_name(split, 0)
-        stats = shard_format.write_shard(tmp_path / "shards" / name, [(f"{split}-{i}", e) for i, e in enumerate(encoded)],
+        stats = shard_format.write_shard(tmp_path / RUN_SHARDS / name, [(f"{split}-{i}", e) for i, e in enumerate(encoded)],
                                          "uint16", eot_id=50256)
         infos.append(ShardInfo.from_stats(name, split, stats))
-    manifest = Manifest(root=tmp_path / "shards", tokenizer_sha256=shard_format.sha256_file(tmp_path / "tokenizer" / "tokenizer.json"),
+    manifest = Manifest(root=tmp_path / RUN_SHARDS, tokenizer_sha256=shard_format.sha256_file(tmp_path / RUN_TOKENIZER),
                         vocab_size=50257, eot_id=50256, dtype="uint16", shards=infos)
     manifest.save()
-    shard_format.verify(Manifest.load(tmp_path / "shards"))
+    shard_format.verify(Manifest.load(tmp_path / RUN_SHARDS))
     assert main(["train", str(tmp_path), "--model", "tiny", "--block-size", "64", "--micro-batch", "4", "--max-steps",
                  "25", "--warmup", "3", "--lr", "1e-2", "--eval-every", "25", "--eval-batches", "4", "--ckpt-every", "25",
                  "--device", "cpu",
                  "--verify-shards"]) == 0
-    records = [json.loads(l) for l in (tmp_path / "train" / "tiny" / "log.jsonl").read_text().splitlines()]
+    tiny = tmp_path / RUN_TRAINING / "tiny"
+    records = [json.loads(l) for l in (tiny / "log.jsonl").read_text().splitlines()]
     print([round(r["loss"], 2) for r in records])
     assert records[0]["loss"] > 10.0 and records[-1]["loss"] < 8.0  # from ln(50257) = 10.8 to well below it
     capsys.readouterr()
-    assert main(["sample", str(tmp_path / "train" / "tiny"), "--prompt", "ROMEO:", "--max-tokens", "20", "--json"]) == 0
+    assert main(["sample", str(tiny), "--prompt", "ROMEO:", "--max-tokens", "20", "--json"]) == 0
     assert last_json(capsys)["completion"]
-    assert main(["eval", str(tmp_path / "train" / "tiny"), "--text", str(shared_data / "eval" / "wikitext-2_test.txt"),
+    assert main(["eval", str(tiny), "--text", str(shared_data / "eval" / "wikitext-2_test.txt"),
                  "--micro-batch", "8", "--batches", "8"]) == 0
     on_wikitext = last_json(capsys)
     assert on_wikitext["tokens"] == 8 * 8 * 64 and 5.0 < on_wikitext["loss"] < 10.8

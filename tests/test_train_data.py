@@ -149,11 +149,11 @@ def test_reading_a_whole_epoch_keeps_anonymous_memory_flat(tmp_path):
     size = 12_000_000  # 24 MB of uint16; as int64 in RAM it would be 96 MB
     tokens = (np.arange(size) % EOT).astype(np.uint16)
     tokens[-1] = EOT
-    stats = shard_format.write_shard_batch(tmp_path / "train-00000.arrow", TokenBatch(tokens, np.array([0, size])), ["big"],
-                                        "uint16")
+    name = shard_format.shard_name("train", 0)
+    stats = shard_format.write_shard_batch(tmp_path / name, TokenBatch(tokens, np.array([0, size])), ["big"], "uint16")
     del tokens
     manifest = Manifest(root=tmp_path, tokenizer_sha256="0" * 64, vocab_size=1000, eot_id=EOT, dtype="uint16",
-                        shards=[ShardInfo.from_stats("train-00000.arrow", "train", stats)])
+                        shards=[ShardInfo.from_stats(name, "train", stats)])
     gc.collect()
     before = _rss_anon_bytes()
     index = WindowIndex(open_split(manifest, "train"), block_size=1024)

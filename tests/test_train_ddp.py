@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from tests.train_support import make_run
 from webtext.train import checkpoint as ckpt
-from webtext.train.shard_format import ShardFormatError
+from webtext.train.shard_format import RUN_SHARDS, RUN_TRAINING, ShardFormatError
 from webtext.train.trainer import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,10 +69,10 @@ def test_two_ranks_equal_one_process_accumulating_the_same_global_batch(run_dir,
         assert ranks[0]["losses"][step] == pytest.approx(loss, rel=1e-5)
 
     # only rank 0 wrote: one log with one record per step, and the checkpoint
-    records = [json.loads(line) for line in (run_dir / "train" / "ddp" / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run_dir / RUN_TRAINING / "ddp" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 7))
-    assert json.loads((run_dir / "train" / "ddp" / "config.json").read_text())["world_size"] == 2
-    assert [p.name for p in ckpt.list_checkpoints(run_dir / "train" / "ddp")] == ["ckpt-00000006"]
+    assert json.loads((run_dir / RUN_TRAINING / "ddp" / "config.json").read_text())["world_size"] == 2
+    assert [p.name for p in ckpt.list_checkpoints(run_dir / RUN_TRAINING / "ddp")] == ["ckpt-00000006"]
 
 
 def test_ranks_without_accumulation_differ_from_one_rank_alone(run_dir, tmp_path):
@@ -95,7 +95,7 @@ def test_torchrun_runs_the_command_line_with_two_processes(run_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])  # printed by rank 0 only
     assert summary["step"] == 3 and summary["checkpoint"].endswith("ckpt-00000003")
-    config_record = json.loads((run_dir / "train" / "torchrun" / "config.json").read_text())
+    config_record = json.loads((run_dir / RUN_TRAINING / "torchrun" / "config.json").read_text())
     assert config_record["world_size"] == 2 and config_record["accumulation_steps"] == 2
 
 
@@ -113,8 +113,8 @@ def _verify_worker(rank: int, world_size: int, port: int, cfg: TrainConfig, out_
 
 def test_a_damaged_shard_stops_every_rank_with_rank_0s_message(run_dir, tmp_path):
     damaged = tmp_path / "run"
-    shutil.copytree(run_dir / "shards", damaged / "shards")
-    shard = sorted((damaged / "shards").glob("train-*.arrow"))[0]
+    shutil.copytree(run_dir / RUN_SHARDS, damaged / RUN_SHARDS)
+    shard = sorted((damaged / RUN_SHARDS).glob("train-*.arrow"))[0]
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
@@ -129,7 +129,7 @@ def test_a_damaged_shard_stops_every_rank_with_rank_0s_message(run_dir, tmp_path
     outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
     assert outcomes[0] == outcomes[1]
     assert outcomes[0].startswith("refused: ") and shard.name in outcomes[0] and "sha256" in outcomes[0]
-    assert not (damaged / "train" / "verify").exists()
+    assert not (damaged / RUN_TRAINING / "verify").exists()
 
 
 @pytest.mark.slow

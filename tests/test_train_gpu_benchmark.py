@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from webtext.train.shard_format import MANIFEST_NAME, RUN_SHARDS
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "train_gpu.py"
 
@@ -47,7 +49,7 @@ def test_real_shards_for_the_benchmark_are_built_from_the_shared_texts(shared_da
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "real_shards.py"), str(run), "--data", str(shared_data)],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
-    manifest = json.loads((run / "shards" / "manifest.json").read_text())
+    manifest = json.loads((run / RUN_SHARDS / MANIFEST_NAME).read_text())
     assert manifest["vocab_size"] == 50257 and manifest["dtype"] == "uint16"
     splits = {shard["split"] for shard in manifest["shards"]}
     assert splits == {"train", "val"} and sum(shard["tokens"] for shard in manifest["shards"]) > 500_000

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from webtext.train import shard_format
-from webtext.train.shard_format import Manifest, Shard, ShardFormatError, ShardInfo, TokenBatch
+from webtext.train.shard_format import MANIFEST_NAME, Manifest, Shard, ShardFormatError, ShardInfo, TokenBatch
 
 EOT = 99
 VOCAB = 100
@@ -145,7 +145,7 @@ def test_manifest_round_trip_and_save_is_atomic(tmp_path):
     manifest = write_run(tmp_path)
     loaded = Manifest.load(tmp_path)
     assert loaded == manifest
-    record = json.loads((tmp_path / "manifest.json").read_text())
+    record = json.loads((tmp_path / MANIFEST_NAME).read_text())
     assert record["format"] == "webtext-shards" and record["version"] == 1
     assert [s["name"] for s in record["shards"]] == ["train-00000.arrow", "train-00001.arrow",
                                                      "train-00002.arrow", "val-00000.arrow"]
@@ -168,7 +168,7 @@ def test_manifest_round_trip_and_save_is_atomic(tmp_path):
 ])
 def test_manifest_validation_messages_name_the_file(tmp_path, change, message):
     write_run(tmp_path, splits=(("train", 1),))
-    path = tmp_path / "manifest.json"
+    path = tmp_path / MANIFEST_NAME
     record = json.loads(path.read_text())
     change(record)
     path.write_text(json.dumps(record))
@@ -180,7 +180,7 @@ def test_manifest_validation_messages_name_the_file(tmp_path, change, message):
 def test_manifest_missing_and_garbled(tmp_path):
     with pytest.raises(ShardFormatError, match="no shard manifest"):
         Manifest.load(tmp_path)
-    (tmp_path / "manifest.json").write_text("{not json")
+    (tmp_path / MANIFEST_NAME).write_text("{not json")
     with pytest.raises(ShardFormatError, match="unreadable manifest"):
         Manifest.load(tmp_path)
 
@@ -191,20 +191,21 @@ def test_verify_accepts_a_good_run(tmp_path):
 
 def test_verify_names_a_truncated_shard(tmp_path):
     manifest = write_run(tmp_path)
-    victim = tmp_path / "train-00001.arrow"
+    victim = tmp_path / shard_format.shard_name("train", 1)
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ShardFormatError, match="train-00001.arrow: sha256") as raised:
+    with pytest.raises(ShardFormatError, match=f"{victim.name}: sha256") as raised:
         shard_format.verify(manifest)
     assert "truncated" in str(raised.value)
-    with pytest.raises(ShardFormatError, match="train-00001.arrow: not a readable Arrow IPC file"):
+    with pytest.raises(ShardFormatError, match=f"{victim.name}: not a readable Arrow IPC file"):
         shard_format.verify(manifest, check_sha256=False)
 
 
 def test_verify_names_a_missing_shard(tmp_path):
     manifest = write_run(tmp_path)
-    (tmp_path / "val-00000.arrow").unlink()
-    with pytest.raises(ShardFormatError, match="val-00000.arrow: shard listed in the manifest is missing"):
+    victim = tmp_path / shard_format.shard_name("val", 0)
+    victim.unlink()
+    with pytest.raises(ShardFormatError, match=f"{victim.name}: shard listed in the manifest is missing"):
         shard_format.verify(manifest)
 
 

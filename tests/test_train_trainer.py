@@ -17,6 +17,7 @@ import torch
 from tests.train_support import make_run
 from webtext.train import checkpoint as ckpt
 from webtext.train import trainer
+from webtext.train.shard_format import RUN_TRAINING
 from webtext.train.model import GPT, named_config
 from webtext.train.trainer import Distributed, TrainConfig, accumulation_steps, lr_at, optimizer_step, train
 
@@ -120,13 +121,13 @@ def test_resume_refuses_another_model_config(run_dir):
     assert sorted(resumed.losses) == [5] and resumed.model.config.block_size == 32
     model = GPT(named_config("tiny", vocab_size=320, block_size=64))
     with pytest.raises(ckpt.CheckpointError, match="block_size: checkpoint 32 vs model 64"):
-        ckpt.load_weights(model, ckpt.resolve_checkpoint(run_dir / "train" / "shape"))
+        ckpt.load_weights(model, ckpt.resolve_checkpoint(run_dir / RUN_TRAINING / "shape"))
 
 
 def test_resume_without_checkpoint_is_refused_and_init_from_loads_weights(run_dir):
     with pytest.raises(ckpt.CheckpointError, match=r"--resume: no checkpoint in .*fresh to resume from"):
         train(tiny_config(run_dir, "fresh", resume=True, max_steps=4))
-    assert not (run_dir / "train" / "fresh").exists()
+    assert not (run_dir / RUN_TRAINING / "fresh").exists()
     result = train(tiny_config(run_dir, "fresh", max_steps=4))
     assert sorted(result.losses) == [1, 2, 3, 4]
     again = train(tiny_config(run_dir, "warm", init_from=str(result.train_dir), max_steps=1, lr=0.0, warmup=0,
@@ -322,7 +323,7 @@ def test_batch_tokens_must_be_a_multiple_of_one_micro_step():
 def test_an_unknown_attention_backend_is_refused_before_anything_is_written(run_dir):
     with pytest.raises(trainer.ConfigError, match="attention must be one of cudnn, flash, efficient, auto"):
         train(tiny_config(run_dir, "bad-attention", attention="fastest"))
-    assert not (run_dir / "train" / "bad-attention").exists()
+    assert not (run_dir / RUN_TRAINING / "bad-attention").exists()
     for choice in ("cudnn", "flash", "efficient", "auto"):  # every choice is a no-op off CUDA
         with trainer.attention_backends(torch.device("cpu"), choice):
             pass

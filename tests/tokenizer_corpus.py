@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from webtext.pipeline import gpt2_bpe
+from webtext.pipeline import gpt2_bpe, sinks
 
 # Texts that stress a byte-level BPE: every script class of the GPT-2 regex, whitespace runs, the end-of-text marker
 # written inside a document, control characters, emoji with modifiers, combining marks.
@@ -32,7 +32,7 @@ def write_docs(directory: Path, rows: list[dict], files: int = 1, prefix: str = 
     paths = []
     for index in range(files):
         part = rows[index::files]
-        path = directory / f"{prefix}-{index:05d}-of-{files:05d}.parquet"
+        path = directory / sinks.shard_name(prefix, index, files)
         pq.write_table(pa.Table.from_pylist(part, schema=schema), path)
         paths.append(path)
     return paths

@@ -45,10 +45,11 @@ def make_run(run: Path, train_docs: int = 400, val_docs: int = 40, train_shards:
              tokenizer_vocab: int = 320) -> Manifest:
     """RUN/tokenizer/tokenizer.json and RUN/shards/{train,val}-*.arrow + manifest.json from synthetic text."""
     texts = synthetic_documents(train_docs + val_docs, seed)
-    tokenizer = train_tokenizer(texts, run / "tokenizer" / "tokenizer.json", tokenizer_vocab)
+    tokenizer_path = run / shard_format.RUN_TOKENIZER
+    tokenizer = train_tokenizer(texts, tokenizer_path, tokenizer_vocab)
     eot_id = tokenizer.token_to_id("<|endoftext|>")
     vocab_size = tokenizer.get_vocab_size()
-    shard_dir = run / "shards"
+    shard_dir = run / shard_format.RUN_SHARDS
     shard_dir.mkdir(parents=True, exist_ok=True)
     groups = {"train": texts[:train_docs], "val": texts[train_docs:]}
     infos = []
@@ -60,7 +61,7 @@ def make_run(run: Path, train_docs: int = 400, val_docs: int = 40, train_shards:
             name = shard_format.shard_name(split, index)
             stats = shard_format.write_shard(shard_dir / name, documents, shard_format.dtype_for_vocab(vocab_size), eot_id=eot_id)
             infos.append(ShardInfo.from_stats(name, split, stats))
-    manifest = Manifest(root=shard_dir, tokenizer_sha256=shard_format.sha256_file(run / "tokenizer" / "tokenizer.json"),
+    manifest = Manifest(root=shard_dir, tokenizer_sha256=shard_format.sha256_file(tokenizer_path),
                         vocab_size=vocab_size, eot_id=eot_id, dtype=shard_format.dtype_for_vocab(vocab_size), shards=infos)
     manifest.save()
     return manifest

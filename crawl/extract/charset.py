@@ -14,6 +14,8 @@ _NOT_CONTROL_BYTES = bytes(b for b in range(256) if b >= 0x20 or b in b"\t\n\r\f
 # WHATWG Encoding Standard: these labels mean windows-1252 in browsers, and pages are written for browsers.
 _WINDOWS_1252_LABELS = frozenset({"ascii", "us-ascii", "latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1", "cp819",
                                   "ibm819", "iso_8859-1", "x-cp1252", "windows-1252", "cp1252"})
+# Python codecs that are text encodings but no page's charset (browsers know none of them): the label counts as unknown.
+_NOT_PAGE_CHARSETS = frozenset({"undefined", "idna", "punycode", "unicode-escape", "raw-unicode-escape", "utf-7"})
 
 
 def looks_binary(body: bytes) -> bool:
@@ -30,7 +32,9 @@ def looks_binary(body: bytes) -> bool:
 
 
 def codec_name(label: str | bytes | None) -> str | None:
-    """The Python codec for a charset label as browsers read it (latin-1 and ASCII mean windows-1252), or None."""
+    """The Python codec for a charset label as browsers read it (latin-1 and ASCII mean windows-1252), or None for
+    an unknown label, including one that names a codec that is not a text encoding (base64, hex, rot13, zlib, …:
+    `codecs.lookup` finds them, but they turn bytes into bytes, and a page is never labelled with one)."""
     if not label:
         return None
     if isinstance(label, bytes):
@@ -41,8 +45,11 @@ def codec_name(label: str | bytes | None) -> str | None:
     if label in ("x-sjis", "shift-jis", "sjis", "ms_kanji", "csshiftjis"):
         return "cp932"  # what Shift_JIS pages are written in in practice
     try:
-        name = codecs.lookup(label).name
+        info = codecs.lookup(label)
     except LookupError:
+        return None
+    name = info.name
+    if not getattr(info, "_is_text_encoding", True) or name in _NOT_PAGE_CHARSETS:
         return None
     return "utf-8" if name.startswith("utf-16") or name.startswith("utf-32") else name  # a meta tag cannot mean UTF-16
 

@@ -5,6 +5,7 @@ Python could never stop; a page that needs too much memory is a reject (`extract
 """
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import threading
@@ -156,7 +157,7 @@ def serve_pages(connection: Connection, config: ExtractConfig, memory_mb: int) -
 
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    import trafilatura  # noqa: F401 (imported before answering "ready", so the first page is not slow)
+    importlib.import_module("trafilatura")  # before answering "ready", so the first page is not slow
 
     identify_language("warm up the model")
     connection.send("ready")

@@ -99,8 +99,9 @@ class AddressGuard:
     resolver: Resolver = system_resolve
     pin_seconds: float = 300.0
     _networks: list = field(init=False, repr=False)
+    # (host, port) -> (monotonic until, checked addresses); written by host threads, read by connecting threads
     _pins: dict[tuple[str, int], tuple[float, tuple[str, ...]]] = field(init=False, repr=False, default_factory=dict)
-    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)  # guards _pins, not resolving
 
     def __post_init__(self) -> None:
         self._networks = [ipaddress.ip_network(n, strict=False) for n in self.allowed_networks]

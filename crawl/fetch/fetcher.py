@@ -19,10 +19,11 @@ from urllib.parse import urlsplit
 import requests
 import urllib3.exceptions
 
-from .addresses import AddressBlocked, AddressGuard, PinnedAdapter, ResolveFailed, observe_sockets, system_resolve
+from .addresses import (MAX_ADDRESSES_PER_CONNECTION, AddressBlocked, AddressGuard, PinnedAdapter, ResolveFailed,
+                        observe_sockets, system_resolve)
 from .config import FetchConfig
 from .outcomes import FetchFailure, FetchResult, error_detail
-from .politeness import HostScheduler, host_key
+from .politeness import HostScheduler, host_key, server_key
 from .responses import (PAGE_STATUSES, backoff_seconds, follow_redirect, is_html, page_outcome, parse_retry_after,
                         redirect_target, retryable_status)
 from .robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsRules, RobotsVerdict, robots_verdict
@@ -58,17 +59,20 @@ class Fetcher:
     def __init__(self, config: FetchConfig, archive: Callable[[HttpExchange], tuple[str, int]] | None = None,
                  scheduler: HostScheduler | None = None, resolver: Callable[[str, int], list[str]] | None = None,
                  seed: int | None = None):
-        self.config = config
-        self.archive = archive
-        self.scheduler = scheduler or HostScheduler(config.host_delay)
-        self.guard = AddressGuard(allow_private=config.allow_private_addresses,
+        # Shared by every host thread of the worker; what guards each (see also each class's own comments):
+        self.config = config  # read only
+        self.archive = archive  # the caller's; the stage's WarcWriter serialises writes under its own lock
+        self.scheduler = scheduler or HostScheduler(config.host_delay)  # its Condition
+        self.guard = AddressGuard(allow_private=config.allow_private_addresses,  # its _lock (the pins)
                                   allowed_networks=config.allowed_networks, resolver=resolver or system_resolve)
+        # requests.Session: only read after this (headers, adapters); urllib3's PoolManager and pools lock themselves;
+        # the cookie jar stores nothing (_NoCookies)
         self.session = self._session()
-        self.watchdog = Watchdog()
-        self._rng = random.Random(seed)
-        self.robots = RobotsCache(self._fetch_robots)
+        self.watchdog = Watchdog()  # its Condition; each Deadline its own lock
+        self._rng = random.Random(seed)  # random() is one C call, atomic under the GIL
+        self.robots = RobotsCache(self._fetch_robots)  # its _lock (the maps), a lock per origin (one fetch each)
         self._refused_hosts: dict[str, tuple[float, str]] = {}  # host -> (monotonic until, why): long Retry-After
-        self._refused_lock = threading.Lock()
+        self._refused_lock = threading.Lock()  # guards _refused_hosts
 
     def _session(self) -> requests.Session:
         session = _NoRedirectSession()
@@ -216,7 +220,7 @@ class Fetcher:
             if time.monotonic() >= until:
                 raise FetchFailure("timeout", f"link not done within {self.config.link_budget:g}s")
             failure: FetchFailure | None = None
-            with self.scheduler.turn(host, not_before=not_before):
+            with self.scheduler.turn(host, not_before=not_before, servers=self._servers(url)):
                 try:
                     exchange = self._exchange(url, page, until)
                 except FetchFailure as error:
@@ -247,6 +251,18 @@ class Fetcher:
             log.debug("retrying %s in %.2fs (attempt %d)", url, wait, attempt + 1)
             not_before = time.monotonic() + wait
         raise AssertionError("unreachable")
+
+    def _servers(self, url: str) -> list[str]:
+        """The servers (`server_key`) the URL's host resolves to, as the address guard pinned them for the connections
+        (checked now if never before: the host's first request is held per server too); none when it cannot resolve
+        or is refused (the exchange then fails with the reason, holding only the host)."""
+        parts = urlsplit(url)
+        try:
+            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+            addresses = self.guard.pinned(parts.hostname or "", port) or self.guard.check(parts.hostname or "", port)
+        except (AddressBlocked, ResolveFailed, ValueError):
+            return []
+        return [server_key(address, port, parts.scheme) for address in addresses[:MAX_ADDRESSES_PER_CONNECTION]]
 
     def _archive(self, exchange: HttpExchange, result: FetchResult | None) -> None:
         if result is not None:

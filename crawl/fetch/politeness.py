@@ -1,4 +1,5 @@
-"""Politeness and concurrency: one request in flight per host with a delay between requests, many hosts at once.
+"""Politeness and concurrency: one request in flight per host and per server (resolved address), with a delay
+between requests, many hosts at once.
 
 `HostScheduler` hands out turns per host; `HostPool` runs one thread per host in flight, so a worker crawls many hosts
 concurrently while each host's pages are fetched strictly one after another.
@@ -30,16 +31,27 @@ def host_key(url: str) -> str:
     return host if port in (None, default) else f"{host}:{port}"
 
 
+def server_key(address: str, port: int, scheme: str = "http") -> str:
+    """The politeness key of a server: a resolved address with the port unless it is the scheme's default. Distinct
+    from every `host_key` (a leading '@'), so a host named by its address and the server itself are two keys."""
+    default = {"http": 80, "https": 443}.get(scheme.lower())
+    address = f"[{address}]" if ":" in address else address
+    return f"@{address}" if port == default else f"@{address}:{port}"
+
+
 class HostScheduler:
     """At most one request in flight per host, and at least the host's delay from the end of one request to the
-    start of the next. Shared by all threads of a process; `host_state`/`restore_host` hand a host over to the
-    process that crawls it next (the crawl stage's redirect rounds)."""
+    start of the next. A turn may also name the servers (`server_key`) the host resolves to: they are held and
+    spaced the same way, so two names of one server (aliases, an address and its name) are never asked at once nor
+    sooner than the delay apart. Shared by all threads of a process; `host_state`/`restore_host` hand a host over to
+    the process that crawls it next (the crawl stage's redirect rounds); server clocks stay with the process."""
 
     def __init__(self, default_delay: float = 1.0):
         self.default_delay = default_delay
+        # Every field below is read and written only while holding _condition (all host threads share them).
         self._condition = threading.Condition()
-        self._busy: set[str] = set()
-        self._free_at: dict[str, float] = {}
+        self._busy: set[str] = set()  # hosts and servers with a request in flight
+        self._free_at: dict[str, float] = {}  # host or server -> monotonic time it may get its next request
         self._delays: dict[str, float] = {}
         self._deferred: dict[str, float] = {}  # host -> monotonic time before which it gets no request
 
@@ -88,15 +100,19 @@ class HostScheduler:
             self._condition.notify_all()
 
     @contextmanager
-    def turn(self, host: str, not_before: float = 0.0) -> Iterator[None]:
-        """Waits until the host is idle and its delay (and `not_before`, a monotonic time) has passed; holds it."""
+    def turn(self, host: str, not_before: float = 0.0, servers: Iterable[str] = ()) -> Iterator[None]:
+        """Waits until the host and its `servers` are idle and their delays (and `not_before`, a monotonic time) have
+        passed; holds them all (taken at once, so two turns sharing servers cannot deadlock). After the turn each of
+        them waits the host's delay (its Crawl-delay, if longer) before its next request, from whichever host."""
+        keys = [host, *(s for s in dict.fromkeys(servers) if s != host)]
         with self._condition:
             while True:
-                if host not in self._busy:
-                    ready_at = max(self._free_at.get(host, 0.0), self._deferred.get(host, 0.0), not_before)
+                if not any(key in self._busy for key in keys):
+                    ready_at = max(self._deferred.get(host, 0.0), not_before,
+                                   *(self._free_at.get(key, 0.0) for key in keys))
                     wait = ready_at - time.monotonic()
                     if wait <= 0:
-                        self._busy.add(host)
+                        self._busy.update(keys)
                         break
                     self._condition.wait(wait)
                 else:
@@ -105,8 +121,10 @@ class HostScheduler:
             yield
         finally:
             with self._condition:
-                self._busy.discard(host)
-                self._free_at[host] = time.monotonic() + self.delay(host)
+                self._busy.difference_update(keys)
+                free_at = time.monotonic() + self.delay(host)
+                for key in keys:
+                    self._free_at[key] = max(free_at, self._free_at.get(key, 0.0))
                 self._prune()
                 self._condition.notify_all()
 
@@ -138,9 +156,9 @@ class HostPool:
         self.crawl_host = crawl_host
         self.max_hosts = max(1, max_hosts)
         self._executor = ThreadPoolExecutor(max_workers=self.max_hosts, thread_name_prefix="host")
-        self._results: queue.Queue = queue.Queue(maxsize=max_queued)
+        self._results: queue.Queue = queue.Queue(maxsize=max_queued)  # host threads -> caller; the queue locks itself
         self._cancelled = threading.Event()
-        self.in_flight = 0
+        self.in_flight = 0  # the caller's thread only (submit, _take): host threads never touch it
 
     def submit(self, host: str, items: list) -> Iterator[Any]:
         """Starts a host; while all threads are busy, first yields results until one host finishes."""

@@ -18,7 +18,7 @@ from .outcomes import FetchFailure
 from .politeness import host_key
 from .warc import HttpExchange
 
-ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309 asks crawlers to parse at least 500 KiB
+ROBOTS_MAX_BYTES = 500 * 1024  # RFC 9309 2.5: parse at least 500 KiB; we parse that much and ignore the rest
 ROBOTS_CACHE_SECONDS = 24 * 3600  # RFC 9309: a cached robots.txt should not be used for longer than 24 hours
 MAX_PATTERN_CHARS = 2048  # lines with longer values are ignored (no real path is that long)
 
@@ -139,29 +139,33 @@ def robots_verdict(exchange: HttpExchange, config: FetchConfig) -> RobotsVerdict
 
 class RobotsCache:
     """The robots.txt verdict of each origin, fetched (by `fetch`, given the robots.txt URL) once a day however many
-    threads ask, and handed over, per host, to the process that crawls the host next."""
+    threads ask, and handed over, per host, to the process that crawls the host next. Thread-safe."""
 
     def __init__(self, fetch: Callable[[str], RobotsVerdict]):
         self._fetch = fetch
-        self._verdicts: dict[str, RobotsVerdict] = {}
-        self._locks: dict[str, threading.Lock] = {}
+        # All three guarded by `_lock`, which is held only to read or write them (never while fetching):
+        self._verdicts: dict[str, RobotsVerdict] = {}  # origin's robots.txt URL -> its verdict
+        self._origins: dict[str, set[str]] = {}  # host_key -> its origins with a verdict (host_state reads one host)
+        self._locks: dict[str, threading.Lock] = {}  # origin -> the lock held while its robots.txt is fetched
         self._lock = threading.Lock()
 
     def verdict(self, url: str) -> RobotsVerdict:
         origin = robots_url(url)
         with self._lock:
-            lock = self._locks.setdefault(origin, threading.Lock())
-        with lock:
-            verdict = self._verdicts.get(origin)
+            fetching = self._locks.setdefault(origin, threading.Lock())
+        with fetching:  # one fetch per origin; other threads of the origin wait for its verdict
+            with self._lock:
+                verdict = self._verdicts.get(origin)
             if verdict is None or time.monotonic() - verdict.fetched_at > ROBOTS_CACHE_SECONDS:
                 verdict = self._fetch(origin)
-                self._verdicts[origin] = verdict
+                with self._lock:
+                    self._store(origin, verdict)
         return verdict
 
     def host_state(self, host: str) -> dict:
         """The verdicts of a host's origins (`host_key`) as plain data."""
         with self._lock:
-            return {origin: verdict.to_dict() for origin, verdict in self._verdicts.items() if host_key(origin) == host}
+            return {origin: self._verdicts[origin].to_dict() for origin in self._origins.get(host, ())}
 
     def restore(self, verdicts: dict) -> None:
         """Takes over verdicts of `host_state` from another process, unless one known here is newer."""
@@ -170,4 +174,9 @@ class RobotsCache:
                 verdict = RobotsVerdict.from_dict(data)
                 known = self._verdicts.get(origin)
                 if known is None or known.fetched_at < verdict.fetched_at:
-                    self._verdicts[origin] = verdict
+                    self._store(origin, verdict)
+
+    def _store(self, origin: str, verdict: RobotsVerdict) -> None:
+        """Caller holds `_lock`."""
+        self._verdicts[origin] = verdict
+        self._origins.setdefault(host_key(origin), set()).add(origin)

@@ -92,6 +92,7 @@ class WarcWriter:
         self.max_file_bytes = max_file_bytes
         self.open_file = open_file
         self.software = software
+        # Host threads write concurrently: _lock guards files, _out and _writer (a record is written whole under it).
         self.files: list[str] = []
         self._lock = threading.Lock()
         self._out: _CountingFile | None = None

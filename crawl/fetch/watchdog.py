@@ -13,8 +13,8 @@ class Deadline:
 
     def __init__(self, at: float):
         self.at = at
-        self.expired = False
-        self._sockets: list[socket.socket] = []
+        self.expired = False  # written under _lock (by the watchdog thread); read by the exchange's thread
+        self._sockets: list[socket.socket] = []  # guarded by _lock: appended by the exchange's thread
         self._lock = threading.Lock()
 
     def attach(self, sock: socket.socket) -> None:
@@ -44,7 +44,7 @@ class Watchdog:
     byte by byte never trips a read timeout)."""
 
     def __init__(self):
-        self._condition = threading.Condition()
+        self._condition = threading.Condition()  # guards _active, _thread and _closed
         self._active: set[Deadline] = set()
         self._thread: threading.Thread | None = None
         self._closed = False
