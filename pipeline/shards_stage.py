@@ -15,7 +15,6 @@ from typing import Any, Iterable, Iterator, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
@@ -219,8 +218,7 @@ def _is_local(path: str) -> bool:
 
 
 def _upload(local: Path, destination: str) -> None:
-    with open(local, "rb") as source, FileSystems.create(
-            destination, compression_type=CompressionTypes.UNCOMPRESSED) as target:
+    with open(local, "rb") as source, storage.open_write(destination) as target:
         shutil.copyfileobj(source, target, 1 << 24)
 
 
@@ -356,8 +354,7 @@ class Verified:
 
 
 def _download(source: str, destination: Path) -> None:
-    with FileSystems.open(source, compression_type=CompressionTypes.UNCOMPRESSED) as handle, \
-            open(destination, "wb") as target:
+    with storage.open_read(source) as handle, open(destination, "wb") as target:
         shutil.copyfileobj(handle, target, 1 << 24)
 
 

@@ -57,9 +57,14 @@ def open_read(path: str):
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
+def open_write(path: str, mime_type: str = "application/octet-stream"):
+    """A file opened for streaming writes (no temporary name: for files written once, or appended as work goes on)."""
+    return FileSystems.create(path, mime_type=mime_type, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
 def open_warc_write(path: str):
     """A WARC file opened for streaming writes (records are appended as they come)."""
-    return FileSystems.create(path, mime_type="application/warc", compression_type=CompressionTypes.UNCOMPRESSED)
+    return open_write(path, mime_type="application/warc")
 
 
 def read_bytes(path: str) -> bytes:
