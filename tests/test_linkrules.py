@@ -32,8 +32,11 @@ def sub(id: str = "abc", url: str = "https://example.com/story", score: int = 5,
 
 @pytest.mark.parametrize(("submission", "reason"), [
     (sub(is_self=True, over_18=True, url=""), "self-post"),
-    (sub(url=""), "self-post"),
-    (sub(url="   "), "self-post"),
+    (sub(url=""), "missing-url"),
+    (sub(url="   "), "missing-url"),
+    (sub(is_self=True, url="//example.com/"), "self-post"),
+    (sub(url="//schemeless.com/"), "schemeless-url"),
+    (sub(url=" //example.com/r/news/comments/abc"), "schemeless-url"),
     (sub(url="/r/news/comments/abc/a_story/"), "self-post"),
     (sub(url="https://www.reddit.com/r/news/comments/abc/a_story/"), "self-post"),
     (sub(url="http://old.reddit.com/r/news/comments/abc"), "self-post"),

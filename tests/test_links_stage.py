@@ -226,3 +226,37 @@ def test_mixed_era_submissions(shared_data, tmp_path, webtext_cli, beam_args):
     links = links_of(run)
     assert sum(r["num_submissions"] for r in links) + len(rejects_of(run)) == len(records)
     assert all(isinstance(r["created_utc"], int) and r["created_utc"] > 1_100_000_000 for r in links)
+
+
+GOOD = {"id": "g0", "url": "https://example.com/g0", "score": 10, "created_utc": 1400000000, "subreddit": "x",
+        "title": "t", "is_self": False, "over_18": False}
+HOSTILE_LINES = {  # line number: (raw line, item_id of its reject or None for the line's own place, reason)
+    2: ('{"id": "deep", "x": ' + "[" * 2000 + "]" * 2000 + "}", None, "bad-json"),
+    3: (json.dumps(dict(GOOD, id="huge", score=10**30)), "huge", "score-out-of-range"),
+    4: (json.dumps(dict(GOOD, id="float", score=1e300)), "float", "score-out-of-range"),
+    5: (json.dumps(dict(GOOD, id="future", created_utc=10**20)), "future", "created-out-of-range"),
+    6: (json.dumps(dict(GOOD, id="surl", url="https://example.com/\ud800")), "surl", "bad-unicode"),
+    7: (json.dumps(dict(GOOD, id="stitle", title="a \ud800 title")), "stitle", "bad-unicode"),
+    8: (json.dumps(dict(GOOD, id="\ud800x")), "\\ud800x", "bad-unicode"),
+    9: (json.dumps(dict(GOOD, id="schemeless", url="//schemeless.com/")), "schemeless", "schemeless-url"),
+    10: (json.dumps(dict(GOOD, id="nullurl", url=None)), "nullurl", "missing-url"),
+}
+
+
+def test_hostile_lines_are_each_one_reject_with_its_reason(tmp_path, webtext_cli, beam_args):
+    dump = tmp_path / "RS_hostile.ndjson"
+    lines = [json.dumps(dict(GOOD, id=f"g{i}", url=f"https://example.com/{i}")) for i in range(1, 41)]
+    for line_no, (text, _, _) in HOSTILE_LINES.items():
+        lines[line_no - 1] = text
+    dump.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--max-bad-fraction", "0.1", *beam_args) == 0
+    rejects = {r["item_id"]: r for r in rejects_of(run)}
+    for line_no, (_, item_id, reason) in HOSTILE_LINES.items():
+        reject = rejects[item_id or f"{dump}:{line_no}"]
+        assert reject["reason"] == reason and f"{dump}:{line_no}" in reject["detail"], (line_no, reject)
+    assert len(rejects) == len(HOSTILE_LINES)
+    assert rejects["surl"]["url"] == "https://example.com/\\ud800"
+    counters = counters_of(run)
+    assert counters["submissions.read"] == 40 == counters["submissions.merged"] + len(rejects)
+    assert len(links_of(run)) == 40 - len(HOSTILE_LINES)

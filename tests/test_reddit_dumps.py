@@ -225,6 +225,15 @@ def test_bad_lines_become_rejects_with_their_line_numbers() -> None:
     assert "not UTF-8" in lines[5].detail
 
 
+def test_deep_nesting_and_huge_numbers_are_bad_json_not_a_crash() -> None:
+    text = (b'{"id": "a"}\n' + b'{"id": "deep", "x": ' + b"[" * 2000 + b"]" * 2000 + b"}\n"
+            + b'{"score": 1' + b"0" * 5000 + b"}\n" + b'{"id": "b"}\n')
+    lines = read_bytes(text, "deep.ndjson")
+    assert [(line.line_no, line.error) for line in lines] == [(1, None), (2, "bad-json"), (3, "bad-json"), (4, None)]
+    assert lines[1].detail == "deep.ndjson:2: nested too deep to parse"
+    assert lines[2].detail.startswith("deep.ndjson:3: Exceeds the limit")
+
+
 def test_overlong_line_is_skipped_not_buffered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dumps, "MAX_LINE_BYTES", 1000)
     monkeypatch.setattr(dumps, "READ_SIZE", 256)
@@ -354,6 +363,20 @@ def test_parse_tolerates_dump_quirks(changes: dict, field: str, value) -> None:
     (with_fields(created_utc=True), "bad-field"),
     (with_fields(score="lots"), "bad-field"),
     (with_fields(title={"text": "x"}), "bad-field"),
+    (with_fields(score=10**30), "score-out-of-range"),
+    (with_fields(score=-(2**31) - 1), "score-out-of-range"),
+    (with_fields(score=1e300), "score-out-of-range"),
+    (with_fields(score="1e300"), "score-out-of-range"),
+    (with_fields(score=..., ups=2**63), "score-out-of-range"),
+    (with_fields(created_utc=10**20), "created-out-of-range"),
+    (with_fields(created_utc="1e20"), "created-out-of-range"),
+    (with_fields(created_utc=-1), "created-out-of-range"),
+    (with_fields(url="https://example.com/\ud800"), "bad-unicode"),
+    (with_fields(title="a \udfff title"), "bad-unicode"),
+    (with_fields(id="ab\ud800"), "bad-unicode"),
+    (with_fields(id=None, name="t3_\ud800"), "bad-unicode"),
+    (with_fields(subreddit="news\udc80"), "bad-unicode"),
+    (with_fields(permalink="/r/\ud800/"), "bad-unicode"),
 ])
 def test_parse_rejects_with_a_reason(record, reason: str) -> None:
     with pytest.raises(BadSubmission) as caught:

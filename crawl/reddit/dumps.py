@@ -265,6 +265,8 @@ def _line_batches(blocks: Iterable[bytes], limit: int) -> Iterator[list[bytes | 
 def _bad_json(name: str, line_no: int, exc: ValueError) -> DumpLine:
     if isinstance(exc, json.JSONDecodeError):
         why = f"{exc.msg} at column {exc.colno}"
-    else:
+    elif isinstance(exc, UnicodeDecodeError):
         why = f"not UTF-8 ({exc})"
+    else:  # e.g. an integer of more digits than Python converts
+        why = str(exc)
     return DumpLine(name, line_no, None, "bad-json", f"{name}:{line_no}: {why}")

@@ -23,7 +23,7 @@ __all__ = [
 KARMA_RULES = ("max", "sum")
 # Reasons of `submission_reject`, in the order they are checked.
 SUBMISSION_REASONS = (
-    "self-post", "nsfw", "too-old", "too-new", "invalid-url",
+    "self-post", "missing-url", "schemeless-url", "nsfw", "too-old", "too-new", "invalid-url",
     "wikipedia", "reddit-host", "media-host", "blocked-domain", "blocked-extension",
 )
 _REDDIT_HOSTS = ("reddit.com", "redd.it")
@@ -57,8 +57,13 @@ class Verdict(NamedTuple):
 
 def judge_submission(sub: Submission, rules: LinkRules) -> Verdict:
     """Apply the per-submission rules in their fixed order; a passing submission gets its url_key."""
-    if sub.is_self or not sub.url.strip():
-        return Verdict(None, "self-post", "is_self" if sub.is_self else "empty url")
+    if sub.is_self:
+        return Verdict(None, "self-post", "is_self")
+    url = sub.url.strip()
+    if not url:
+        return Verdict(None, "missing-url", "no url, and not marked is_self")
+    if url.startswith("//"):
+        return Verdict(None, "schemeless-url", f"{url[:200]!r} has no scheme")
     if _points_to_itself(sub, rules.url_filter):
         return Verdict(None, "self-post", "url is the submission's own permalink")
     if sub.over_18 and not rules.keep_nsfw:

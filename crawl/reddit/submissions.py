@@ -7,7 +7,11 @@ from typing import Any
 
 from .urls import unescape_reddit
 
-__all__ = ["BadSubmission", "Submission", "parse_submission", "subreddit_name"]
+__all__ = ["BadSubmission", "CREATED_RANGE", "SCORE_RANGE", "Submission", "parse_submission", "subreddit_name"]
+
+# far beyond any real value, and small enough that a URL's summed score and the Parquet int64 columns cannot overflow
+SCORE_RANGE = range(-2**31, 2**31)
+CREATED_RANGE = range(0, 2**32)  # 1970 to 2106, in seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +47,8 @@ def parse_submission(obj: Any) -> Submission:
 
     Tolerates the eras of the dumps: `created_utc` as int, float or string; a missing score (0, or
     `ups`); missing optional fields; Arctic Shift's extra keys. Reasons: `not-object`,
-    `missing-id`, `missing-field`, `bad-field`."""
+    `missing-id`, `missing-field`, `bad-field`, `score-out-of-range`, `created-out-of-range` and
+    `bad-unicode` (a lone surrogate, which JSON's \\uXXXX escapes allow and UTF-8 cannot hold)."""
     if type(obj) is not dict:
         raise BadSubmission("not-object", f"a JSON {type(obj).__name__}, not an object")
     submission_id = _submission_id(obj)
@@ -57,8 +62,10 @@ def parse_submission(obj: Any) -> Submission:
     return Submission(
         id=submission_id,
         url=unescape_reddit(_text(url, "url", submission_id)) if url is not None else "",
-        score=0 if score is None else _integer(score, "score", submission_id),
-        created_utc=_integer(created, "created_utc", submission_id),
+        score=0 if score is None else _in_range(_integer(score, "score", submission_id), SCORE_RANGE,
+                                                "score", submission_id),
+        created_utc=_in_range(_integer(created, "created_utc", submission_id), CREATED_RANGE, "created_utc",
+                              submission_id),
         is_self=_flag(obj.get("is_self")),
         over_18=_flag(obj.get("over_18")),
         subreddit=subreddit_name(obj.get("subreddit")),
@@ -71,12 +78,12 @@ def parse_submission(obj: Any) -> Submission:
 def _submission_id(obj: dict) -> str:
     value = obj.get("id")
     if type(value) is str and value:
-        return value
+        return _unicode(value, "id", value)
     if type(value) is int and value >= 0:
         return str(value)
     name = obj.get("name")
     if type(name) is str and name.startswith("t3_") and len(name) > 3:
-        return name[3:]
+        return _unicode(name[3:], "name", name)
     if value is None or value == "":
         raise BadSubmission("missing-id", "no id or t3_ name")
     raise BadSubmission("bad-field", f"id {value!r:.60}")
@@ -103,6 +110,26 @@ def _integer(value: Any, field: str, submission_id: str) -> int:
     raise BadSubmission("bad-field", f"{field} {value!r:.60} (id {submission_id})")
 
 
+def _in_range(number: int, bounds: range, field: str, submission_id: str) -> int:
+    if number in bounds:
+        return number
+    reason = "score-out-of-range" if field == "score" else "created-out-of-range"
+    digits = str(number)
+    shown = digits if len(digits) <= 24 else f"{digits[:12]}… ({len(digits.lstrip('-'))} digits)"
+    raise BadSubmission(reason, f"{field} {shown} outside [{bounds.start:,}, {bounds.stop:,}) (id {submission_id})")
+
+
+def _unicode(text: str, field: str, submission_id: str) -> str:
+    """`text` if UTF-8 can hold it; JSON's \\ud800 escapes give strings with lone surrogates, which it cannot."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadSubmission("bad-unicode", f"{field} {text!r:.80} holds a lone surrogate (id {submission_id!r})") from None
+    return text
+
+
 def _flag(value: Any) -> bool:
     if value is None or value is False:
         return False
@@ -115,7 +142,7 @@ def _flag(value: Any) -> bool:
 
 def _text(value: Any, field: str, submission_id: str) -> str:
     if type(value) is str:
-        return value
+        return _unicode(value, field, submission_id)
     if value is None:
         return ""
     if type(value) in (int, float):  # a title like 1984 arrives as a number in some dumps
@@ -128,5 +155,5 @@ def subreddit_name(value: Any) -> str:
     if value is None:
         return ""
     if type(value) is str:
-        return value
-    return str(getattr(value, "display_name", value))
+        return _unicode(value, "subreddit", "")
+    return _unicode(str(getattr(value, "display_name", value)), "subreddit", "")
