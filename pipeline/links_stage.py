@@ -72,7 +72,9 @@ class LinksOptions:
     blocked_extensions: str | None = field(default=None, metadata={
         "help": "file replacing the shipped blocked-extensions list"})
     max_bad_fraction: float = field(default=0.01, metadata={
-        "help": "fail when more than this share of a dump file's lines is unreadable"})
+        "help": "fail when more than this share of a dump file's lines is unreadable (a truncated file: all of it)"})
+    max_line_bytes: int = field(default=dumps.MAX_LINE_BYTES, metadata={
+        "help": "a dump line longer than this is rejected (bad-json) as it streams by, never held whole"})
     links_shards: int = field(default=8, metadata={
         "help": "links-*.parquet files (each is merged in one worker's memory)"})
 
@@ -103,11 +105,14 @@ def dump_files(config: dict) -> list[storage.FileEntry]:
 class ReadDumpChunks(beam.DoFn):
     """One dump file to chunks of raw lines; a truncated or corrupt file ends in a `truncated-file` line."""
 
+    def __init__(self, max_line_bytes: int = dumps.MAX_LINE_BYTES):
+        self.max_line_bytes = max_line_bytes
+
     def process(self, path: str) -> Iterator[tuple]:
         log.info("reading %s", path)
         lines = next_progress = 0
         with storage.open_read(path) as handle:
-            for first, block in dumps.iter_dump_blocks(handle, path):
+            for first, block in dumps.iter_dump_blocks(handle, path, self.max_line_bytes):
                 for start in range(0, len(block), CHUNK_LINES):
                     yield path, first + start, join_lines(block[start:start + CHUNK_LINES])
                 lines = first + len(block) - 1
@@ -167,6 +172,13 @@ def split_lines(payload: bytes | list) -> list:
     return payload
 
 
+def utf8_safe(text: str) -> str:
+    """`text` with any lone surrogate (a JSON \\ud800 escape) written out as \\ud800, so that Parquet can hold it."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def pack(batch: list) -> bytes:
     """A batch crosses the shuffle as one compressed pickle: Beam's default coder would pickle each object on its own."""
     return zstandard.ZstdCompressor(level=1).compress(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
@@ -198,10 +210,11 @@ class ParseAndFilter(beam.DoFn):
         kept: dict[int, list] = defaultdict(list)
         rejects: dict[int, list] = defaultdict(list)
         reasons: Counter = Counter()
-        lines_read = bad = 0
+        lines_read = bad = truncated = 0
         first_bad = None
 
         def drop(reason: str, detail: str, url: str | None, item_id: str) -> None:
+            detail, url, item_id = utf8_safe(detail), url and utf8_safe(url), utf8_safe(item_id)
             reasons[reason] += 1
             rejects[sinks.reject_shard(reason, url, item_id)].append((reason, detail, url, item_id))
 
@@ -214,6 +227,9 @@ class ParseAndFilter(beam.DoFn):
             if isinstance(line, dumps.DumpLine):
                 if line.error is not None:  # bad-json, or a truncated / corrupt stream after the last line
                     lines_read += line.error not in NOT_SUBMISSIONS
+                    if line.error == "truncated-file":
+                        truncated += 1
+                        Metrics.distribution(FILES_NAMESPACE, f"truncated_at:{source}").update(line_no)
                     drop(line.error, line.detail, None, f"{source}:{line_no}")
                     bad += 1
                     first_bad = first_bad or line_no
@@ -240,6 +256,7 @@ class ParseAndFilter(beam.DoFn):
         if not source.startswith("praw:"):
             Metrics.counter(FILES_NAMESPACE, f"lines:{source}").inc(lines_read)
             Metrics.counter(FILES_NAMESPACE, f"bad:{source}").inc(bad)
+            Metrics.counter(FILES_NAMESPACE, f"truncated:{source}").inc(truncated)
             if first_bad is not None:
                 Metrics.distribution(FILES_NAMESPACE, f"first_bad:{source}").update(first_bad)
         for shard, batch in sorted(kept.items()):
@@ -296,7 +313,7 @@ def build_pipeline(p: beam.Pipeline, ctx: StageContext, files: list[str], subred
     sources = []
     if files:
         sources.append(p | "DumpFiles" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
-                       | "ReadDumps" >> beam.ParDo(ReadDumpChunks()))
+                       | "ReadDumps" >> beam.ParDo(ReadDumpChunks(config["max_line_bytes"])))
     if subreddits:
         sources.append(p | "Subreddits" >> beam.Create(subreddits) | "SpreadSubreddits" >> beam.Reshuffle()
                        | "ListPraw" >> beam.ParDo(FetchPraw(config)))
@@ -311,35 +328,73 @@ def build_pipeline(p: beam.Pipeline, ctx: StageContext, files: list[str], subred
      | "WriteRejects" >> beam.MapTuple(write_rejects, directory=ctx.run.rejects(NAME)))
 
 
-def check_bad_fractions(result, files: list[str], max_bad_fraction: float) -> None:
-    """Past --max-bad-fraction a dump file fails the stage, naming the file and its first bad line."""
-    lines, bad, first_bad = {}, {}, {}
+def file_metrics(result) -> dict[str, dict[str, int]]:
+    """Per dump file: `lines` (submission lines), `bad` (rejected unread), `truncated` (0 or 1), and the line
+    numbers `first_bad` and `truncated_at`, from the counters ParseAndFilter keeps."""
+    by_file: dict[str, dict[str, int]] = defaultdict(dict)
     metrics = result.metrics().query()
     for metric in metrics["counters"]:
         if metric.key.metric.namespace == FILES_NAMESPACE:
             kind, _, source = metric.key.metric.name.partition(":")
             value = metric.committed if metric.committed is not None else metric.attempted
-            (lines if kind == "lines" else bad)[source] = int(value or 0)
+            by_file[source][kind] = int(value or 0)
     for metric in metrics["distributions"]:
         if metric.key.metric.namespace == FILES_NAMESPACE:
+            kind, _, source = metric.key.metric.name.partition(":")
             value = metric.committed if metric.committed is not None else metric.attempted
-            first_bad[metric.key.metric.name.partition(":")[2]] = value.min
-    for path in files:
-        total, wrong = lines.get(path, 0), bad.get(path, 0)
+            by_file[source][kind] = value.min
+    return by_file
+
+
+def check_dump_files(result, files: list[storage.FileEntry], max_bad_fraction: float) -> None:
+    """Each dump file must have been readable: a file with no readable line fails the stage, as does one past
+    --max-bad-fraction; a truncated or corrupt file counts as wholly unreadable, its unread rest being unknown."""
+    by_file = file_metrics(result)
+    for entry in files:
+        path, found = entry.path, by_file.get(entry.path, {})
+        total, wrong, truncated = found.get("lines", 0), found.get("bad", 0), found.get("truncated", 0)
+        readable = total - (wrong - truncated)
+        if readable == 0:
+            if not wrong:
+                if entry.size:  # an empty file was named before the pipeline
+                    log.warning("%s: no lines in this dump", path)
+                continue
+            raise StageError(f"{path}: no readable line: {describe_damage(found, total)} — see rejects/links; "
+                             f"is it a dump of the kind its name says?")
+        if truncated and max_bad_fraction < 1:
+            raise StageError(f"{path}: {describe_damage(found, total)}; what follows is unknown, so the file counts as "
+                             f"unreadable (--max-bad-fraction {max_bad_fraction:.2%}); --max-bad-fraction 1 keeps "
+                             f"the {readable:,} lines read — see rejects/links")
         if total and wrong / total > max_bad_fraction:
             raise StageError(f"{path}: {wrong:,} of {total:,} lines unreadable ({wrong / total:.2%} > --max-bad-fraction "
-                             f"{max_bad_fraction:.2%}); the first bad one is line {first_bad.get(path)} — see "
+                             f"{max_bad_fraction:.2%}); the first bad one is line {found.get('first_bad')} — see "
                              f"rejects/links for each")
+
+
+def describe_damage(found: dict[str, int], total: int) -> str:
+    bad_json = found.get("bad", 0) - found.get("truncated", 0)
+    parts = [f"{bad_json:,} of {total:,} lines are not JSON objects"] if bad_json else []
+    if found.get("truncated_at") == 1:
+        parts.append("the stream is corrupt or cut before its first line")
+    elif found.get("truncated"):
+        parts.append(f"the stream is truncated or corrupt after line {found['truncated_at'] - 1:,}")
+    return ", and ".join(parts)
 
 
 def execute(ctx: StageContext) -> None:
     config = ctx.config
-    files = [f.path for f in dump_files(config)]
+    entries = dump_files(config)
+    for entry in entries:
+        if entry.size == 0:
+            log.warning("%s: empty dump file (0 bytes)", entry.path)
+    files = [entry.path for entry in entries]
     subreddits = [s.strip() for s in (config.get("praw_subreddits") or "").split(",") if s.strip()]
     if not files and not subreddits:
         raise StageError("links: give --reddit-dumps GLOB… and/or --praw-subreddits NAME,…")
     if config["links_shards"] < 1:
         raise StageError("--links-shards must be at least 1")
+    if config["max_line_bytes"] < 1:
+        raise StageError("--max-line-bytes must be at least 1")
     link_rules(config)  # a bad blocklist path fails here, before the pipeline
     if subreddits:
         site = config.get("praw_site")
@@ -349,7 +404,7 @@ def execute(ctx: StageContext) -> None:
             raise StageError(str(error)) from None
     result = ctx.run_pipeline(lambda p: build_pipeline(p, ctx, files, subreddits))
     sinks.fill_empty_shards(ctx.run.path(layout.LINKS), "links", layout.LINKS_SCHEMA, config["links_shards"])
-    check_bad_fractions(result, files, config["max_bad_fraction"])
+    check_dump_files(result, entries, config["max_bad_fraction"])
     check_accounting(ctx.counters)
 
 

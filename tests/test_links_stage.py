@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import lzma
+import random
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from webtext.crawl.reddit.linkrules import SUBMISSION_REASONS
 from webtext.pipeline import layout, sinks
 from webtext.pipeline.demo_dump import make_sample_dump
 
@@ -181,17 +183,94 @@ def test_too_many_bad_lines_fail_naming_file_and_line(tmp_path, webtext_cli, bea
     assert len(links_of(run)) == 58
 
 
-def test_truncated_file_is_a_reject_and_keeps_what_was_readable(sample_dump, tmp_path, webtext_cli, beam_args):
+GOOD = {"id": "g0", "url": "https://example.com/g0", "score": 10, "created_utc": 1400000000, "subreddit": "x",
+        "title": "t", "is_self": False, "over_18": False}
+HOSTILE_LINES = {  # line number: (raw line, item_id of its reject or None for the line's own place, reason)
+    2: ('{"id": "deep", "x": ' + "[" * 2000 + "]" * 2000 + "}", None, "bad-json"),
+    3: (json.dumps(dict(GOOD, id="huge", score=10**30)), "huge", "score-out-of-range"),
+    4: (json.dumps(dict(GOOD, id="float", score=1e300)), "float", "score-out-of-range"),
+    5: (json.dumps(dict(GOOD, id="future", created_utc=10**20)), "future", "created-out-of-range"),
+    6: (json.dumps(dict(GOOD, id="surl", url="https://example.com/\ud800")), "surl", "bad-unicode"),
+    7: (json.dumps(dict(GOOD, id="stitle", title="a \ud800 title")), "stitle", "bad-unicode"),
+    8: (json.dumps(dict(GOOD, id="\ud800x")), "\\ud800x", "bad-unicode"),
+    9: (json.dumps(dict(GOOD, id="schemeless", url="//schemeless.com/")), "schemeless", "schemeless-url"),
+    10: (json.dumps(dict(GOOD, id="nullurl", url=None)), "nullurl", "missing-url"),
+}
+
+
+def test_hostile_lines_are_each_one_reject_with_its_reason(tmp_path, webtext_cli, beam_args):
+    dump = tmp_path / "RS_hostile.ndjson"
+    lines = [json.dumps(dict(GOOD, id=f"g{i}", url=f"https://example.com/{i}")) for i in range(1, 41)]
+    for line_no, (text, _, _) in HOSTILE_LINES.items():
+        lines[line_no - 1] = text
+    dump.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--max-bad-fraction", "0.1", *beam_args) == 0
+    rejects = {r["item_id"]: r for r in rejects_of(run)}
+    for line_no, (_, item_id, reason) in HOSTILE_LINES.items():
+        reject = rejects[item_id or f"{dump}:{line_no}"]
+        assert reject["reason"] == reason, (line_no, reject)
+        if reason not in SUBMISSION_REASONS:  # a record's own faults name its line; rule rejects its submission id
+            assert reject["detail"].startswith(f"{dump}:{line_no}: "), (line_no, reject)
+    assert len(rejects) == len(HOSTILE_LINES)
+    assert rejects["surl"]["url"] == "https://example.com/\\ud800"
+    counters = counters_of(run)
+    assert counters["submissions.read"] == 40 == counters["submissions.merged"] + len(rejects)
+    assert len(links_of(run)) == 40 - len(HOSTILE_LINES)
+
+
+def test_truncated_file_fails_unless_allowed_and_says_how_far_it_got(sample_dump, tmp_path, webtext_cli, beam_args,
+                                                                    capsys):
     dump, planted = sample_dump
     cut = tmp_path / "RS_cut.zst"
     cut.write_bytes(dump.read_bytes()[: dump.stat().st_size // 2])
     run = tmp_path / "run"
-    assert webtext_cli("links", run, "--reddit-dumps", str(cut), "--max-bad-fraction", "0.05", *beam_args) == 0
+    assert webtext_cli("links", run, "--reddit-dumps", str(cut), "--max-bad-fraction", "0.05", *beam_args) == 2
+    err = capsys.readouterr().err
+    assert f"{cut}: " in err and "the stream is truncated or corrupt after line " in err
+    assert "--max-bad-fraction 1 keeps the " in err
+    assert "Traceback" not in err and not Path(run, layout.LINKS, layout.SUCCESS).exists()
+    assert webtext_cli("links", run, "--reddit-dumps", str(cut), "--max-bad-fraction", "1", *beam_args) == 0
     truncated = [r for r in rejects_of(run) if r["reason"] == "truncated-file"]
-    assert len(truncated) == 1 and str(cut) in truncated[0]["detail"]
     counters = counters_of(run)
     assert 0 < counters["submissions.read"] < planted["lines"]
+    assert len(truncated) == 1 and truncated[0]["item_id"] == f"{cut}:{counters['submissions.read'] + 1}"
+    assert truncated[0]["detail"].startswith(
+        f"{cut}: readable up to line {counters['submissions.read']} ({cut.stat().st_size:,} bytes of the file read); "
+        f"zst stream ends inside a frame")
+    assert f"after line {counters['submissions.read']:,};" in err
     assert 0 < len(links_of(run)) < planted["links"]
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("RS_random.zst", random.Random(0).randbytes(4096)),
+    ("RS_plain.zst", b'{"id": "a", "url": "https://example.com/", "score": 5, "created_utc": 1400000000}\n' * 50),
+    ("RS_garbage.ndjson", b"\x00\x01 not json\n" * 50),
+])
+def test_a_file_with_no_readable_line_is_an_error(tmp_path, webtext_cli, beam_args, capsys, name, content):
+    dump = tmp_path / name
+    dump.write_bytes(content)
+    run = tmp_path / "run"
+    assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--max-bad-fraction", "1", *beam_args) == 2
+    err = capsys.readouterr().err
+    assert f"{dump}: no readable line: " in err and "Traceback" not in err
+    assert not Path(run, layout.LINKS, layout.SUCCESS).exists()
+
+
+def test_empty_dump_is_named_and_an_overlong_line_rejected_at_the_limit(tmp_path, webtext_cli, beam_args, capsys):
+    empty = tmp_path / "RS_empty.zst"
+    empty.write_bytes(b"")
+    long = tmp_path / "RS_long.zst"
+    lines = [json.dumps(dict(GOOD, id=f"g{i}", url=f"https://example.com/{i}")) for i in range(200)]
+    lines[100] = json.dumps(dict(GOOD, id="long", title="x" * 5000))
+    long.write_bytes(zstandard.ZstdCompressor().compress(("\n".join(lines) + "\n").encode()))
+    run = tmp_path / "run"
+    assert webtext_cli("links", run, "--reddit-dumps", str(empty), str(long), "--max-line-bytes", "4096",
+                       *beam_args) == 0
+    assert f"{empty}: empty dump file (0 bytes)" in capsys.readouterr().err
+    assert [(r["reason"], r["item_id"], r["detail"]) for r in rejects_of(run)] == [
+        ("bad-json", f"{long}:101", f"{long}:101: line longer than 4096 bytes")]
+    assert counters_of(run)["submissions.read"] == 200 and len(links_of(run)) == 199
 
 
 @pytest.mark.realdata
@@ -227,36 +306,3 @@ def test_mixed_era_submissions(shared_data, tmp_path, webtext_cli, beam_args):
     assert sum(r["num_submissions"] for r in links) + len(rejects_of(run)) == len(records)
     assert all(isinstance(r["created_utc"], int) and r["created_utc"] > 1_100_000_000 for r in links)
 
-
-GOOD = {"id": "g0", "url": "https://example.com/g0", "score": 10, "created_utc": 1400000000, "subreddit": "x",
-        "title": "t", "is_self": False, "over_18": False}
-HOSTILE_LINES = {  # line number: (raw line, item_id of its reject or None for the line's own place, reason)
-    2: ('{"id": "deep", "x": ' + "[" * 2000 + "]" * 2000 + "}", None, "bad-json"),
-    3: (json.dumps(dict(GOOD, id="huge", score=10**30)), "huge", "score-out-of-range"),
-    4: (json.dumps(dict(GOOD, id="float", score=1e300)), "float", "score-out-of-range"),
-    5: (json.dumps(dict(GOOD, id="future", created_utc=10**20)), "future", "created-out-of-range"),
-    6: (json.dumps(dict(GOOD, id="surl", url="https://example.com/\ud800")), "surl", "bad-unicode"),
-    7: (json.dumps(dict(GOOD, id="stitle", title="a \ud800 title")), "stitle", "bad-unicode"),
-    8: (json.dumps(dict(GOOD, id="\ud800x")), "\\ud800x", "bad-unicode"),
-    9: (json.dumps(dict(GOOD, id="schemeless", url="//schemeless.com/")), "schemeless", "schemeless-url"),
-    10: (json.dumps(dict(GOOD, id="nullurl", url=None)), "nullurl", "missing-url"),
-}
-
-
-def test_hostile_lines_are_each_one_reject_with_its_reason(tmp_path, webtext_cli, beam_args):
-    dump = tmp_path / "RS_hostile.ndjson"
-    lines = [json.dumps(dict(GOOD, id=f"g{i}", url=f"https://example.com/{i}")) for i in range(1, 41)]
-    for line_no, (text, _, _) in HOSTILE_LINES.items():
-        lines[line_no - 1] = text
-    dump.write_text("\n".join(lines) + "\n")
-    run = tmp_path / "run"
-    assert webtext_cli("links", run, "--reddit-dumps", str(dump), "--max-bad-fraction", "0.1", *beam_args) == 0
-    rejects = {r["item_id"]: r for r in rejects_of(run)}
-    for line_no, (_, item_id, reason) in HOSTILE_LINES.items():
-        reject = rejects[item_id or f"{dump}:{line_no}"]
-        assert reject["reason"] == reason and f"{dump}:{line_no}" in reject["detail"], (line_no, reject)
-    assert len(rejects) == len(HOSTILE_LINES)
-    assert rejects["surl"]["url"] == "https://example.com/\\ud800"
-    counters = counters_of(run)
-    assert counters["submissions.read"] == 40 == counters["submissions.merged"] + len(rejects)
-    assert len(links_of(run)) == 40 - len(HOSTILE_LINES)
