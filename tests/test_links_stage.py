@@ -5,6 +5,8 @@ import json
 import lzma
 import random
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import zstandard
 
 from webtext.crawl.reddit.linkrules import SUBMISSION_REASONS
 from webtext.pipeline import layout, sinks
+from tests.conftest import REPO_ROOT
+from tests.dump_files import line_bomb
 from webtext.pipeline.demo_dump import make_sample_dump
 
 LINK_COLUMNS = {"url", "url_key", "domain", "score", "score_sum", "num_submissions", "created_utc", "subreddits",
@@ -271,6 +275,32 @@ def test_empty_dump_is_named_and_an_overlong_line_rejected_at_the_limit(tmp_path
     assert [(r["reason"], r["item_id"], r["detail"]) for r in rejects_of(run)] == [
         ("bad-json", f"{long}:101", f"{long}:101: line longer than 4096 bytes")]
     assert counters_of(run)["submissions.read"] == 200 and len(links_of(run)) == 199
+
+
+RUN_LINKS_IN_A_CHILD = """
+import json, sys
+from tests.dump_files import peak_rss
+from webtext.pipeline.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "peak_rss": peak_rss()}))
+"""
+
+
+@pytest.mark.slow
+def test_a_small_zst_holding_a_huge_line_runs_in_bounded_memory(tmp_path, beam_args):
+    """The issue's 131 KB .zst holding a 4 GiB line peaked at 12.7 GB; here 1 GiB of line under a 1 MiB limit."""
+    line_bytes = 1 << 30
+    bomb = tmp_path / "RS_bomb.zst"
+    line_bomb(bomb, line_bytes)
+    run = tmp_path / "run"
+    child = subprocess.run([sys.executable, "-c", RUN_LINKS_IN_A_CHILD, "links", str(run), "--reddit-dumps", str(bomb),
+                            "--max-line-bytes", str(1 << 20), "--max-bad-fraction", "0.5", *beam_args],
+                           capture_output=True, text=True, cwd=REPO_ROOT)
+    result = json.loads(child.stdout.splitlines()[-1])
+    assert result["code"] == 0, child.stderr[-2000:]
+    assert result["peak_rss"] < line_bytes // 2
+    assert [(r["reason"], r["item_id"]) for r in rejects_of(run)] == [("bad-json", f"{bomb}:2")]
+    assert counters_of(run)["submissions.read"] == 3
 
 
 @pytest.mark.realdata

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.dump_files import raw_records
+from tests.conftest import REPO_ROOT
+from tests.dump_files import line_bomb, raw_records
 from webtext.crawl.reddit import dumps
 from webtext.crawl.reddit.dumps import DumpLine, dump_codec, iter_dump_records
 from webtext.crawl.reddit.submissions import BadSubmission, Submission, parse_submission
@@ -243,28 +244,14 @@ def test_overlong_line_is_skipped_not_buffered(monkeypatch: pytest.MonkeyPatch) 
     assert "longer than 1000 bytes" in lines[1].detail
 
 
-def line_bomb(path: Path, line_bytes: int) -> None:
-    """A .zst or .gz of three lines whose second is `line_bytes` of "x": small on disk, compressed as it is made."""
-    if path.suffix == ".zst":
-        compressor = zstandard.ZstdCompressor(level=1).compressobj()
-    else:
-        compressor = zlib.compressobj(1, wbits=16 + zlib.MAX_WBITS)
-    block = b"x" * (1 << 20)
-    with open(path, "wb") as out:
-        out.write(compressor.compress(b'{"id": "a"}\n'))
-        for _ in range(line_bytes // len(block)):
-            out.write(compressor.compress(block))
-        out.write(compressor.compress(b'\n{"id": "b"}\n'))
-        out.write(compressor.flush())
-
-
 READ_IN_A_CHILD = """
-import json, resource, sys
+import json, sys
+from tests.dump_files import peak_rss
 from webtext.crawl.reddit import dumps
 dumps.MAX_LINE_BYTES = int(sys.argv[2])
 with open(sys.argv[1], "rb") as handle:
     lines = [(line.line_no, line.error, line.detail) for line in dumps.iter_dump_records(handle, sys.argv[1])]
-print(json.dumps({"lines": lines, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+print(json.dumps({"lines": lines, "peak_rss": peak_rss()}))
 """
 
 
@@ -275,7 +262,7 @@ def test_a_huge_line_is_cut_at_the_limit_in_bounded_memory(tmp_path: Path, codec
     line_bomb(path, line_bytes)
     assert path.stat().st_size < line_bytes // 200
     child = subprocess.run([sys.executable, "-c", READ_IN_A_CHILD, str(path), str(limit)],
-                           capture_output=True, text=True, check=True)
+                           capture_output=True, text=True, check=True, cwd=REPO_ROOT)
     result = json.loads(child.stdout)
     assert [line[:2] for line in result["lines"]] == [[1, None], [2, "bad-json"], [3, None]]
     assert result["lines"][1][2] == f"{path}:2: line longer than {limit} bytes"
