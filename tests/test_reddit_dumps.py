@@ -269,6 +269,24 @@ def test_a_huge_line_is_cut_at_the_limit_in_bounded_memory(tmp_path: Path, codec
     assert result["peak_rss"] < line_bytes // 4
 
 
+def json_line(size: int) -> bytes:
+    return b'{"id": "' + b"x" * (size - 10) + b'"}'
+
+
+@pytest.mark.parametrize("read_size", [7, 64, 100, 101, 4096])
+@pytest.mark.parametrize("name", ["limit.ndjson", "limit.gz", "limit.zst"])
+def test_the_line_limit_is_exact_and_numbers_stay_right_across_block_edges(monkeypatch: pytest.MonkeyPatch,
+                                                                           read_size: int, name: str) -> None:
+    monkeypatch.setattr(dumps, "READ_SIZE", read_size)
+    monkeypatch.setattr(dumps, "ZSTD_SLICE", min(read_size, 16))
+    text = b"\n".join(json_line(size) for size in (100, 101, 50, 250, 30, 101))  # the last has no newline
+    data = {"limit.ndjson": text, "limit.gz": gzip.compress(text), "limit.zst": zstandard.ZstdCompressor().compress(text)}
+    lines = list(iter_dump_records(io.BytesIO(data[name]), name, max_line_bytes=100))
+    assert [(line.line_no, line.error) for line in lines] == [
+        (1, None), (2, "bad-json"), (3, None), (4, "bad-json"), (5, None), (6, "bad-json")]
+    assert [line.detail for line in lines if line.error] == [f"{name}:{n}: line longer than 100 bytes" for n in (2, 4, 6)]
+
+
 def test_reading_is_streamed(tmp_path: Path) -> None:
     path = tmp_path / "big.zst"
     make_sample_dump(path, 20_000, seed=3)
