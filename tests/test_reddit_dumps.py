@@ -10,7 +10,6 @@ import lzma
 import pickle
 import subprocess
 import sys
-import zlib
 from collections import Counter
 from pathlib import Path
 
