@@ -16,19 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.test_crawl_stage import (DOC_FILES, FETCH_LOG_FILES, REJECT_FILES, SAMPLE_OPTIONS, WARC_FILES, outcomes, rows,
-                                    warc_files, without_run_details)
+                                    without_run_details)
 from tests.testweb import redirect, write_links
 from webtext.crawl.fetch.journal import read_journal
 from webtext.pipeline import layout
-from webtext.pipeline.crawl_stage import index_warc
 from webtext.pipeline.demo_web import serve_sample_web
 
 CLI = "import sys; from webtext.pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
-
-
-def archived_pages(run: Path) -> set[str]:
-    """URLs of the pages (not robots.txt) with a whole response record in the run's WARC files so far."""
-    return {key for path in warc_files(run) for key, _ in index_warc(path) if not key.endswith("/robots.txt")}
 
 
 def page_visits(sample) -> Counter:
@@ -37,7 +31,8 @@ def page_visits(sample) -> Counter:
 
 
 @pytest.mark.slow
-def test_a_killed_crawl_resumes_from_its_warc_files_and_restart_starts_over(tmp_path, webtext_cli):
+def test_a_killed_crawl_resumes_its_warc_files_replay_force_reuses_every_fetch_and_restart_starts_over(
+        tmp_path, webtext_cli):
     run = tmp_path / "run"
     with serve_sample_web(24, sites=4) as sample:
         write_links(run, sample.urls)
@@ -46,13 +41,13 @@ def test_a_killed_crawl_resumes_from_its_warc_files_and_restart_starts_over(tmp_
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 120
-            while len(archived_pages(run)) < 8 and crawl.poll() is None and time.monotonic() < deadline:
+            while len(journal_at_kill(run)) < 8 and crawl.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.1)
         finally:
             os.killpg(crawl.pid, signal.SIGKILL)
             crawl.wait()
         assert crawl.returncode == -signal.SIGKILL  # killed mid-crawl, not finished
-        done_before = archived_pages(run)
+        done_before = set(journal_at_kill(run))
         before = page_visits(sample)
         assert 8 <= len(done_before) < len(sample.pages) and not Path(layout.RunDir(str(run)).success_path("crawl")).exists()
 
@@ -60,7 +55,7 @@ def test_a_killed_crawl_resumes_from_its_warc_files_and_restart_starts_over(tmp_
         resumed = page_visits(sample)
         assert outcomes(run)[2] == {page.url: page.expect for page in sample.pages}
         refetched = {url for url in done_before if resumed[url] > before[url]}
-        assert not refetched, f"fetched again although archived: {sorted(refetched)}"
+        assert not refetched, f"fetched again although finished: {sorted(refetched)}"
         assert all(resumed[page.url] > before[page.url] for page in sample.pages  # the rest was fetched now
                    if page.url not in done_before and page.url in resumed)
         docs = without_run_details(rows(run, DOC_FILES))
@@ -71,6 +66,10 @@ def test_a_killed_crawl_resumes_from_its_warc_files_and_restart_starts_over(tmp_
         assert webtext_cli("crawl", replay, "--from-warc", str(run / WARC_FILES), *SAMPLE_OPTIONS,
                            "--runner=FnApiRunner") == 0
         assert without_run_details(rows(replay, DOC_FILES)) == docs
+
+        assert webtext_cli("crawl", run, *SAMPLE_OPTIONS, "--runner=FnApiRunner", "--force") == 0
+        assert page_visits(sample) == resumed  # every link finished: only extraction and the filters ran again
+        assert without_run_details(rows(run, DOC_FILES)) == docs
 
         assert webtext_cli("crawl", run, *SAMPLE_OPTIONS, "--runner=FnApiRunner", "--restart") == 0
         again = page_visits(sample)
@@ -144,13 +143,14 @@ def kill_crawl_after(run: str | Path, sample, requests: int, env: dict | None = 
 
 
 def assert_no_finished_link_fetched_again(killed: Counter, rerun: Counter, finished: dict[str, dict],
-                                          baseline: Counter, hosts: int) -> None:
+                                          baseline: Counter, hosts: int | None = None) -> None:
     assert set(killed + rerun) == set(baseline)  # every page the uninterrupted crawl asked for, asked for here too
     again = {url for url in rerun if killed[url]}
     finished_urls = {url for row in finished.values() for url in (row["url"], row["final_url"])}
     assert not again & finished_urls, f"fetched again although finished: {sorted(again & finished_urls)}"
     assert all(count == 1 for count in rerun.values()), "the rerun asked for a page twice"
-    assert len(again) <= hosts + 1  # in flight at the kill: a link per host, and a redirect between rounds
+    if hosts is not None:  # where every write is out at once: in flight at the kill, a link per host (and a redirect)
+        assert len(again) <= hosts + 1
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +194,50 @@ def test_a_crawl_killed_at_any_point_resumes_to_the_uninterrupted_result(point, 
     counters = json.loads(Path(run, layout.STATS, "crawl.json").read_text())["counters"]
     assert counters.get("links.resumed", 0) == len(finished)  # every link the journal held, and no other
     assert_no_finished_link_fetched_again(killed, rerun, finished, baseline_visits, len(sample.web.sites))
+
+
+@pytest.mark.slow
+def test_a_crawl_killed_on_gcs_resumes_from_the_files_it_closed(web, uninterrupted, tmp_path):
+    """On gs:// a file appears only once closed: the killed crawl's open WARC and journal files are lost, the closed
+    ones (every --warc-max-seconds) hold the links the rerun does not fetch again."""
+    pytest.importorskip("gcp_storage_emulator", reason="needs the dev extra (gcp-storage-emulator)")
+    gcs = pytest.importorskip("google.cloud.storage", reason="needs the gcp extra (apache-beam[gcp])")
+    from google.auth.credentials import AnonymousCredentials
+
+    from tests.cloud_peers import PROJECT, google_env, isolated_env, metadata_server, storage_emulator
+
+    sample, urls = web
+    baseline, baseline_visits = uninterrupted
+    options = [*KILL_OPTIONS, "--warc-max-seconds", "0.5"]
+    with storage_emulator(tmp_path / "gcs") as emulator, metadata_server() as metadata:
+        env = isolated_env(tmp_path, block=("torch",), **google_env(emulator, metadata))
+        bucket = gcs.Client(project=PROJECT, credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": emulator.url}).bucket(emulator.bucket)
+        local = tmp_path / "links-run"
+        write_links(local, urls)
+        for path in sorted((local / layout.LINKS).glob("*.parquet")):
+            bucket.blob(f"run/{layout.LINKS}/{path.name}").upload_from_filename(path)
+        run = f"gs://{emulator.bucket}/run"
+
+        killed = kill_crawl_after(run, sample, int(0.6 * sum(baseline_visits.values())), env=env, options=options)
+        journal = [line for blob in bucket.list_blobs(prefix=f"run/{layout.FETCH_JOURNAL}/")
+                   for line in blob.download_as_bytes().splitlines()]
+        finished = {row["url"]: row for row in read_journal(iter(journal), "journal")}
+        assert finished, "no journal file was closed before the kill"
+
+        before = page_visits(sample)
+        done = subprocess.run([sys.executable, "-c", CLI, "crawl", run, *options], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rerun = page_visits(sample) - before
+
+        copy = tmp_path / "copy"
+        for blob in bucket.list_blobs(prefix="run/"):
+            target = copy / blob.name.removeprefix("run/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            blob.download_to_filename(target)
+
+    assert crawl_results(run, copy) == baseline
+    counters = json.loads(Path(copy, layout.STATS, "crawl.json").read_text())["counters"]
+    assert counters["links.resumed"] == len(finished)
+    assert_no_finished_link_fetched_again(killed, rerun, finished, baseline_visits)
