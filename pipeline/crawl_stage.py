@@ -290,8 +290,8 @@ def _keys(url: str) -> list[str]:
 
 def index_warc(path: str) -> Iterator[tuple[str, tuple]]:
     """(url key, (path, offset, status, location, date)) for every whole response record of one WARC file: a file
-    whose writer was killed (a crawl we resume, or replay after resuming) ends in a partial record, which is skipped
-    with a warning, and so is the rest of a file that is damaged in the middle (its links become `not-in-warc`)."""
+    whose writer was killed ends in a partial record, which is skipped with a warning, and so is the rest of a file
+    that is damaged in the middle (its links become `not-in-warc`)."""
     with storage.open_read(path) as handle:
         try:
             for exchange in iter_responses(handle, path, with_body=False):
