@@ -63,7 +63,8 @@ class CrawlOptions:
         "help": "replay responses from these WARC files (globs) instead of fetching"})
     restart: bool = field(default=False, metadata={
         "help": "fetch every link again: delete RUN/crawl/warc and RUN/crawl/journal; without it a rerun (after a "
-                "kill, or with --force) reuses every link an earlier run finished, redoing only extraction and filters"})
+                "kill, or with --force) reuses every link an earlier run finished, redoing only extraction and "
+                "filters"})
     extract_timeout: float = field(default=30.0, metadata={
         "help": "seconds per page in the extraction sandbox (0: no sandbox, no limit)"})
     extract_memory_mb: int = field(default=2048, metadata={
@@ -468,10 +469,10 @@ class _Fetched:
 
 
 def fetch_rounds(links, fetching: FetchConfig, run: layout.RunDir, config: dict) -> _Fetched:
-    """Round 0 fetches the links (or `finished_item`s) grouped by their host; each later round (up to --max-redirects of them) the links
-    that the previous round redirected to another host, grouped by that target host together with the host's state
-    from earlier rounds. A fixed sequence of steps: a round without redirects still shuffles one state record per host
-    crawled so far (its clock, delay and robots.txt rules), and nothing else."""
+    """Round 0 fetches the links (or `finished_item`s) grouped by their host; each later round (up to --max-redirects
+    of them) the links that the previous round redirected to another host, grouped by that target host together with
+    the host's state from earlier rounds. A fixed sequence of steps: a round without redirects still shuffles one
+    state record per host crawled so far (its clock, delay and robots.txt rules), and nothing else."""
     rounds = fetching.max_redirects + 1
 
     def fetch_hosts(index: int) -> FetchHosts:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_crawl_stage import (DOC_FILES, FETCH_LOG_FILES, REJECT_FILES, SAMPLE_OPTIONS, WARC_FILES, outcomes, rows,
-                                    without_run_details)
+from tests.test_crawl_stage import (DOC_FILES, FETCH_LOG_FILES, REJECT_FILES, SAMPLE_OPTIONS, WARC_FILES, outcomes,
+                                    rows, without_run_details)
 from tests.testweb import redirect, write_links
 from webtext.crawl.fetch.journal import read_journal
 from webtext.pipeline import layout
@@ -111,8 +111,8 @@ def crawl_results(run: str | Path, run_files: Path | None = None) -> dict:
     return {
         "docs": without_run_details(rows(files, DOC_FILES)),
         "rejects": sorted((r["url"], r["reason"], r["detail"], r["item_id"]) for r in rows(files, REJECT_FILES)),
-        "fetch_log": sorted(({k: v for k, v in r.items() if k not in FETCH_DETAILS} for r in rows(files, FETCH_LOG_FILES)),
-                            key=lambda r: r["url"]),
+        "fetch_log": sorted(({k: v for k, v in r.items() if k not in FETCH_DETAILS}
+                             for r in rows(files, FETCH_LOG_FILES)), key=lambda r: r["url"]),
         "counters": {k: v for k, v in counters.items() if k not in WORK_COUNTERS and not k.endswith(".milliseconds")},
     }
 

@@ -1,4 +1,4 @@
-"""The crawl's journal: a finished link's row comes after its WARC records, and WARC and journal files close together."""
+"""The crawl's journal: a finished link's row comes after its WARC records; WARC and journal files close together."""
 from __future__ import annotations
 
 import io

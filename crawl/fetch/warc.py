@@ -109,7 +109,7 @@ class WarcWriter:
             response = self._response_record(exchange)
             self._writer.write_record(response)
             self._writer.write_record(self._request_record(exchange, response.rec_headers.get_header("WARC-Record-ID")))
-            self._out.flush()  # out of this process: a kill leaves the record whole (a no-op where files appear on close)
+            self._out.flush()  # a kill now leaves the record whole (a no-op where files appear only once closed)
             return path, offset
 
     def close(self) -> None:
