@@ -1,5 +1,8 @@
 """The crawl stage: RUN/links to RUN/crawl/warc (responses), RUN/crawl/fetch-log (one row per link) and RUN/docs.
 
+As it goes, each worker counts every finished link in RUN/crawl/journal, after the WARC records that the row names:
+a rerun of a killed crawl takes those links' outcomes from there and fetches only the others (--restart: all).
+
 Links are grouped by host, so one worker fetches a host, one request at a time with the delay between; each worker
 crawls many hosts at once in threads. A redirect to another host is not followed there: the link goes on in a further
 round, grouped by the target host like the first (up to --max-redirects rounds), so every request to a host comes from
@@ -8,6 +11,7 @@ the one worker that holds the host in that round. `--from-warc` replays archived
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 import uuid
@@ -25,11 +29,12 @@ from webtext.crawl.extract.pages import ExtractConfig, Page, PageResult
 from webtext.crawl.extract.sandbox import ExtractionSandbox, InlineExtractor
 from webtext.crawl.fetch.config import FetchConfig
 from webtext.crawl.fetch.fetcher import Fetcher
-from webtext.crawl.fetch.host_links import crawl_host, redirect_item
+from webtext.crawl.fetch.host_links import crawl_host, finished_item, item_link, redirect_item
+from webtext.crawl.fetch.journal import CrawlArchive, read_journal
 from webtext.crawl.fetch.outcomes import FetchFailure, FetchResult
 from webtext.crawl.fetch.politeness import HostDone, HostPool, host_key
-from webtext.crawl.fetch.responses import REDIRECT_STATUSES, follow_redirect, page_outcome, retryable_status
-from webtext.crawl.fetch.warc import HttpExchange, WarcWriter, iter_responses, read_response_at
+from webtext.crawl.fetch.responses import REDIRECT_STATUSES, follow_redirect, page_outcome
+from webtext.crawl.fetch.warc import HttpExchange, iter_responses, read_response_at
 from webtext.crawl.reddit.urls import InvalidUrl, normalize_url, url_domain
 from webtext.pipeline import layout, sinks, storage
 from webtext.pipeline.stage_options import Option, config_from, options_of
@@ -51,10 +56,15 @@ class CrawlOptions:
     max_host_failures: int = field(default=5, metadata={
         "help": "network failures in a row after which a host's other links are rejected host-unreachable (0: never)"})
     warc_max_bytes: int = field(default=1_000_000_000, metadata={"help": "start a new WARC file after this many bytes"})
+    warc_max_seconds: float = field(default=60.0, metadata={
+        "help": "close a worker's WARC and journal files after this many seconds (0: only by size and at the end); "
+                "on gs://, where files appear once closed, a killed crawl fetches again at most this much work"})
     from_warc: tuple[str, ...] = field(default=(), metadata={
         "help": "replay responses from these WARC files (globs) instead of fetching"})
     restart: bool = field(default=False, metadata={
-        "help": "fetch every link again: delete RUN/crawl/warc instead of resuming from the responses it holds"})
+        "help": "fetch every link again: delete RUN/crawl/warc and RUN/crawl/journal; without it a rerun (after a "
+                "kill, or with --force) reuses every link an earlier run finished, redoing only extraction and "
+                "filters"})
     extract_timeout: float = field(default=30.0, metadata={
         "help": "seconds per page in the extraction sandbox (0: no sandbox, no limit)"})
     extract_memory_mb: int = field(default=2048, metadata={
@@ -148,9 +158,11 @@ class FetchHosts(beam.DoFn):
     hosts are crawled at once; a host's links are fetched one after another. Results are emitted as they arrive,
     the rest when the bundle finishes."""
 
-    def __init__(self, config: FetchConfig, warc_dir: str, warc_max_bytes: int, hosts_in_flight: int,
-                 max_pages: int, max_failures: int, round_index: int = 0, last_round: bool = True):
-        self.config, self.warc_dir, self.warc_max_bytes = config, warc_dir, warc_max_bytes
+    def __init__(self, config: FetchConfig, warc_dir: str, journal_dir: str, warc_max_bytes: int,
+                 warc_max_seconds: float, hosts_in_flight: int, max_pages: int, max_failures: int, round_index: int = 0,
+                 last_round: bool = True):
+        self.config, self.warc_dir, self.journal_dir = config, warc_dir, journal_dir
+        self.warc_max_bytes, self.warc_max_seconds = warc_max_bytes, warc_max_seconds
         self.hosts_in_flight, self.max_pages, self.max_failures = hosts_in_flight, max_pages, max_failures
         self.round_index, self.last_round = round_index, last_round
         self.links_read = Metrics.counter(NAME, "links.read")
@@ -160,11 +172,12 @@ class FetchHosts(beam.DoFn):
         self.attempts = Metrics.counter(NAME, "fetch.attempts")
         self.redirects = Metrics.counter(NAME, "fetch.redirects")
         self.handed_on = Metrics.counter(NAME, "fetch.redirects-to-other-hosts")
+        self.resumed = Metrics.counter(NAME, "links.resumed")
 
     def setup(self) -> None:
         # Replaced per bundle by the bundle's thread while no host thread runs (finish_bundle drained the pool);
-        # host threads write through it (WarcWriter locks itself).
-        self.writer: WarcWriter | None = None
+        # host threads write through it (CrawlArchive locks itself).
+        self.writer: CrawlArchive | None = None
         self.fetcher = Fetcher(self.config, archive=self._archive)  # shared by the host threads: thread-safe
         self.pool = HostPool(self._crawl_host, max_hosts=self.hosts_in_flight)
         # The bundle's thread only (process, finish_bundle): host threads reach it through the pool's queue.
@@ -175,16 +188,26 @@ class FetchHosts(beam.DoFn):
         if self.writer is not None:  # a bundle that failed before finish_bundle left its file open
             self.writer.close()
         prefix = f"webtext-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:10]}"
-        self.writer = WarcWriter(self.warc_dir, prefix, self.warc_max_bytes, open_file=storage.open_warc_write)
+        self.writer = CrawlArchive(self.warc_dir, self.journal_dir, prefix, self.warc_max_bytes, self.warc_max_seconds,
+                                   open_file=storage.open_warc_write)
 
     def _archive(self, exchange: HttpExchange) -> tuple[str, int]:
         assert self.writer is not None
-        return self.writer.write(exchange)
+        return self.writer.archive(exchange)
 
     def _crawl_host(self, host: str, items: list[dict]) -> Iterator[tuple[str, dict, FetchResult]]:
         max_pages = self.max_pages if self.round_index == 0 else 0  # the cap counts a host's own links
-        for link, result in crawl_host(self.fetcher, items, max_pages, self.max_failures, stay_on_host=True):
+        for link, result in crawl_host(self.fetcher, items, max_pages, self.max_failures, stay_on_host=True,
+                                       recover=self._recover):
+            if not result.pending and not result.recovered:
+                assert self.writer is not None
+                self.writer.record(log_row(link, result))  # finished: its records are written, so it counts
             yield host, link, result
+
+    def _recover(self, link: dict, row: dict) -> FetchResult | None:
+        """An earlier run's outcome of a link from its journal row (and a page's body from the WARC record the row
+        names); None, so it is fetched again, when that record cannot be read."""
+        return recovered_result(link, row, self.config)
 
     def process(self, element: tuple[str, Iterable[dict]]):
         host, items = element
@@ -201,8 +224,7 @@ class FetchHosts(beam.DoFn):
         if self.round_index == 0:
             self.links_read.inc(len(work))
             self.hosts.inc()
-        self.unfinished[host] = {id(item.get("redirected_link", item)): item.get("redirected_link", item)
-                                 for item in work}
+        self.unfinished[host] = {id(item_link(item)): item_link(item) for item in work}
         for output in self.pool.submit(host, work):
             yield from self._outputs(output)
         for output in self.pool.ready():
@@ -236,6 +258,8 @@ class FetchHosts(beam.DoFn):
             self.handed_on.inc()
             yield TaggedOutput("redirects", (host_key(result.redirect_to), redirect_item(link, result)))
             return
+        if result.recovered:
+            self.resumed.inc()
         self.attempts.inc(result.attempts)
         self.redirects.inc(result.redirects)
         self.received.inc(result.bytes_received)
@@ -267,8 +291,8 @@ def _keys(url: str) -> list[str]:
 
 def index_warc(path: str) -> Iterator[tuple[str, tuple]]:
     """(url key, (path, offset, status, location, date)) for every whole response record of one WARC file: a file
-    whose writer was killed (a crawl we resume, or replay after resuming) ends in a partial record, which is skipped
-    with a warning, and so is the rest of a file that is damaged in the middle (its links become `not-in-warc`)."""
+    whose writer was killed ends in a partial record, which is skipped with a warning, and so is the rest of a file
+    that is damaged in the middle (its links become `not-in-warc`)."""
     with storage.open_read(path) as handle:
         try:
             for exchange in iter_responses(handle, path, with_body=False):
@@ -341,24 +365,58 @@ class ReplayLinks(beam.DoFn):
         return result
 
 
-@beam.typehints.with_output_types(dict, log=dict, rejects=dict, fetch=dict)
-class ResumeLinks(ReplayLinks):
-    """Resuming an unfinished crawl: a link whose fetch an earlier run archived to its end (its final response, after
-    any redirects) gets that outcome again from the archive; the others (`fetch`) are fetched. A final 429 or 5xx
-    counts as unfinished (the earlier run may have been about to retry it)."""
+# -- resuming from the journal --------------------------------------------------------------------------------------
 
-    def __init__(self, config: FetchConfig):
-        super().__init__(config)
-        self.resumed = Metrics.counter(NAME, "links.resumed")
+def recovered_result(link: dict, row: dict, config: FetchConfig) -> FetchResult | None:
+    """A link's outcome as an earlier run's journal row has it (a page with its body read back from the WARC record
+    the row names); None when that record cannot be read (the link is fetched again)."""
+    result = FetchResult(
+        url=link["url"], reason=row.get("reason"), detail=row.get("detail") or "", final_url=row.get("final_url"),
+        status=row.get("status"), bytes_received=row.get("bytes") or 0, elapsed=row.get("elapsed") or 0.0,
+        attempts=row.get("attempts") or 0, redirects=row.get("redirects") or 0, fetched_at=row.get("fetched_at") or 0,
+        warc_file=row.get("warc_file"), warc_offset=row.get("warc_offset"), recovered=True)
+    if row.get("outcome") != "page":
+        return result
+    try:
+        with storage.open_read(result.warc_file) as handle:
+            exchange = read_response_at(handle, result.warc_file, result.warc_offset)
+        result.content_type = exchange.header("content-type", "") or ""
+        result.body = page_outcome(exchange, config)
+    except Exception as error:  # a deleted or damaged file, or options that now refuse the page: fetch it again
+        log.warning("%s: its record at %s:%s cannot be used (%s: %s); fetching it again", link["url"],
+                    result.warc_file, result.warc_offset, type(error).__name__, error)
+        return None
+    return result
 
-    def process(self, link: dict, index: dict):
-        result = self.replay(link, index)
-        if result.reason == "not-in-warc" or (result.status is not None and retryable_status(result.status)):
-            yield TaggedOutput("fetch", link)
-            return
-        self.links_read.inc()
-        self.resumed.inc()
-        yield from link_outcome(link, result, self.pages)
+
+def journal_rows(path: str) -> Iterator[tuple[str, dict]]:
+    """(url, fetch-log row) for every whole line of one journal file."""
+    with storage.open_read(path) as handle:
+        for row in read_journal(iter(handle.readline, b""), path):
+            yield row["url"], row
+
+
+def latest_row(rows: Iterable[dict]) -> dict:
+    """Of several rows of one link (a retried bundle, a record that could not be read back): the latest."""
+    return max(rows, key=lambda row: (row.get("fetched_at") or 0, json.dumps(row, sort_keys=True)))
+
+
+def _mark_finished(element: tuple[str, dict]) -> Iterator[dict]:
+    _, joined = element
+    rows = list(joined["rows"])
+    for link in joined["links"]:
+        yield finished_item(link, rows[0]) if rows else link
+
+
+def mark_finished(p: beam.Pipeline, links, journal_files: list[str]):
+    """The links, each with its row when the journal of an earlier run holds one (`finished_item`)."""
+    rows = (p | "JournalFiles" >> beam.Create(journal_files)
+            | "SpreadJournalFiles" >> beam.Reshuffle()
+            | "ReadJournals" >> beam.FlatMap(journal_rows).with_output_types(tuple[str, dict])
+            | "LatestJournalRow" >> beam.CombinePerKey(latest_row))
+    keyed = links | "KeyByUrl" >> beam.Map(lambda link: (link["url"], link)).with_output_types(tuple[str, dict])
+    return ({"links": keyed, "rows": rows} | "JoinJournal" >> beam.CoGroupByKey()
+            | "MarkFinished" >> beam.FlatMap(_mark_finished).with_output_types(dict))
 
 
 # -- extraction ------------------------------------------------------------------------------------------------------
@@ -410,21 +468,22 @@ class _Fetched:
         self.pages, self.log, self.rejects = pages, log, rejects
 
 
-def fetch_rounds(links, fetching: FetchConfig, warc_dir: str, config: dict) -> _Fetched:
-    """Round 0 fetches the links grouped by their host; each later round (up to --max-redirects of them) the links
-    that the previous round redirected to another host, grouped by that target host together with the host's state
-    from earlier rounds. A fixed sequence of steps: a round without redirects still shuffles one state record per host
-    crawled so far (its clock, delay and robots.txt rules), and nothing else."""
+def fetch_rounds(links, fetching: FetchConfig, run: layout.RunDir, config: dict) -> _Fetched:
+    """Round 0 fetches the links (or `finished_item`s) grouped by their host; each later round (up to --max-redirects
+    of them) the links that the previous round redirected to another host, grouped by that target host together with
+    the host's state from earlier rounds. A fixed sequence of steps: a round without redirects still shuffles one
+    state record per host crawled so far (its clock, delay and robots.txt rules), and nothing else."""
     rounds = fetching.max_redirects + 1
 
     def fetch_hosts(index: int) -> FetchHosts:
-        return FetchHosts(fetching, warc_dir, config["warc_max_bytes"], config["hosts_in_flight"],
-                          config["max_pages_per_host"], config["max_host_failures"], round_index=index,
-                          last_round=index == rounds - 1)
+        return FetchHosts(fetching, run.path(layout.WARC), run.path(layout.FETCH_JOURNAL), config["warc_max_bytes"],
+                          config["warc_max_seconds"], config["hosts_in_flight"], config["max_pages_per_host"],
+                          config["max_host_failures"], round_index=index, last_round=index == rounds - 1)
 
     outputs = ("log", "rejects", "redirects", "hosts")
     current = (links
-               | "KeyByHost" >> beam.Map(lambda link: (host_key(link["url"]), link)).with_output_types(tuple[str, dict])
+               | "KeyByHost" >> beam.Map(lambda item: (host_key(item_link(item)["url"]), item))
+               .with_output_types(tuple[str, dict])
                | "GroupByHost" >> beam.GroupByKey()
                | "Fetch" >> beam.ParDo(fetch_hosts(0)).with_outputs(*outputs, main="pages"))
     pages, logs, rejects = [current.pages], [current.log], [current.rejects]
@@ -451,10 +510,11 @@ def execute(ctx: StageContext) -> None:
     docs_dir, log_dir = ctx.run.path(layout.DOCS), ctx.run.path(layout.FETCH_LOG)
     if config["restart"]:
         ctx.run.clear(layout.WARC, patterns=("*", "*/*"))
-    earlier = [] if warc_files else [e.path for e in storage.match(ctx.run.path(layout.WARC, "*.warc.gz"))]
-    if earlier:
-        log.info("crawl: resuming from the %d WARC files in %s (--restart to fetch everything again)", len(earlier),
-                 ctx.run.path(layout.WARC))
+        ctx.run.clear(layout.FETCH_JOURNAL, patterns=("*", "*/*"))
+    journals = [] if warc_files else [e.path for e in storage.match(ctx.run.path(layout.FETCH_JOURNAL_GLOB))]
+    if journals:
+        log.info("crawl: resuming from the %d journal files in %s (--restart to fetch everything again)",
+                 len(journals), ctx.run.path(layout.FETCH_JOURNAL))
 
     def build(p: beam.Pipeline) -> None:
         links = p | "ReadLinks" >> beam.io.ReadFromParquet(links_glob)
@@ -462,16 +522,8 @@ def execute(ctx: StageContext) -> None:
             index = warc_index(p, warc_files, "Warc")
             fetched = links | "Replay" >> beam.ParDo(ReplayLinks(fetching), index=beam.pvalue.AsDict(index)) \
                 .with_outputs("log", "rejects", main="pages")
-        elif earlier:
-            index = warc_index(p, earlier, "Earlier")
-            resumed = links | "Resume" >> beam.ParDo(ResumeLinks(fetching), index=beam.pvalue.AsDict(index)) \
-                .with_outputs("log", "rejects", "fetch", main="pages")
-            rest = fetch_rounds(resumed.fetch, fetching, ctx.run.path(layout.WARC), config)
-            fetched = _Fetched(pages=(resumed.pages, rest.pages) | "ResumedAndFetchedPages" >> beam.Flatten(),
-                               log=(resumed.log, rest.log) | "ResumedAndFetchedLogs" >> beam.Flatten(),
-                               rejects=(resumed.rejects, rest.rejects) | "ResumedAndFetchedRejects" >> beam.Flatten())
         else:
-            fetched = fetch_rounds(links, fetching, ctx.run.path(layout.WARC), config)
+            fetched = fetch_rounds(mark_finished(p, links, journals) if journals else links, fetching, ctx.run, config)
         extract_docs = ExtractDocs(extraction, config["extract_timeout"], config["extract_memory_mb"])
         extracted = fetched.pages | "Extract" >> beam.ParDo(extract_docs).with_outputs("rejects", main="docs")
         extracted.docs | "WriteDocs" >> sinks.WriteParquet(

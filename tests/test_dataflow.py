@@ -110,7 +110,14 @@ def built(cloud):
 
 
 def files_of(run: Path) -> list[str]:
-    return sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file() and p.parent.name != "warc")
+    """The run's files, but for those named by when and by whom they were written (WARC and journal files)."""
+    return sorted(str(p.relative_to(run)) for p in run.rglob("*")
+                  if p.is_file() and p.parent.name not in ("warc", "journal"))
+
+
+def journal_urls(run: Path) -> list[str]:
+    return sorted(json.loads(line)["url"] for path in (run / "crawl" / "journal").glob("*.jsonl")
+                  for line in path.read_text().splitlines())
 
 
 def warc_urls(run: Path) -> list[str]:
@@ -142,6 +149,7 @@ def test_the_demo_corpus_on_gcs_equals_the_local_build(cloud, built):
     assert names == files_of(gs)
     # WARC files are named by when and by whom they were written, and hold the HTTP dates: the same responses, though
     assert warc_urls(gs) == warc_urls(local) and len(warc_urls(local)) > 50
+    assert journal_urls(gs) == journal_urls(local) and len(journal_urls(local)) > 50  # every link, journaled once
     identical, same_content = [], []
     for name in names:
         ours, theirs = (gs / name).read_bytes(), (local / name).read_bytes()

@@ -45,7 +45,8 @@ def test_two_thousand_hosts_on_one_server_through_the_fetch_step(tmp_path):
             if index % 10 == 0:
                 links.append({"url": server.url(index, "/private/x.html"), "url_key": f"{index}/b"})
             elements.append((host_key(links[0]["url"]), links))
-        fetch = FetchHosts(FetchConfig(**SCALE), str(tmp_path), 10_000_000, hosts_in_flight=256, max_pages=0,
+        fetch = FetchHosts(FetchConfig(**SCALE), str(tmp_path / "warc"), str(tmp_path / "journal"), 10_000_000,
+                           warc_max_seconds=60, hosts_in_flight=256, max_pages=0,
                            max_failures=5, round_index=0, last_round=False)  # not the last: host states go out
         started = time.monotonic()
         out = run_bundle(fetch, elements)

@@ -37,6 +37,7 @@ class FetchResult:
     warc_offset: int | None = None
     redirect_to: str | None = None  # not done yet: a redirect to another host, to be followed by that host's crawler
     seen: list[str] = field(default_factory=list)  # with `redirect_to`: the URLs of the chain so far (loops)
+    recovered: bool = False  # an earlier run's outcome, read back from its journal and WARC files, not fetched now
 
     @property
     def ok(self) -> bool:

@@ -109,9 +109,11 @@ class WarcWriter:
             response = self._response_record(exchange)
             self._writer.write_record(response)
             self._writer.write_record(self._request_record(exchange, response.rec_headers.get_header("WARC-Record-ID")))
+            self._out.flush()  # a kill now leaves the record whole (a no-op where files appear only once closed)
             return path, offset
 
     def close(self) -> None:
+        """Closes the current file; a later `write` starts the next one."""
         with self._lock:
             if self._out is not None:
                 self._out.close()
