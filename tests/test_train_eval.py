@@ -261,6 +261,12 @@ def test_max_tokens_bounds_a_quick_look(model_dir, tmp_path):
     data.write_text(mixed_text(), encoding="utf-8")
     result = run_eval(tmp_path, model_dir, "--task", "ppl", "--data", data, "--max-tokens", "40")
     assert result["tokens"] == 40 and result["truncated"] is True and "word_ppl" not in result
+    lambada = tmp_path / "lambada_test.jsonl"
+    lambada.write_text("\n".join(lambada_lines(correct=8, wrong=0)) + "\n", encoding="utf-8")
+    whole = run_eval(tmp_path, model_dir, "--task", "lambada", "--data", lambada)
+    first = run_eval(tmp_path, model_dir, "--task", "lambada", "--data", lambada, "--max-tokens", "3")
+    assert whole["examples"] == 8 and whole["truncated"] is False
+    assert 1 <= first["examples"] < 8 and (first["tokens"] <= 3 or first["examples"] == 1) and first["truncated"] is True
 
 
 def test_the_suite_runs_the_present_files_beside_the_paper_and_the_contamination(model_dir, tmp_path, capsys):
@@ -301,3 +307,15 @@ def test_bad_eval_input_is_one_line_and_exit_2(model_dir, tmp_path, caplog):
     assert f"{cbt}:2: not a CBT question" in caplog.text
     assert main(["eval", str(model_dir), "--task", "ppl", "--data", str(tmp_path / "absent.txt"), "--device", "cpu"]) == 2
     assert "absent.txt: no such file" in caplog.text
+
+
+def test_eval_modules_import_only_what_train_may():
+    import subprocess
+    import sys
+
+    probe = ("import sys, webtext.train.eval_tasks, webtext.train.detokenize, webtext.train.evaluate\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'transformers', 'apache_beam', 'datasketch'}),"
+             " [m for m in sys.modules if m.startswith('webtext.pipeline')])")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[] []"

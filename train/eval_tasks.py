@@ -39,15 +39,17 @@ class EvalConfig:
     task: str = option("shards", "shards: mean loss of non-overlapping windows of RUN/shards (or --text); ppl: "
                        "sliding-window perplexity of --data; bpb: bits per byte of --data; lambada; cbt",
                        choices=TASKS)
-    data: str | None = option(None, "the evaluation file of --task (ppl, bpb, lambada, cbt)")
+    data: str | None = option(None, "the evaluation file of --task (ppl, bpb, lambada, cbt)", metavar="FILE")
     suite: str | None = option(None, "run every task of the suite whose file is in --data-dir", choices=SUITES)
-    data_dir: str | None = option(None, "the folder of the suite's files (see the README for their names)")
+    data_dir: str | None = option(None, "the folder of the suite's files (see the README for their names)",
+                                  metavar="DIR")
     stride: int | None = option(None, "tokens predicted per window after the first (default: half the context)",
                                 type=positive_int)
     detokenize: str = option("none", "invertible de-tokeniser applied to the text the model sees (ppl, bpb)",
                              choices=tuple(DETOKENIZERS))
-    max_tokens: int | None = option(None, "score at most this many tokens (ppl, bpb: a quick look; "
-                                    "no per-word or per-byte figure then)", type=positive_int)
+    max_tokens: int | None = option(None, "a quick look: score at most this many tokens (lambada, cbt: the first "
+                                    "examples up to that; ppl, bpb: no per-word or per-byte figure then)",
+                                    type=positive_int, metavar="N")
     out: str | None = option(None, "write the figures as JSON to this file", metavar="FILE.json")
     micro_batch: int = option(8, "sequences per forward pass", type=positive_int)
     device: str | None = option(None, "cpu or cuda (default: cuda when there is one)", choices=("cpu", "cuda"))
@@ -297,17 +299,33 @@ def read_lambada(path: Path) -> list[str]:
     return texts
 
 
-def eval_lambada(em: EvalModel, path: Path, micro_batch: int, device: torch.device) -> dict:
+def _first_examples(groups: list[list], max_tokens: int | None) -> list[list]:
+    """The first examples (each a group of (context, continuation) pairs) whose continuations hold max_tokens."""
+    if max_tokens is None:
+        return groups
+    kept, tokens = [], 0
+    for group in groups:
+        if kept and tokens + sum(len(c) for _, c in group) > max_tokens:
+            break
+        kept.append(group)
+        tokens += sum(len(c) for _, c in group)
+    return kept
+
+
+def eval_lambada(em: EvalModel, path: Path, micro_batch: int, device: torch.device,
+                 max_tokens: int | None = None) -> dict:
     """Accuracy of greedily predicting every token of the last word, and the perplexity of those tokens."""
-    pairs = []
+    examples = []
     for text in read_lambada(path):
         context, _, word = text.rpartition(" ")
-        pairs.append((em.prefix() + em.encode(context), em.encode(" " + word)))
+        examples.append([(em.prefix() + em.encode(context), em.encode(" " + word))])
+    pairs = [pair for group in _first_examples(examples, max_tokens) for pair in group]
     scored = score_continuations(em.model, pairs, micro_batch, device, f"lambada {path.name}")
     total, tokens = _loss_figures(scored)
     return {"task": "lambada", "data": str(path), "examples": len(scored),
             "accuracy": sum(s.greedy for s in scored) / len(scored),
-            "tokens": tokens, "loss": total / tokens, "ppl": math.exp(min(total / tokens, 700.0))}
+            "tokens": tokens, "loss": total / tokens, "ppl": math.exp(min(total / tokens, 700.0)),
+            "truncated": len(pairs) < len(examples)}
 
 
 @dataclass(frozen=True)
@@ -346,14 +364,17 @@ def read_cbt(path: Path) -> list[CBTQuestion]:
     return questions
 
 
-def eval_cbt(em: EvalModel, path: Path, micro_batch: int, device: torch.device) -> dict:
+def eval_cbt(em: EvalModel, path: Path, micro_batch: int, device: torch.device, max_tokens: int | None = None) -> dict:
     """The candidate whose completed query (from the candidate to the sentence's end) is most probable, as the paper."""
-    questions = read_cbt(path)
-    pairs = []
-    for question in questions:
+    all_questions = read_cbt(path)
+    groups = []
+    for question in all_questions:
         before, _, after = question.query.partition(CBT_BLANK)
         context = em.prefix() + em.encode(" ".join(question.context + ([before.rstrip()] if before.strip() else [])))
-        pairs.extend((context, em.encode(" " + candidate + after)) for candidate in question.candidates)
+        groups.append([(context, em.encode(" " + candidate + after)) for candidate in question.candidates])
+    groups = _first_examples(groups, max_tokens)
+    questions = all_questions[: len(groups)]
+    pairs = [pair for group in groups for pair in group]
     scored = score_continuations(em.model, pairs, micro_batch, device, f"cbt {path.name}")
     correct, start = 0, 0
     for question in questions:
@@ -363,7 +384,8 @@ def eval_cbt(em: EvalModel, path: Path, micro_batch: int, device: torch.device) 
         correct += question.candidates[best] == question.answer
     total, tokens = _loss_figures(scored)
     return {"task": "cbt", "data": str(path), "examples": len(questions), "accuracy": correct / len(questions),
-            "tokens": tokens, "loss": total / tokens, "ppl": math.exp(min(total / tokens, 700.0))}
+            "tokens": tokens, "loss": total / tokens, "ppl": math.exp(min(total / tokens, 700.0)),
+            "truncated": len(questions) < len(all_questions)}
 
 
 def run_task(em: EvalModel, task: str, path: Path, config: EvalConfig, device: torch.device) -> dict:
@@ -373,9 +395,9 @@ def run_task(em: EvalModel, task: str, path: Path, config: EvalConfig, device: t
         result = eval_perplexity(em, path, task, config.detokenize, config.stride, config.micro_batch, device,
                                  config.max_tokens)
     elif task == "lambada":
-        result = eval_lambada(em, path, config.micro_batch, device)
+        result = eval_lambada(em, path, config.micro_batch, device, config.max_tokens)
     elif task == "cbt":
-        result = eval_cbt(em, path, config.micro_batch, device)
+        result = eval_cbt(em, path, config.micro_batch, device, config.max_tokens)
     else:
         raise ConfigError(f"unknown task {task!r}")
     overlap = contamination(em.run, path)
