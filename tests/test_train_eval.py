@@ -7,7 +7,6 @@ import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -307,6 +306,9 @@ def test_bad_eval_input_is_one_line_and_exit_2(model_dir, tmp_path, caplog):
     assert f"{cbt}:2: not a CBT question" in caplog.text
     assert main(["eval", str(model_dir), "--task", "ppl", "--data", str(tmp_path / "absent.txt"), "--device", "cpu"]) == 2
     assert "absent.txt: no such file" in caplog.text
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "caf\xe9 au lait"}\n')
+    assert main(["eval", str(model_dir), "--task", "lambada", "--data", str(tmp_path / "latin1.jsonl")]) == 2
+    assert "latin1.jsonl: not UTF-8 text" in caplog.text
 
 
 def test_eval_modules_import_only_what_train_may():

@@ -260,6 +260,8 @@ def eval_perplexity(em: EvalModel, path: Path, task: str, detokenize: str, strid
     raw = path.read_bytes()
     original = raw.decode("utf-8", errors="replace")
     stream = np.asarray(em.prefix() + em.encode(detokenizer(detokenize)(original)), dtype=np.int64)
+    if len(stream) < 2:
+        raise ConfigError(f"{path}: too short to evaluate (needs at least 2 tokens)")
     truncated = max_tokens is not None and len(stream) - 1 > max_tokens
     if truncated:
         stream = stream[: max_tokens + 1]
@@ -281,10 +283,17 @@ def eval_perplexity(em: EvalModel, path: Path, task: str, detokenize: str, strid
     return result
 
 
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+
+
 def read_lambada(path: Path) -> list[str]:
     """OpenAI's lambada_test.jsonl: one {"text": ...} per line."""
     texts = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -343,7 +352,7 @@ CBT_QUERY = re.compile(r"^21 (?P<query>.*?)\t(?P<answer>[^\t]*)\t\t(?P<candidate
 def read_cbt(path: Path) -> list[CBTQuestion]:
     """The Children's Book Test files: 20 numbered context lines, then `21 query<TAB>answer<TAB><TAB>c1|...|c10`."""
     questions, context = [], []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         number, _, sentence = line.partition(" ")
