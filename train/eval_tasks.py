@@ -136,11 +136,14 @@ def load_eval_model(path: str | Path, device: torch.device, tokenizer: str | Non
         with tempfile.TemporaryDirectory(prefix="webtext-eval-") as scratch:
             model, meta = ckpt.load_model(import_hf(path, Path(scratch) / "imported"), device)
         loaded = hf_tokenizer(path, tokenizer)
-        source = path
+        source, meta = path, {**meta, "step": None}
     else:
         source = ckpt.resolve_checkpoint(path)
         model, meta = ckpt.load_model(source, device)
         loaded = load_tokenizer(find_tokenizer(source, meta, tokenizer))
+    if loaded.get_vocab_size() > model.config.vocab_size:
+        raise ConfigError(f"{path}: the tokenizer has {loaded.get_vocab_size()} tokens, the model "
+                          f"{model.config.vocab_size}; pass the model's own --tokenizer")
     run_dir = run or meta.get("run")
     return EvalModel(model=model, tokenizer=loaded, eot_id=eot_id_of(loaded, meta), source=str(source),
                      run=Path(run_dir) if run_dir else None, step=meta.get("step"))
@@ -512,8 +515,11 @@ def table(results: list[dict], absent: Sequence[dict] = ()) -> str:
             if key not in result:
                 continue
             published = result.get("published", {}).get(key)
-            lines.append(f"{result.get('name', result['task']):<14}{label:<12}{_figure(key, result[key]):>10}"
+            name = result.get("name", result["task"]) + ("*" if result.get("truncated") else "")
+            lines.append(f"{name:<14}{label:<12}{_figure(key, result[key]):>10}"
                          f"{_figure(key, published) if published is not None else '':>12}{result['tokens']:>12,}  {share}")
     for missing in absent:
         lines.append(f"{missing['name']:<14}absent: none of {', '.join(missing['looked_for'])}")
-    return "\n".join(lines)
+    if any(result.get("truncated") for result in results):
+        lines.append("* --max-tokens: the first tokens (or examples) only")
+    return "\n".join(line.rstrip() for line in lines)
