@@ -39,16 +39,11 @@ def _add_sample(sub) -> None:
 
 
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="loss and perplexity of a checkpoint on shards or a text file",
-                       formatter_class=DefaultsHelpFormatter)
-    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a training directory (its latest)")
-    p.add_argument("--run", help="evaluate on RUN/shards (default: the checkpoint's run)")
-    p.add_argument("--split", default="val", help="the split of RUN/shards to evaluate on")
-    p.add_argument("--text", help="evaluate on this UTF-8 text file instead, tokenized with the run's tokenizer")
-    p.add_argument("--tokenizer", help="tokenizer.json for --text (default: the checkpoint's or its run's)")
-    p.add_argument("--micro-batch", type=positive_int, default=8, help="sequences per forward pass")
-    p.add_argument("--batches", type=positive_int, help="at most this many batches (default: all windows)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="cpu or cuda (default: cuda when there is one)")
+    from .eval_tasks import EvalConfig
+
+    p = sub.add_parser("eval", help="the GPT-2 paper's zero-shot tasks (perplexity, LAMBADA, CBT, the suite), or the "
+                       "loss on shards or a text file", formatter_class=DefaultsHelpFormatter)
+    add_arguments(p, EvalConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,22 +100,13 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from . import checkpoint as ckpt
     from . import evaluate
-    from .generate import find_tokenizer, load_tokenizer
+    from .eval_tasks import EvalConfig
 
-    source = ckpt.resolve_checkpoint(args.checkpoint)
-    device = _device(args.device)
-    model, meta = ckpt.load_model(source, device)
-    if args.text:
-        tokenizer = load_tokenizer(find_tokenizer(source, meta, args.tokenizer))
-        result = evaluate.eval_text(model, tokenizer, Path(args.text), args.micro_batch, device, args.batches)
-    else:
-        run = args.run or meta.get("run")
-        if not run:
-            raise SystemExit(f"{source}: no run recorded in the checkpoint; pass --run RUN or --text FILE")
-        result = evaluate.eval_shards(model, Path(run), args.split, args.micro_batch, args.batches, device)
-    print(json.dumps({"checkpoint": str(source), "step": meta.get("step"), **result.to_dict()}))
+    record, table = evaluate.run_eval(from_namespace(EvalConfig, args))
+    if args.out:
+        evaluate.write_json(record, args.out)
+    print(table if table is not None else json.dumps(record))
     return 0
 
 

@@ -1,6 +1,8 @@
-"""Evaluation of a checkpoint: mean loss and perplexity on a run's shards or on a plain text file."""
+"""`webtext eval`: the paper's zero-shot tasks (eval_tasks) or, as before, the mean loss and perplexity of
+non-overlapping windows of a run's shards or of a plain text file (--task shards)."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,3 +75,43 @@ def eval_text(model: GPT, tokenizer, text_path: Path, micro_batch: int, device: 
     text = Path(text_path).read_text(encoding="utf-8")
     ids = np.asarray(tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
     return eval_tokens(model, ids, micro_batch, device, source=str(text_path), max_batches=max_batches)
+
+
+def run_eval(config) -> tuple[dict, str | None]:
+    """The figures of `webtext eval` (an EvalConfig) and, for the paper's tasks, their table."""
+    from . import eval_tasks
+    from .generate import find_tokenizer, load_tokenizer
+
+    eval_tasks.check_config(config)
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if config.task == "shards" and not config.suite:
+        return _run_shards(config, device, find_tokenizer, load_tokenizer), None
+    em = eval_tasks.load_eval_model(config.model, device, config.tokenizer, config.run)
+    if config.suite:
+        record = eval_tasks.run_suite(em, Path(config.data_dir), config, device)
+        return record, eval_tasks.table(record["results"], record["absent"])
+    result = {"model": em.source, "step": em.step, **eval_tasks.run_task(em, config.task, Path(config.data), config, device)}
+    return result, eval_tasks.table([result])
+
+
+def _run_shards(config, device: torch.device, find_tokenizer, load_tokenizer) -> dict:
+    from . import checkpoint as ckpt
+
+    source = ckpt.resolve_checkpoint(config.model)
+    model, meta = ckpt.load_model(source, device)
+    if config.text:
+        tokenizer = load_tokenizer(find_tokenizer(source, meta, config.tokenizer))
+        result = eval_text(model, tokenizer, Path(config.text), config.micro_batch, device, config.batches)
+    else:
+        run = config.run or meta.get("run")
+        if not run:
+            raise ConfigError(f"{source}: no run recorded in the checkpoint; pass --run RUN or --text FILE")
+        result = eval_shards(model, Path(run), config.split, config.micro_batch, config.batches, device)
+    return {"checkpoint": str(source), "step": meta.get("step"), "task": "shards", **result.to_dict()}
+
+
+def write_json(record: dict, path: str) -> None:
+    from .atomic import atomic_write_bytes
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path(path), (json.dumps(record, indent=2) + "\n").encode("utf-8"))

@@ -22,6 +22,7 @@ MANIFEST_NAME = "manifest.json"
 RUN_SHARDS = Path("shards")
 RUN_TOKENIZER = Path("tokenizer", "tokenizer.json")  # its sha256 is in the manifest
 RUN_TRAINING = Path("train")  # RUN/train/NAME: one training run's checkpoints and logs
+RUN_CONTAMINATION = Path("stats", "contamination.json")  # the dedup stage's eval-set overlap report
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 ARROW_DTYPES = {"uint16": pa.uint16(), "uint32": pa.uint32()}
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
