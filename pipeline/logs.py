@@ -12,10 +12,13 @@ OUR_LOGGERS = ("webtext", "apache_beam.runners.dataflow", "apache_beam.runners.p
 
 
 class QuietBeamImports(logging.Filter):
-    """Drops Beam's import-time note about a missing optional client (without the gcp extra): nothing about a run."""
+    """Drops Beam's import-time notes about a missing optional client or file system (without the gcp extra): nothing
+    about a run, and a RUN on that file system is refused saying what to install (storage.check_filesystem)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("apitools not found")
+        message = record.getMessage()
+        return not (message.startswith("apitools not found")
+                    or (message.startswith("Failed to import ") and "loading of this filesystem" in message))
 
 
 def _stderr_handler() -> logging.Handler:
@@ -26,8 +29,9 @@ def _stderr_handler() -> logging.Handler:
 
 
 def quiet_beam_imports() -> None:
-    """Before Beam is imported: its import-time note is dropped (the root logger itself filters it)."""
-    logging.getLogger().addFilter(QuietBeamImports())
+    """Before Beam is imported: its import-time notes are dropped (the loggers that log them filter them)."""
+    for name in ("", "apache_beam.io.filesystems"):
+        logging.getLogger(name).addFilter(QuietBeamImports())
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -74,11 +74,11 @@ def disk_problem(error: BaseException) -> str | None:
     return None
 
 
-# Beam file systems by URL scheme: the module each needs, and how to install it.
+# Beam file systems by URL scheme: the module each needs, its package, and how to install it.
 FILESYSTEM_PACKAGES = {
-    "gs": ("apache_beam.io.gcp.gcsio", "google.cloud.storage", "pip install 'webtext[gcp]'"),
-    "s3": ("apache_beam.io.aws.s3io", "boto3", "pip install 'apache-beam[aws]'"),
-    "hdfs": ("apache_beam.io.hadoopfilesystem", "hdfs", "pip install 'apache-beam[hadoop]'"),
+    "gs": ("google.cloud.storage", "google-cloud-storage", "pip install 'webtext[gcp]'"),
+    "s3": ("boto3", "boto3", "pip install 'apache-beam[aws]'"),
+    "hdfs": ("hdfs", "hdfs", "pip install 'apache-beam[hadoop]'"),
 }
 
 
@@ -88,13 +88,13 @@ def check_filesystem(path: str) -> None:
     if not sep:
         return
     if scheme in FILESYSTEM_PACKAGES:
-        _, module, install = FILESYSTEM_PACKAGES[scheme]
+        module, package, install = FILESYSTEM_PACKAGES[scheme]
         try:
             found = importlib.util.find_spec(module) is not None
         except ImportError:
             found = False
         if not found:
-            raise StageError(f"{path}: {scheme}:// needs the {module.partition('.')[0]} package: {install}")
+            raise StageError(f"{path}: {scheme}:// needs the {package} package: {install}")
         return
     try:
         FileSystems.get_filesystem(path)
