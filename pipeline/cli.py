@@ -186,8 +186,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown to webtext {args.command} and to Beam: {' '.join(unknown)}")
     setup_logging(args.log_level)
-    from .stage import StageError
-
     try:
         if args.command != "demo":
             storage.check_filesystem(args.run)
@@ -208,13 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = list(stages) if args.command == "build" else [args.command]
         run_stages(names, stages, args.run, file_config, flags, beam_args, args.force)
         return 0
-    except StageError as error:
-        print(f"webtext {args.command}: error: {storage.disk_problem(error) or error}", file=sys.stderr)
-        return 2
-    except Exception as error:
-        problem = storage.disk_problem(error)
+    except Exception as error:  # a StageError, or one that a Beam worker raised and the runner sent back as text
+        problem = storage.error_line(error)
         if problem is None:
-            raise
+            raise  # a bug: its traceback is what helps
         print(f"webtext {args.command}: error: {problem}", file=sys.stderr)
         return 2
 

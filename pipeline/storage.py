@@ -74,6 +74,18 @@ def disk_problem(error: BaseException) -> str | None:
     return None
 
 
+_STAGE_ERROR_TEXT = re.compile(r"\bwebtext\.pipeline\.storage\.(?:StageError|DiskError): (.+?)(?: \[while running .*)?$", re.M)
+
+
+def error_line(error: BaseException) -> str | None:
+    """The one line to print for an error the user can act on: a StageError (also one raised in a Beam worker and
+    sent back as text, without Beam's note of the step), or a refused write; None for anything else (a bug)."""
+    if isinstance(error, StageError):
+        return disk_problem(error) or re.sub(r" \[while running '[^']*'\]$", "", str(error))
+    found = _STAGE_ERROR_TEXT.search(str(error))
+    return found.group(1) if found else disk_problem(error)
+
+
 # Beam file systems by URL scheme: the module each needs, its package, and how to install it.
 FILESYSTEM_PACKAGES = {
     "gs": ("google.cloud.storage", "google-cloud-storage", "pip install 'webtext[gcp]'"),
