@@ -155,3 +155,31 @@ def test_the_resolved_config_of_a_run_is_a_valid_config(tmp_path, webtext_cli, b
     save_resolved_config(run, configs, list(beam_args))
     saved = load_config_file(run.path(layout.CONFIG))
     assert check_config_file(saved, stages, run.path(layout.CONFIG)) == beam_args
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "RUN", "--lr", "nan"], "argument --lr: must be a finite number, got nan"),
+    (["train", "RUN", "--lr=-inf"], "argument --lr: must be a finite number, got -inf"),
+    (["train", "RUN", "--beta2", "1.5"], "argument --beta2: must be 0 to 1, got 1.5"),
+    (["train", "RUN", "--min-lr-ratio", "-0.1"], "argument --min-lr-ratio: must be 0 to 1, got -0.1"),
+    (["sample", "CKPT", "--top-p", "2"], "argument --top-p: must be 0 to 1, got 2"),
+    (["sample", "CKPT", "--temperature", "nan"], "argument --temperature: must be a finite number, got nan"),
+])
+def test_the_trainers_float_flags_are_finite_and_in_range(argv, expected, capsys):
+    pytest.importorskip("torch")
+    from webtext.train.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].endswith(f"error: {expected}")
+
+
+def test_the_trainers_help_shows_ranges(capsys):
+    pytest.importorskip("torch")
+    from webtext.train.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "AdamW beta2 (0 to 1) (default: 0.95)" in " ".join(capsys.readouterr().out.split())
