@@ -47,8 +47,37 @@ def load_config_file(path: str | None) -> dict:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise StageError(f"config file not found: {path}") from None
+    except OSError as error:
+        raise StageError(f"cannot read config file {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise StageError(f"config file {path} is not TOML text: byte {error.start} is not UTF-8") from None
     except tomllib.TOMLDecodeError as error:
         raise StageError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def check_config_file(file_config: dict, stages: dict, path: str) -> list[str]:
+    """Checks every section of the config file against the options it may hold (whichever command runs); returns
+    its [run] beam_args. An unknown section or key, or a value of the wrong type or range, is a StageError naming it."""
+    from .stage import StageError, resolve_config
+
+    unknown = sorted(set(file_config) - set(stages) - {RUN_SECTION})
+    if unknown:
+        raise StageError(f"{path}: unknown section(s) {', '.join(f'[{name}]' for name in unknown)} "
+                         f"(sections: {', '.join(f'[{name}]' for name in [*stages, RUN_SECTION])})")
+    for stage in stages.values():
+        resolve_config(stage, file_config, {}, source=path)
+    run = file_config.get(RUN_SECTION, {})
+    if not isinstance(run, dict) or set(run) - {"beam_args"}:
+        extra = sorted(set(run) - {"beam_args"}) if isinstance(run, dict) else [repr(run)]
+        raise StageError(f"{path}: unknown option(s) in [{RUN_SECTION}]: {', '.join(extra)} (its options: beam_args)")
+    beam_args = run.get("beam_args", [])
+    if not isinstance(beam_args, list) or not all(isinstance(arg, str) for arg in beam_args):
+        raise StageError(f"{path}: [{RUN_SECTION}] beam_args: expected a list of strings "
+                         f"(beam_args = [\"--runner\", \"DataflowRunner\"]), got {beam_args!r}")
+    unknown_args = unknown_to_beam(beam_args)
+    if unknown_args:
+        raise StageError(f"{path}: [{RUN_SECTION}] beam_args: unknown to Beam: {' '.join(unknown_args)}")
+    return beam_args
 
 
 def save_resolved_config(run, stage_configs: dict[str, dict], beam_args: list[str]) -> None:
@@ -157,10 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown to webtext {args.command} and to Beam: {' '.join(unknown)}")
     setup_logging(args.log_level)
-    from .stage import StageError
-
     try:
         if args.command != "demo":
+            storage.check_filesystem(args.run)
             from .dataflow import check_google_credentials
             check_google_credentials([args.run])
         if args.command == "stats":
@@ -169,15 +197,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
             return run_demo(args.run, stages, submissions=args.submissions, beam_args=beam_args, force=args.force)
+        file_config = load_config_file(args.config)
+        check_config_file(file_config, stages, args.config)
         chosen = [a for a in getattr(stages.get(args.command), "actions", ()) if getattr(args, a.key, False)]
         if chosen:
             return chosen[0].run(layout.RunDir(args.run))
         flags = {k: v for k, v in vars(args).items() if k not in ("command", "run", "config", "force", "log_level")}
         names = list(stages) if args.command == "build" else [args.command]
-        run_stages(names, stages, args.run, load_config_file(args.config), flags, beam_args, args.force)
+        run_stages(names, stages, args.run, file_config, flags, beam_args, args.force)
         return 0
-    except StageError as error:
-        print(f"webtext {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:  # a StageError, or one that a Beam worker raised and the runner sent back as text
+        problem = storage.error_line(error)
+        if problem is None:
+            raise  # a bug: its traceback is what helps
+        print(f"webtext {args.command}: error: {problem}", file=sys.stderr)
         return 2
 
 

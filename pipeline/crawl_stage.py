@@ -50,28 +50,30 @@ NAME = "crawl"
 class CrawlOptions:
     """The crawl stage's own options; those of fetching, extraction and the quality rules are their configs' fields."""
 
-    hosts_in_flight: int = field(default=256, metadata={"help": "hosts each worker crawls at once (one thread each)"})
-    max_pages_per_host: int = field(default=0, metadata={
+    hosts_in_flight: int = field(default=256, metadata={"min": 1, "help": "hosts each worker crawls at once (one thread each)"})
+    max_pages_per_host: int = field(default=0, metadata={"min": 0,
         "help": "links fetched per host, the rest rejected host-cap (0: all)"})
-    max_host_failures: int = field(default=5, metadata={
+    max_host_failures: int = field(default=5, metadata={"min": 0,
         "help": "network failures in a row after which a host's other links are rejected host-unreachable (0: never)"})
-    warc_max_bytes: int = field(default=1_000_000_000, metadata={"help": "start a new WARC file after this many bytes"})
+    warc_max_bytes: int = field(default=1_000_000_000, metadata={
+        "min": 1, "help": "start a new WARC file after this many bytes"})
     warc_max_seconds: float = field(default=60.0, metadata={
-        "help": "close a worker's WARC and journal files after this many seconds (0: only by size and at the end); "
-                "on gs://, where files appear once closed, a killed crawl fetches again at most this much work"})
+        "min": 0, "help": "close a worker's WARC and journal files after this many seconds (0: only by size and at the "
+                          "end); on gs://, where files appear once closed, a killed crawl fetches again at most this "
+                          "much work"})
     from_warc: tuple[str, ...] = field(default=(), metadata={
         "help": "replay responses from these WARC files (globs) instead of fetching"})
     restart: bool = field(default=False, metadata={
         "help": "fetch every link again: delete RUN/crawl/warc and RUN/crawl/journal; without it a rerun (after a "
                 "kill, or with --force) reuses every link an earlier run finished, redoing only extraction and "
                 "filters"})
-    extract_timeout: float = field(default=30.0, metadata={
+    extract_timeout: float = field(default=30.0, metadata={"min": 0,
         "help": "seconds per page in the extraction sandbox (0: no sandbox, no limit)"})
-    extract_memory_mb: int = field(default=2048, metadata={
+    extract_memory_mb: int = field(default=2048, metadata={"min": 0,
         "help": "address-space limit of the extraction process, so a page that needs too much memory is a reject, "
                 "not a killed worker (0: none)"})
-    docs_shards: int = field(default=8, metadata={"help": "docs-*.parquet files"})
-    fetch_log_shards: int = field(default=4, metadata={"help": "fetch-log-*.parquet files"})
+    docs_shards: int = field(default=8, metadata={"min": 1, "help": "docs-*.parquet files"})
+    fetch_log_shards: int = field(default=4, metadata={"min": 1, "help": "fetch-log-*.parquet files"})
 
 
 def crawl_options() -> list[Option]:

@@ -64,34 +64,34 @@ class DedupOptions:
     input_docs: str | None = field(default=None, metadata={
         "help": "docs Parquet files to dedup (glob; default: RUN/docs/docs-*.parquet); any Parquet with doc_id, url, "
                 "domain, text (strings) and score (integer) works"})
-    threshold: float = field(default=0.8, metadata={
+    threshold: float = field(default=0.8, metadata={"min": 0, "max": 1,
         "help": "Jaccard similarity of word shingles at which two documents are near-duplicates"})
-    ngram: int = field(default=5, metadata={"help": "words per shingle"})
-    num_perm: int = field(default=128, metadata={"help": "MinHash permutations"})
-    minhash_seed: int = field(default=1, metadata={"help": "seed of the MinHash permutations (datasketch's)"})
-    bands: int = field(default=0, metadata={"help": "LSH bands (with --rows; 0: chosen for --threshold)"})
-    rows: int = field(default=0, metadata={"help": "LSH rows per band (with --bands)"})
-    false_negative_weight: float = field(default=DEFAULT_FALSE_NEGATIVE_WEIGHT, metadata={
+    ngram: int = field(default=5, metadata={"min": 1, "help": "words per shingle"})
+    num_perm: int = field(default=128, metadata={"min": 1, "help": "MinHash permutations"})
+    minhash_seed: int = field(default=1, metadata={"min": 0, "help": "seed of the MinHash permutations (datasketch's)"})
+    bands: int = field(default=0, metadata={"min": 0, "help": "LSH bands (with --rows; 0: chosen for --threshold)"})
+    rows: int = field(default=0, metadata={"min": 0, "help": "LSH rows per band (with --bands)"})
+    false_negative_weight: float = field(default=DEFAULT_FALSE_NEGATIVE_WEIGHT, metadata={"min": 0, "max": 1,
         "help": "weight of missed pairs (against extra candidates, 1 minus it) when choosing bands"})
     clustering: str = field(default="components", metadata={
         "help": "components: a cluster is a connected component of the verified pairs (one survivor each); star: "
                 "every removed document is itself verified against its survivor", "choices": ("components", "star")})
-    max_bucket_size: int = field(default=100, metadata={
+    max_bucket_size: int = field(default=100, metadata={"min": 1,
         "help": "an LSH bucket larger than this pairs each member with its best one only"})
     eval_set: tuple[str, ...] = field(default=(), metadata={
         "help": "evaluation sets NAME=PATH … to measure (and with --decontaminate remove) overlap with; plain text "
                 "(paragraphs) or JSONL with a text field"})
-    eval_ngram: int = field(default=decontam.DEFAULT_NGRAM, metadata={
+    eval_ngram: int = field(default=decontam.DEFAULT_NGRAM, metadata={"min": 1,
         "help": "words per n-gram for decontamination (GPT-2: 8)"})
     decontaminate: bool = field(default=False, metadata={
         "help": "drop documents whose overlap with an eval set is above --contamination-threshold"})
-    contamination_threshold: float = field(default=0.1, metadata={
+    contamination_threshold: float = field(default=0.1, metadata={"min": 0, "max": 1,
         "help": "share of a document's distinct n-grams found in one eval set above which it is contaminated"})
-    bloom_fp_rate: float = field(default=1e-6, metadata={
+    bloom_fp_rate: float = field(default=1e-6, metadata={"min": 0, "max": 1,
         "help": "target false-positive rate of each eval set's Bloom filter"})
-    bloom_max_mb: int = field(default=256, metadata={
+    bloom_max_mb: int = field(default=256, metadata={"min": 1,
         "help": "memory cap of each Bloom filter (a fuller filter has a higher false-positive rate)"})
-    dedup_shards: int = field(default=0, metadata={
+    dedup_shards: int = field(default=0, metadata={"min": 0,
         "help": "files of each output (docs, clusters, pairs, contamination); each is sorted in one worker's memory "
                 "(0: one per 256 MiB of input documents)"})
 

@@ -57,7 +57,7 @@ class LinksOptions:
     praw_listing: str = field(default="top", metadata={"help": "PRAW listing", "choices": api.LISTINGS})
     praw_time_filter: str = field(default="all", metadata={
         "help": "time filter of top/controversial", "choices": api.TIME_FILTERS})
-    praw_limit: int = field(default=1000, metadata={
+    praw_limit: int = field(default=1000, metadata={"min": 1,
         "help": "submissions per subreddit (Reddit serves about 1,000 at most)"})
     min_karma: int = field(default=3, metadata={"help": "karma a URL needs (see --karma-rule)"})
     karma_rule: str = field(default="max", metadata={
@@ -71,11 +71,11 @@ class LinksOptions:
     blocked_domains: str | None = field(default=None, metadata={"help": "file replacing the shipped blocked-domains list"})
     blocked_extensions: str | None = field(default=None, metadata={
         "help": "file replacing the shipped blocked-extensions list"})
-    max_bad_fraction: float = field(default=0.01, metadata={
+    max_bad_fraction: float = field(default=0.01, metadata={"min": 0, "max": 1,
         "help": "fail when more than this share of a dump file's lines is unreadable (a truncated file: all of it)"})
-    max_line_bytes: int = field(default=dumps.MAX_LINE_BYTES, metadata={
+    max_line_bytes: int = field(default=dumps.MAX_LINE_BYTES, metadata={"min": 1,
         "help": "a dump line longer than this is rejected (bad-json) as it streams by, never held whole"})
-    links_shards: int = field(default=8, metadata={
+    links_shards: int = field(default=8, metadata={"min": 1,
         "help": "links-*.parquet files (each is merged in one worker's memory)"})
 
 

@@ -225,8 +225,13 @@ def _upload(local: Path, destination: str) -> None:
 def write_shard_file(path: str, batch: EncodedBatch, dtype: str, eot_id: int) -> shard_format.ShardStats:
     """One shard written whole under its final name (directly on local disk, through a temp file elsewhere)."""
     if _is_local(path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return shard_format.write_shard_batch(path, batch.documents, batch.doc_ids, dtype, eot_id=eot_id)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return shard_format.write_shard_batch(path, batch.documents, batch.doc_ids, dtype, eot_id=eot_id)
+        except Exception as error:
+            storage.discard(path)  # a shard cut short by a full disk is no shard
+            storage.raise_if_refused(error, path)
+            raise
     with tempfile.TemporaryDirectory(prefix="webtext-shard-") as temp:
         local = Path(temp) / os.path.basename(path)
         stats = shard_format.write_shard_batch(local, batch.documents, batch.doc_ids, dtype, eot_id=eot_id)
@@ -477,9 +482,9 @@ def upstream(run: RunDir, config: dict) -> list[str]:
 class ShardsOptions:
     """The shards stage's options (flags and [shards] keys)."""
 
-    val_fraction: float = field(default=0.0005, metadata={
+    val_fraction: float = field(default=0.0005, metadata={"min": 0, "max": 1,
         "help": "share of documents (by a hash of doc_id) in the val split; at least one document"})
-    shard_tokens: int = field(default=100_000_000, metadata={"help": "about this many tokens per shard"})
+    shard_tokens: int = field(default=100_000_000, metadata={"min": 1, "help": "about this many tokens per shard"})
     encoder: str = field(default="auto", metadata={
         "help": "encoding engine: tiktoken on our BPE files (ids checked equal), tokenizers, or auto",
         "choices": ENGINES})

@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import dataflow, layout, sinks, storage
-from .stage_options import Option
+from .stage_options import Option, OptionError
 from .layout import RunDir
 from .storage import FileEntry, StageError
 
@@ -137,15 +137,23 @@ class Stage:
         return {o.key: o.empty_default() for o in self.options}
 
 
-def resolve_config(stage: Stage, file_config: dict, flags: dict) -> dict[str, Any]:
-    """Defaults, then the config file's [stage] section, then flags given on the command line."""
+def resolve_config(stage: Stage, file_config: dict, flags: dict, source: str = "the config file") -> dict[str, Any]:
+    """Defaults, then the config file's [stage] section, then flags given on the command line (argparse checked
+    those); a key or value of the section that its option does not take is a StageError naming `source` and the key."""
     section = file_config.get(stage.name, {})
+    if not isinstance(section, dict):
+        raise StageError(f"{source}: {stage.name} must be a [{stage.name}] table, got {section!r}")
     known = {o.key: o for o in stage.options}
     unknown = sorted(set(section) - set(known))
     if unknown:
-        raise StageError(f"unknown option(s) in [{stage.name}] of the config file: {', '.join(unknown)}")
+        raise StageError(f"{source}: unknown option(s) in [{stage.name}]: {', '.join(unknown)} "
+                         f"(its options: {', '.join(known)})")
     config = stage.defaults()
-    config.update({k: known[k].coerce(v) for k, v in section.items()})
+    for key, value in section.items():
+        try:
+            config[key] = known[key].coerce(value)
+        except OptionError as error:
+            raise StageError(f"{source}: [{stage.name}] {key}: {error}") from None
     config.update({k: v for k, v in flags.items() if k in known})
     return config
 

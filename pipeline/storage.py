@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import importlib.util
 import io
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -15,6 +18,101 @@ from apache_beam.io.filesystems import FileSystems
 
 class StageError(RuntimeError):
     """A problem the user can fix (bad input, missing file, bad option); printed without a traceback."""
+
+
+class DiskError(StageError):
+    """A write the file system refused (full, read-only, not allowed): `<why> while <doing> <path>`, one line."""
+
+
+DISK_REFUSALS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                 errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "not permitted"}
+# A DiskError's message, found again in the text of an error that a Beam worker sent back.
+_DISK_ERROR_LINE = re.compile(rf"((?:{'|'.join(DISK_REFUSALS.values())}) while \w+ .+?)(?: \[while running .*)?$", re.M)
+# What the runner left of a plain OSError raised in a worker: "[Errno 28] No space left on device: '/path'".
+_OS_ERROR_TEXT = re.compile(r"\[Errno (\d+)\] [^:\n]+: '([^'\n]+)'")
+
+
+def _refused_os_error(error: BaseException | None) -> OSError | None:
+    """The disk-refusal OSError in an error's causes (and in a BeamIOError's per-path exceptions)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in DISK_REFUSALS:
+            return error
+        for inner in (getattr(error, "exception_details", None) or {}).values():
+            found = _refused_os_error(inner)
+            if found is not None:
+                return found
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def disk_error(error: BaseException, path: str, doing: str = "writing") -> DiskError | None:
+    """A DiskError naming `path` when `error` is the file system refusing a write; None for any other error."""
+    found = _refused_os_error(error)
+    return DiskError(f"{DISK_REFUSALS[found.errno]} while {doing} {path}") if found is not None else None
+
+
+def raise_if_refused(error: BaseException, path: str, doing: str = "writing") -> None:
+    """Raises the DiskError of `error` (see disk_error), without the original's traceback; returns otherwise."""
+    problem = disk_error(error, path, doing)
+    if problem is not None:
+        raise problem from None
+
+
+def disk_problem(error: BaseException) -> str | None:
+    """The one line to print for a refused write, also for one raised in a Beam worker and sent back as text."""
+    line = _DISK_ERROR_LINE.search(str(error))
+    if line:
+        return line.group(1)
+    found = _refused_os_error(error)
+    if found is not None:
+        return f"{DISK_REFUSALS[found.errno]} while writing {found.filename or 'a file'}"
+    for number, path in _OS_ERROR_TEXT.findall(str(error)):
+        if int(number) in DISK_REFUSALS:
+            return f"{DISK_REFUSALS[int(number)]} while writing {path}"
+    return None
+
+
+_STAGE_ERROR_TEXT = re.compile(r"\bwebtext\.pipeline\.storage\.(?:StageError|DiskError): (.+?)(?: \[while running .*)?$", re.M)
+
+
+def error_line(error: BaseException) -> str | None:
+    """The one line to print for an error the user can act on: a StageError (also one raised in a Beam worker and
+    sent back as text, without Beam's note of the step), or a refused write; None for anything else (a bug)."""
+    if isinstance(error, StageError):
+        return disk_problem(error) or re.sub(r" \[while running '[^']*'\]$", "", str(error))
+    found = _STAGE_ERROR_TEXT.search(str(error))
+    return found.group(1) if found else disk_problem(error)
+
+
+# Beam file systems by URL scheme: the module each needs, its package, and how to install it.
+FILESYSTEM_PACKAGES = {
+    "gs": ("google.cloud.storage", "google-cloud-storage", "pip install 'webtext[gcp]'"),
+    "s3": ("boto3", "boto3", "pip install 'apache-beam[aws]'"),
+    "hdfs": ("hdfs", "hdfs", "pip install 'apache-beam[hadoop]'"),
+}
+
+
+def check_filesystem(path: str) -> None:
+    """Fails at once, saying what to install, when `path` is on a file system whose Beam module is missing."""
+    scheme, sep, _ = path.partition("://")
+    if not sep:
+        return
+    if scheme in FILESYSTEM_PACKAGES:
+        module, package, install = FILESYSTEM_PACKAGES[scheme]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            raise StageError(f"{path}: {scheme}:// needs the {package} package: {install}")
+        return
+    try:
+        FileSystems.get_filesystem(path)
+    except ValueError:
+        raise StageError(f"{path}: Beam has no file system for {scheme}:// "
+                         f"(it knows local paths, {', '.join(s + '://' for s in FILESYSTEM_PACKAGES)})") from None
 
 
 @dataclass(frozen=True)
@@ -59,7 +157,11 @@ def open_read(path: str):
 
 def open_write(path: str, mime_type: str = "application/octet-stream"):
     """A file opened for streaming writes (no temporary name: for files written once, or appended as work goes on)."""
-    return FileSystems.create(path, mime_type=mime_type, compression_type=CompressionTypes.UNCOMPRESSED)
+    try:
+        return FileSystems.create(path, mime_type=mime_type, compression_type=CompressionTypes.UNCOMPRESSED)
+    except Exception as error:
+        raise_if_refused(error, path)
+        raise
 
 
 def open_warc_write(path: str):
@@ -72,22 +174,45 @@ def read_bytes(path: str) -> bytes:
         return handle.read()
 
 
+TEMP_INFIX = ".tmp-"  # a file being written: `NAME.tmp-RANDOM`, renamed to NAME when whole
+
+
 def write_bytes(path: str, data: bytes) -> None:
     """Writes to a temporary name and renames, so readers never see a half-written file.
 
-    The temporary name is unique, so two attempts at the same file (a retried bundle on Dataflow) cannot collide."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        handle.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
+    The temporary name is unique, so two attempts at the same file (a retried bundle on Dataflow) cannot collide.
+    A refused write (disk full, read-only) removes the temporary file and raises a DiskError naming `path`."""
+    tmp = f"{path}{TEMP_INFIX}{uuid.uuid4().hex[:12]}"
+    try:
+        with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            handle.write(data)
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+        FileSystems.rename([tmp], [path])
+    except Exception as error:
+        discard(tmp)
+        raise_if_refused(error, path)
+        raise
+
+
+def discard(path: str) -> None:
+    """Deletes a file if it is there, quietly: cleaning up after a failed write must not hide its error."""
+    try:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+    except Exception:  # noqa: BLE001 — the write's own error is the one to report
+        pass
 
 
 def delete(paths: Iterable[str]) -> None:
     paths = [p for p in paths if FileSystems.exists(p)]
     if paths:
-        FileSystems.delete(paths)
+        try:
+            FileSystems.delete(paths)
+        except Exception as error:
+            raise_if_refused(error, paths[0] if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more)",
+                             "deleting")
+            raise
 
 
 # -- Parquet ---------------------------------------------------------------------------------------------------------

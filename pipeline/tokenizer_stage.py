@@ -162,11 +162,11 @@ def upstream(run: RunDir, config: dict) -> list[str]:
 class TokenizerOptions:
     """The tokenizer stage's options (flags and [tokenizer] keys)."""
 
-    vocab_size: int = field(default=50257, metadata={
+    vocab_size: int = field(default=50257, metadata={"min": 257,
         "help": "tokens in the vocabulary, <|endoftext|> (the last id) included"})
-    sample_bytes: int = field(default=0, metadata={
+    sample_bytes: int = field(default=0, metadata={"min": 0,
         "help": "train on a deterministic sample of about this many bytes of text (0: everything)"})
-    min_frequency: int = field(default=2, metadata={"help": "a pair must occur at least this often to be merged"})
+    min_frequency: int = field(default=2, metadata={"min": 0, "help": "a pair must occur at least this often to be merged"})
     from_gpt2: str | None = field(default=None, metadata={
         "help": "directory (or URL) holding GPT-2's encoder.json and vocab.bpe: use them, no training"})
 

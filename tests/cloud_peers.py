@@ -24,7 +24,8 @@ SITECUSTOMIZE = textwrap.dedent('''
     import importlib.machinery, os, socket, sys
 
     class _WithoutBlocked:
-        """Python's path finder, blind to the blocked packages: find_spec gives None and import fails, as if absent."""
+        """Python's path finder, blind to the blocked packages (a top-level name or a dotted one, e.g. google.cloud.storage):
+        find_spec gives None and import fails, as if absent."""
 
         names = set(filter(None, os.environ.get("WEBTEXT_TEST_BLOCK", "").split(",")))
 
@@ -32,7 +33,7 @@ SITECUSTOMIZE = textwrap.dedent('''
             self.finder = finder
 
         def find_spec(self, name, path=None, target=None):
-            if name.partition(".")[0] in self.names:
+            if any(name == blocked or name.startswith(blocked + ".") for blocked in self.names):
                 return None
             return self.finder.find_spec(name, path, target)
 

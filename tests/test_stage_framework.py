@@ -55,7 +55,7 @@ def read_rows(pattern: str) -> list[dict]:
 
 def test_config_precedence_defaults_file_flags():
     stage = numbers_stage([])
-    config = resolve_config(stage, {"numbers": {"count": "12", "label": "file", "tags": "a"}}, {"label": "flag"})
+    config = resolve_config(stage, {"numbers": {"count": 12, "label": "file", "tags": "a"}}, {"label": "flag"})
     assert config == {"count": 12, "label": "flag", "tags": ["a"], "loud": False}
 
 

@@ -41,6 +41,12 @@ def model_state(model: GPT) -> dict[str, torch.Tensor]:
     return state
 
 
+def _save_torch(obj, path: Path) -> None:
+    """torch.save through a Python file, so that a full disk is an OSError (to a path, torch says "unexpected pos")."""
+    with open(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
 def save_checkpoint(train_dir: Path, step: int, model: GPT, meta: dict,
                     optimizer: torch.optim.Optimizer | None = None, state: dict | None = None,
                     path: Path | None = None) -> Path:
@@ -53,9 +59,9 @@ def save_checkpoint(train_dir: Path, step: int, model: GPT, meta: dict,
         safetensors_io.save_file(model_state(model), temp / WEIGHTS,
                                  metadata={"model_config": config_json, "step": str(step)})
         if optimizer is not None:
-            torch.save(optimizer.state_dict(), temp / OPTIMIZER)
+            _save_torch(optimizer.state_dict(), temp / OPTIMIZER)
         if state is not None:
-            torch.save(state, temp / STATE)
+            _save_torch(state, temp / STATE)
         fsync_tree(temp)  # on disk before meta.json: remove_stale_temps promotes a temp that has one
         record = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": step,
                   "model": model.config.to_dict(), **meta}

@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             level = logging.WARNING  # under torchrun, rank 0 reports
         logging.basicConfig(level=level,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .atomic import DiskError, refusal
     from .checkpoint import CheckpointError
     from .hf import HFConversionError
     from .model import ConfigError
@@ -145,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return HANDLERS[args.command](args)
     except (CheckpointError, ConfigError, ShardFormatError, HFConversionError, SafetensorsError,
-            FileNotFoundError) as error:  # the user's mistakes; anything else is a bug and keeps its traceback
+            FileNotFoundError, DiskError) as error:  # the user's mistakes; anything else is a bug and keeps its traceback
         log.error("%s", error)
+        return 2
+    except OSError as error:
+        reason = refusal(error)  # a full or read-only disk outside an atomic write (a directory, a log line)
+        if reason is None:
+            raise
+        log.error("%s: %s", reason, error.filename or error)
         return 2

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from typing import Any, Callable, Sequence
 
@@ -21,6 +22,32 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def finite_float(text: str) -> float:
+    """A float flag: NaN and infinities are refused (a NaN learning rate trains nothing and says nothing)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def range_text(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"{low:g} to {high:g}"
+    return f"at least {low:g}" if low is not None else f"at most {high:g}" if high is not None else ""
+
+
+def in_range(parse: Callable[[str], Any], low: float | None, high: float | None) -> Callable[[str], Any]:
+    """`parse`, then a check that the value is within [low, high]."""
+    def parse_in_range(text: str) -> Any:
+        value = parse(text)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {range_text(low, high)}, got {text}")
+        return value
+
+    parse_in_range.__name__ = getattr(parse, "__name__", "value")  # argparse names it in "invalid X value"
+    return parse_in_range
+
+
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """Appends "(default: X)" to a flag's help; where X is None or empty the help itself says what the default is."""
 
@@ -32,12 +59,15 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, type: Callable[[str], Any] | None = None,
-           choices: Sequence[str] | None = None, flag: str | None = None, metavar: str | None = None) -> Any:
+           choices: Sequence[str] | None = None, flag: str | None = None, metavar: str | None = None,
+           min: float | None = None, max: float | None = None) -> Any:
     """A dataclass field that is also a command-line option: `--field-name` (or `flag`), a positional without a default.
 
-    `type` parses the flag's text (default: the field's annotated type); a bool field is a switch.
+    `type` parses the flag's text (default: the field's annotated type; a float must be finite); a bool field is a
+    switch; `min`/`max` bound the value (inclusive) and are shown in --help.
     """
-    metadata = {"help": help, "type": type, "choices": choices, "flag": flag, "metavar": metavar}
+    metadata = {"help": help, "type": type, "choices": choices, "flag": flag, "metavar": metavar, "min": min,
+                "max": max}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -66,8 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
             parser.add_argument(flag, dest=field.name, action=action, default=field.default, help=meta["help"])
         else:
             metavar = meta["metavar"] or (None if meta["choices"] else flag[2:].replace("-", "_").upper())
-            parser.add_argument(flag, dest=field.name, type=meta["type"] or kind, default=field.default,
-                                choices=meta["choices"], metavar=metavar, help=meta["help"])
+            parse = meta["type"] or (finite_float if kind is float else kind)
+            help_text = meta["help"]
+            if meta.get("min") is not None or meta.get("max") is not None:
+                parse = in_range(parse, meta.get("min"), meta.get("max"))
+                help_text += f" ({range_text(meta.get('min'), meta.get('max'))})"
+            parser.add_argument(flag, dest=field.name, type=parse, default=field.default,
+                                choices=meta["choices"], metavar=metavar, help=help_text)
 
 
 def from_namespace(config_class: type, args: argparse.Namespace) -> Any:

@@ -16,9 +16,10 @@ class SamplingConfig:
     """How `webtext sample` draws tokens; each field is also its command-line flag (see options.option)."""
 
     max_new_tokens: int = option(100, "tokens to generate per sample", type=positive_int, flag="--max-tokens")
-    temperature: float = option(1.0, "0 picks the most likely token")
-    top_k: int | None = option(None, "sample from the k most likely tokens only (default: all)")
-    top_p: float | None = option(None, "sample from the fewest tokens whose probability reaches p (default: all)")
+    temperature: float = option(1.0, "0 picks the most likely token", min=0)
+    top_k: int | None = option(None, "sample from the k most likely tokens only (default: all)", min=1)
+    top_p: float | None = option(None, "sample from the fewest tokens whose probability reaches p (default: all)",
+                                 min=0, max=1)
     seed: int = option(0, "seed of the sampling")
     stop_at_eot: bool = option(True, "end a sample at the end-of-text token")
 

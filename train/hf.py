@@ -74,7 +74,7 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path) -> Path:
     safetensors_io.save_file(to_hf_state(model), out_dir / "model.safetensors", metadata={"format": "pt"})
     atomic_write_bytes(out_dir / "config.json", (json.dumps(hf_config(model.config, eot_id), indent=2) + "\n").encode())
     if tokenizer_path is not None:
-        shutil.copyfile(tokenizer_path, out_dir / "tokenizer.json")
+        atomic_write_bytes(out_dir / "tokenizer.json", Path(tokenizer_path).read_bytes())
     return out_dir
 
 

@@ -51,13 +51,13 @@ class TrainConfig:
     batch_tokens: int | None = option(None, "tokens per optimizer step over all ranks; accumulates micro-batches "
                                             "to reach it (default: one micro-batch per rank)", type=positive_int)
     max_steps: int = option(1000, "optimizer steps; the lr schedule ends here", type=positive_int)
-    lr: float = option(6e-4, "peak learning rate")
-    min_lr_ratio: float = option(0.1, "final lr as a fraction of the peak")
+    lr: float = option(6e-4, "peak learning rate", min=0)
+    min_lr_ratio: float = option(0.1, "final lr as a fraction of the peak", min=0, max=1)
     warmup: int = option(100, "linear warmup steps", type=non_negative_int)
-    weight_decay: float = option(0.1, "AdamW weight decay of the matrices")
-    beta1: float = option(0.9, "AdamW beta1")
-    beta2: float = option(0.95, "AdamW beta2")
-    grad_clip: float = option(1.0, "max gradient norm (0: no clipping)")
+    weight_decay: float = option(0.1, "AdamW weight decay of the matrices", min=0)
+    beta1: float = option(0.9, "AdamW beta1", min=0, max=1)
+    beta2: float = option(0.95, "AdamW beta2", min=0, max=1)
+    grad_clip: float = option(1.0, "max gradient norm (0: no clipping)", min=0)
     eval_every: int = option(250, "steps between validation losses", type=positive_int)
     eval_batches: int = option(20, "micro-batches per rank in each validation", type=positive_int)
     ckpt_every: int = option(500, "steps between checkpoints", type=positive_int)
@@ -75,7 +75,7 @@ class TrainConfig:
     attention: str = option("cudnn", "SDPA backend tried first on CUDA (auto: torch's own order)",
                             choices=list(ATTENTION_CHOICES))
     verify_shards: bool = option(False, "check every shard's sha256 and contents, and the run's tokenizer, first")
-    peak_flops: float | None = option(None, "peak FLOP/s for MFU when the device is not in the table")
+    peak_flops: float | None = option(None, "peak FLOP/s for MFU when the device is not in the table", min=0)
     stop_after: int | None = option(None, "stop after this step, keeping the schedule of --max-steps",
                                     type=positive_int)
 

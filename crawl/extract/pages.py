@@ -20,7 +20,7 @@ class ExtractConfig:
         "help": "trafilatura's trade-off", "choices": ("precision", "balanced", "recall")})
     languages: tuple[str, ...] = field(default=("en",), metadata={
         "help": "languages kept (ISO 639-1 codes), or 'all'"})  # empty, like 'all': keep every language
-    min_language_score: float = field(default=0.5, metadata={"help": "lowest language-ID probability kept"})
+    min_language_score: float = field(default=0.5, metadata={"min": 0, "max": 1, "help": "lowest language-ID probability kept"})
     include_comments: bool = False
     include_tables: bool = True
     quality: QualityConfig = field(default_factory=QualityConfig)
