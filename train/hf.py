@@ -129,12 +129,13 @@ def config_from_hf(record: dict, where: str) -> GPTConfig:
 
 
 def eot_from_hf(record: dict, config: GPTConfig, where: str) -> int | None:
+    """eos_token_id when it is a token of the vocabulary; otherwise None, with a warning (transformers only warns)."""
     eot_id = record.get("eos_token_id")
-    if eot_id is not None and (not isinstance(eot_id, int) or isinstance(eot_id, bool)
-                               or not 0 <= eot_id < config.vocab_size):
-        raise HFConversionError(f"{where}: eos_token_id must be a token id below vocab_size {config.vocab_size}, "
-                                f"got {eot_id!r}")
-    return eot_id
+    if eot_id is None or (isinstance(eot_id, int) and not isinstance(eot_id, bool) and 0 <= eot_id < config.vocab_size):
+        return eot_id
+    log.warning("%s: eos_token_id %r is not a token id below vocab_size %d; not recorded", where, eot_id,
+                config.vocab_size)
+    return None
 
 
 def weight_files(hf_dir: Path) -> list[Path]:
