@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import safetensors
 import torch
 import transformers  # the reference (a dev dependency); random weights only, no download
 
 from webtext.train import checkpoint as ckpt
-from webtext.train import safetensors_io
 from webtext.train.cli import main
 from webtext.train.hf import HFConversionError, export_hf, from_hf_state, import_hf, to_hf_state
 from webtext.train.model import GPT, GPTConfig
@@ -154,7 +154,8 @@ def malicious_pickle(hf_dir: Path) -> None:
 
 def escaping_weight_map(hf_dir: Path) -> None:
     (hf_dir / "model.safetensors").rename(hf_dir / "model-00001-of-00001.safetensors")
-    names = safetensors_io.read_shapes(hf_dir / "model-00001-of-00001.safetensors")
+    with safetensors.safe_open(str(hf_dir / "model-00001-of-00001.safetensors"), framework="pt") as handle:
+        names = list(handle.keys())
     weight_map = {name: "model-00001-of-00001.safetensors" for name in names}
     weight_map["transformer.wte.weight"] = "../../../etc/passwd"
     (hf_dir / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
