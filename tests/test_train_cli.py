@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.train_support import make_run
+from tests.train_support import flip_token_bytes, make_run, set_manifest_sha256
 from webtext.train import shard_format
 from webtext.train.cli import main
 from webtext.train.shard_format import RUN_SHARDS, RUN_TOKENIZER, RUN_TRAINING, Manifest, ShardInfo
@@ -258,3 +258,39 @@ def test_shakespeare_with_the_gpt2_tokenizer_end_to_end(shared_data, tmp_path, c
                  "--micro-batch", "8", "--batches", "8"]) == 0
     on_wikitext = last_json(capsys)
     assert on_wikitext["tokens"] == 8 * 8 * 64 and 5.0 < on_wikitext["loss"] < 10.8
+
+
+def copy_run(trained: Path, run: Path) -> Path:
+    for folder in (RUN_SHARDS, RUN_TOKENIZER.parent):
+        shutil.copytree(trained / folder, run / folder)
+    return run
+
+
+def one_error_line(caplog) -> str:
+    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0] and "Traceback" not in caplog.text, errors
+    return errors[0]
+
+
+def test_a_damaged_shard_stops_training_with_one_line_naming_it(trained, tmp_path, caplog):
+    run = copy_run(trained, tmp_path / "run")
+    shard = run / RUN_SHARDS / shard_format.shard_name("train", 0)
+    flip_token_bytes(shard)
+    caplog.clear()
+    assert main(["train", str(run), *TINY, "--max-steps", "20", "--ckpt-every", "100"]) == 2
+    error = one_error_line(caplog)
+    assert error.startswith(f"{shard}: token id ") and "is outside the vocabulary of" in error
+    assert not list((run / RUN_TRAINING).glob("*/ckpt-*"))
+
+
+def test_a_wrong_sha256_in_the_manifest_stops_training_before_a_checkpoint(trained, tmp_path, caplog):
+    run = copy_run(trained, tmp_path / "run")
+    set_manifest_sha256(run / RUN_SHARDS, shard_format.shard_name("train", 1), "0" * 64)
+    caplog.clear()
+    assert main(["train", str(run), *TINY, "--max-steps", "2", "--ckpt-every", "100"]) == 2
+    shard = run / RUN_SHARDS / shard_format.shard_name("train", 1)
+    assert one_error_line(caplog).startswith(f"{shard}: sha256 ")
+    assert not list((run / RUN_TRAINING).glob("*/ckpt-*"))
+    caplog.clear()  # eval reports no loss from such shards either
+    assert main(["eval", str(trained / RUN_TRAINING / "cli"), "--run", str(run), "--split", "train", "--batches", "1"]) == 2
+    assert one_error_line(caplog).startswith(f"{shard}: sha256 ")

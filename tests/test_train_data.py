@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from webtext.train import shard_format
+from tests.train_support import flip_token_bytes, set_manifest_sha256
 from webtext.train.data import (LoaderState, PrefetchingLoader, TrainBatches, WindowIndex, eval_window_ids,
-                                open_split)
+                                open_split, open_windows)
 from webtext.train.shard_format import Manifest, ShardFormatError, ShardInfo, TokenBatch
 
 EOT = 999
@@ -164,3 +165,33 @@ def test_reading_a_whole_epoch_keeps_anonymous_memory_flat(tmp_path):
     growth = _rss_anon_bytes() - before
     assert checksum > 0
     assert growth < 8 * 1024 * 1024, f"anonymous memory grew by {growth / 1e6:.1f} MB"
+
+
+def test_a_damaged_shard_is_named_when_a_batch_draws_from_it(tmp_path):
+    manifest = write_counting_run(tmp_path)
+    flip_token_bytes(manifest.path_of(manifest.shards[1]))
+    index = open_windows(manifest, "train", block_size=16, checksums=False)
+    first_shard_windows = (1000 - 1) // 16
+    index.gather(np.arange(first_shard_windows))  # the intact shard reads as before
+    with pytest.raises(ShardFormatError, match=r"train-00001.arrow: token id \d+ at token \d+ is outside the "
+                                               r"vocabulary of 1000: the shard is damaged"):
+        index.gather(np.arange(index.count))
+    loader = PrefetchingLoader(TrainBatches(index, index.count, seed=0), torch.device("cpu"))
+    try:
+        with pytest.raises(ShardFormatError, match="train-00001.arrow"):  # itself, not the prefetch thread's wrapper
+            loader.next()
+    finally:
+        loader.close()
+
+
+def test_a_wrong_sha256_is_found_in_the_background_by_the_rank_that_checks_that_shard(tmp_path):
+    manifest = write_counting_run(tmp_path)
+    set_manifest_sha256(tmp_path, "train-00001.arrow", "0" * 64)
+    manifest = Manifest.load(tmp_path)
+    rank0 = open_windows(manifest, "train", block_size=16, rank=0, world_size=2)  # shards 0 and 2
+    rank0.confirm()
+    rank1 = open_windows(manifest, "train", block_size=16, rank=1, world_size=2)  # shard 1
+    with pytest.raises(ShardFormatError, match="train-00001.arrow: sha256 [0-9a-f]{64} differs from the manifest's 0{64}"):
+        rank1.confirm()
+    with pytest.raises(ShardFormatError, match="train-00001.arrow: sha256"):  # and from then on, on every batch
+        rank1.gather(np.arange(4))

@@ -65,3 +65,22 @@ def make_run(run: Path, train_docs: int = 400, val_docs: int = 40, train_shards:
                         vocab_size=vocab_size, eot_id=eot_id, dtype=shard_format.dtype_for_vocab(vocab_size), shards=infos)
     manifest.save()
     return manifest
+
+
+def flip_token_bytes(path: Path, count: int = 64) -> None:
+    """Damage a shard as a bad disk would: invert `count` bytes spread evenly over its token buffer."""
+    tokens = shard_format.Shard(path).tokens
+    data = bytearray(path.read_bytes())
+    start = bytes(data).find(tokens[:32].tobytes())
+    assert start >= 0 and bytes(data).count(tokens[:32].tobytes()) == 1, "token buffer not found"
+    for offset in np.linspace(start, start + tokens.nbytes - 1, count).astype(int):
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def set_manifest_sha256(shard_dir: Path, name: str, sha256: str) -> None:
+    """Give one manifest entry another sha256, the shard itself untouched."""
+    manifest = Manifest.load(shard_dir)
+    manifest.shards = [ShardInfo(**{**info.__dict__, "sha256": sha256}) if info.name == name else info
+                       for info in manifest.shards]
+    manifest.save()

@@ -2,10 +2,13 @@
 under a temporary name and renamed when complete, so a killed run leaves the earlier checkpoints as they were."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import torch
 
 from . import atomic, safetensors_io
 from .atomic import TRASH_PREFIX, atomic_path, fsync_dir, fsync_tree
-from .model import GPT, GPTConfig
+from .model import GPT, ConfigError, GPTConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,64 @@ def _save_torch(obj, path: Path) -> None:
     """torch.save through a Python file, so that a full disk is an OSError (to a path, torch says "unexpected pos")."""
     with open(path, "wb") as handle:
         torch.save(obj, handle)
+
+
+FIRST_BLOCK = "transformer.h.0."
+
+
+def state_layout(config: GPTConfig) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """The shapes model_state() holds: (those outside the blocks, those of one block named relative to it),
+    from a one-block model on the meta device, so nothing is allocated however large `config` is."""
+    with torch.device("meta"):
+        model = GPT(dataclasses.replace(config, n_layer=1))
+    shared, block = {}, {}
+    for name, tensor in model_state(model).items():
+        if name.startswith(FIRST_BLOCK):
+            block[name[len(FIRST_BLOCK):]] = tuple(tensor.shape)
+        else:
+            shared[name] = tuple(tensor.shape)
+    return shared, block
+
+
+def parameter_count(config: GPTConfig) -> int:
+    """GPT(config).num_parameters(), computed without building the model."""
+    shared, block = state_layout(config)
+    padding = (config.padded_vocab_size - config.vocab_size) * config.n_embd
+    return sum(map(math.prod, shared.values())) + config.n_layer * sum(map(math.prod, block.values())) - padding
+
+
+def check_shapes(found: dict[str, tuple[int, ...]], config: GPTConfig, where: str,
+                 error: type[Exception] = CheckpointError) -> None:
+    """Refuse stored tensors whose names or shapes are not those of a model of `config`, before it is allocated."""
+    shared, block = state_layout(config)
+    wanted = len(shared) + config.n_layer * len(block)
+    if len(found) != wanted:
+        raise error(f"{where}: holds {len(found)} tensors, a model of {config.n_layer} layers has {wanted}")
+    expected = dict(shared)
+    for layer in range(config.n_layer):
+        expected.update({f"transformer.h.{layer}.{name}": shape for name, shape in block.items()})
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise error(f"{where}: missing tensors {missing[:5]}, unexpected {unexpected[:5]}")
+    for name, shape in found.items():
+        if tuple(shape) != expected[name]:
+            raise error(f"{where}: {name} has shape {tuple(shape)}, the model config wants {expected[name]}")
+
+
+TORCH_LOAD_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def load_pickle(path: Path, what: str, map_location: str | torch.device = "cpu",
+                error: type[Exception] = CheckpointError, hint: str = ""):
+    """torch.load(weights_only=True): tensors and plain containers only; a refusal becomes one line naming the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on the pickle protocol, a second line of output
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as problem:  # UnpicklingError for anything but tensors; others for damaged files
+        lines = [line.strip() for line in str(problem).splitlines() if line.strip()]
+        reason = next((line for line in lines if not line.startswith(TORCH_LOAD_BOILERPLATE)), lines[0] if lines else "")
+        raise error(f"{path}: cannot load {what} ({type(problem).__name__}: {reason}){hint}") from None
 
 
 def save_checkpoint(train_dir: Path, step: int, model: GPT, meta: dict,
@@ -97,15 +158,33 @@ def read_meta(checkpoint: Path) -> dict:
     path = Path(checkpoint) / META
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: unreadable checkpoint metadata ({error})") from None
-    if record.get("format") != CHECKPOINT_FORMAT or record.get("version") != CHECKPOINT_VERSION:
+    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT \
+            or record.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} v{CHECKPOINT_VERSION} checkpoint")
+    if not isinstance(record.get("model"), dict):
+        raise CheckpointError(f"{path}: 'model' must be an object of model config fields")
     return record
 
 
 def checkpoint_config(checkpoint: Path) -> GPTConfig:
-    return GPTConfig.from_dict(read_meta(checkpoint)["model"])
+    """The model config in meta.json, checked against the weights file's header (nothing is allocated)."""
+    checkpoint = Path(checkpoint)
+    try:
+        config = GPTConfig.from_dict(read_meta(checkpoint)["model"])
+    except ConfigError as error:
+        raise CheckpointError(f"{checkpoint / META}: {error}") from None
+    check_shapes(stored_shapes(checkpoint), config, str(checkpoint / WEIGHTS))
+    return config
+
+
+def stored_shapes(checkpoint: Path) -> dict[str, tuple[int, ...]]:
+    try:
+        header = safetensors_io.read_shapes(Path(checkpoint) / WEIGHTS)
+    except safetensors_io.SafetensorsError as error:
+        raise CheckpointError(str(error)) from None
+    return {name: shape for name, (_, shape) in header.items()}
 
 
 def load_weights(model: GPT, checkpoint: Path) -> None:
@@ -118,16 +197,9 @@ def load_weights(model: GPT, checkpoint: Path) -> None:
         raise CheckpointError(f"{checkpoint}: was written for another model config ({differences})")
     try:
         tensors = safetensors_io.load_file(checkpoint / WEIGHTS)
-    except (OSError, safetensors_io.SafetensorsError) as error:
+    except safetensors_io.SafetensorsError as error:
         raise CheckpointError(f"{checkpoint}: cannot read weights ({error})") from None
     expected = model_state(model)
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{checkpoint / WEIGHTS}: missing tensors {missing[:5]}, unexpected {unexpected[:5]}")
-    for name, tensor in tensors.items():
-        if tensor.shape != expected[name].shape:
-            raise CheckpointError(f"{checkpoint / WEIGHTS}: {name} has shape {tuple(tensor.shape)}, "
-                                  f"the model wants {tuple(expected[name].shape)}")
     with torch.no_grad():
         for name, target in expected.items():
             target.copy_(tensors[name])
@@ -137,7 +209,7 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
     """The model of a checkpoint (or a training directory's latest) and its meta.json record."""
     checkpoint = resolve_checkpoint(checkpoint)
     meta = read_meta(checkpoint)
-    model = GPT(GPTConfig.from_dict(meta["model"]))
+    model = GPT(checkpoint_config(checkpoint))  # allocated once the weights are known to fit it
     load_weights(model, checkpoint)
     return model.to(device), meta
 
@@ -148,11 +220,8 @@ def load_training_state(checkpoint: Path, map_location: str | torch.device = "cp
     for name in (OPTIMIZER, STATE):
         if not (checkpoint / name).is_file():
             raise CheckpointError(f"{checkpoint}: has no {name}; it holds weights only (use --init-from to start from it)")
-    try:
-        optimizer_state = torch.load(checkpoint / OPTIMIZER, map_location=map_location, weights_only=True)
-        trainer_state = torch.load(checkpoint / STATE, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for damaged or unsafe files
-        raise CheckpointError(f"{checkpoint}: cannot load training state ({error})") from None
+    optimizer_state = load_pickle(checkpoint / OPTIMIZER, "training state", map_location)
+    trainer_state = load_pickle(checkpoint / STATE, "training state")
     return optimizer_state, trainer_state
 
 

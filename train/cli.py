@@ -46,6 +46,17 @@ def _add_eval(sub) -> None:
     add_arguments(p, EvalConfig)
 
 
+def _add_import(sub) -> None:
+    from .hf import DEFAULT_MAX_PARAMETERS
+
+    p = sub.add_parser("import-hf", help="make a checkpoint from a Hugging Face GPT-2 directory",
+                       formatter_class=DefaultsHelpFormatter)
+    p.add_argument("hf_dir", metavar="HF_DIR")
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("--max-parameters", type=positive_int, default=DEFAULT_MAX_PARAMETERS,
+                   help="refuse a config.json declaring a larger model, before anything is allocated")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="webtext", description="GPT-2 training, sampling, evaluation and HF conversion")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -56,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-hf", help="write a Hugging Face GPT-2 directory from a checkpoint")
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("out_dir", metavar="OUT_DIR")
-    p = sub.add_parser("import-hf", help="make a checkpoint from a Hugging Face GPT-2 directory")
-    p.add_argument("hf_dir", metavar="HF_DIR")
-    p.add_argument("checkpoint", metavar="CKPT")
+    _add_import(sub)
     return parser
 
 
@@ -120,7 +129,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     from .hf import import_hf
 
-    print(json.dumps({"checkpoint": str(import_hf(args.hf_dir, args.checkpoint))}))
+    print(json.dumps({"checkpoint": str(import_hf(args.hf_dir, args.checkpoint, args.max_parameters))}))
     return 0
 
 

@@ -1,5 +1,6 @@
 """The shard loader: (x, y) windows of block_size + 1 tokens from memory-mapped shards, a seeded permutation per
-epoch split across ranks, prefetched; its state goes into checkpoints so a resumed run sees the same batches."""
+epoch split across ranks, prefetched; its state goes into checkpoints so a resumed run sees the same batches.
+Damaged shards are found without slowing it: totals at open, token ids per batch, sha256 in a background thread."""
 from __future__ import annotations
 
 import queue
@@ -9,7 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .shard_format import Manifest, Shard, ShardFormatError, check_manifest, check_shard
+from .shard_format import BackgroundChecksums, Manifest, Shard, ShardFormatError, check_manifest, check_shard
 
 
 def open_split(manifest: Manifest, split: str) -> list[Shard]:
@@ -24,12 +25,22 @@ def open_split(manifest: Manifest, split: str) -> list[Shard]:
 
 
 class WindowIndex:
-    """Numbers every window of a list of shards 0..count-1 and gathers batches of them."""
+    """Numbers every window of a list of shards 0..count-1 and gathers batches of them.
 
-    def __init__(self, shards: list[Shard], block_size: int):
+    With `vocab_size`, every gathered batch is checked for token ids outside the vocabulary (a damaged shard);
+    with `checksums`, each gather also reports a sha256 mismatch found in the background so far.
+    """
+
+    def __init__(self, shards: list[Shard], block_size: int, vocab_size: int | None = None,
+                 checksums: BackgroundChecksums | None = None):
         self.block_size = block_size
+        self.vocab_size = vocab_size
+        self.checksums = checksums
         self.shards = shards  # keeps the memory maps alive
         self.segments = [segment.tokens for shard in shards for segment in shard.segments]
+        self.segment_paths = [shard.path for shard in shards for _ in shard.segments]
+        self.segment_starts = [int(start) for shard in shards
+                               for start in np.cumsum([0] + [len(s.tokens) for s in shard.segments[:-1]])]
         per_segment = [max(0, (len(tokens) - 1) // block_size) for tokens in self.segments]
         self.first_window = np.concatenate([[0], np.cumsum(per_segment)]).astype(np.int64)
         self.count = int(self.first_window[-1])
@@ -44,7 +55,33 @@ class WindowIndex:
         starts = (window_ids - self.first_window[segment_ids]) * self.block_size
         for row, (segment_id, start) in enumerate(zip(segment_ids.tolist(), starts.tolist())):
             out[row] = self.segments[segment_id][start:start + self.block_size + 1]
+        if self.vocab_size is not None and out.size and int(out.max()) >= self.vocab_size:
+            self._refuse_out_of_vocabulary(out, segment_ids, starts)
+        if self.checksums is not None:
+            self.checksums.raise_if_failed()
         return out
+
+    def _refuse_out_of_vocabulary(self, rows: np.ndarray, segment_ids: np.ndarray, starts: np.ndarray):
+        row, column = (int(i) for i in np.argwhere(rows >= self.vocab_size)[0])
+        segment_id = int(segment_ids[row])
+        position = self.segment_starts[segment_id] + int(starts[row]) + column
+        raise ShardFormatError(f"{self.segment_paths[segment_id]}: token id {int(rows[row, column])} at token {position} "
+                               f"is outside the vocabulary of {self.vocab_size}: the shard is damaged "
+                               "(--verify-shards checks every shard in full before training)")
+
+    def confirm(self) -> None:
+        """Wait for the background sha256 checks of these shards; raises ShardFormatError on a mismatch."""
+        if self.checksums is not None:
+            self.checksums.wait()
+
+
+def open_windows(manifest: Manifest, split: str, block_size: int, rank: int = 0, world_size: int = 1,
+                 checksums: bool = True) -> WindowIndex:
+    """The windows of a split with the default checks: totals at open, token ids on every batch drawn and, with
+    `checksums`, this rank's share of the split's sha256 (every world_size-th shard) in a background thread."""
+    shards = open_split(manifest, split)
+    background = BackgroundChecksums(manifest, manifest.split(split)[rank::world_size]) if checksums else None
+    return WindowIndex(shards, block_size, vocab_size=manifest.vocab_size, checksums=background)
 
 
 @dataclass
@@ -141,6 +178,8 @@ class PrefetchingLoader:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         rows, state = self._queue.get()
+        if isinstance(rows, ShardFormatError):
+            raise rows
         if state is None:
             raise RuntimeError("the prefetch thread failed") from rows
         self._consumed = state

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import WindowIndex, open_split
+from .data import open_windows
 from .model import GPT, ConfigError
 from .shard_format import RUN_SHARDS, Manifest
 from .trainer import Distributed, attention_backends, autocast, evaluate
@@ -37,8 +37,9 @@ def eval_shards(model: GPT, run: Path, split: str, micro_batch: int, max_batches
     manifest = Manifest.load(Path(run) / RUN_SHARDS)
     if manifest.vocab_size != model.config.vocab_size:
         raise ConfigError(f"{run}: the shards have vocab_size {manifest.vocab_size}, the model {model.config.vocab_size}")
-    index = WindowIndex(open_split(manifest, split), model.config.block_size)
+    index = open_windows(manifest, split, model.config.block_size)
     loss = evaluate(model, index, micro_batch, max_batches, device, Distributed())
+    index.confirm()  # no result from shards whose sha256 is wrong
     batches = max(1, (index.count if max_batches is None else min(index.count, max_batches * micro_batch)) // micro_batch)
     return _result(f"{run}/shards:{split}", loss, batches * micro_batch * model.config.block_size)
 

@@ -12,13 +12,15 @@ import torch
 from . import checkpoint as ckpt
 from . import safetensors_io
 from .atomic import atomic_write_bytes
-from .model import GPT, GPTConfig
+from .model import GPT, ConfigError, GPTConfig
 
 log = logging.getLogger(__name__)
 
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 TANH_GELUS = {"gelu_new", "gelu_pytorch_tanh", "gelu_fast"}
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
+FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}  # safetensors' names
+DEFAULT_MAX_PARAMETERS = 2_000_000_000  # GPT-2 XL has 1.56e9
 
 
 class HFConversionError(ValueError):
@@ -78,7 +80,30 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path) -> Path:
     return out_dir
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HFConversionError(f"{path}: unreadable JSON ({error})") from None
+    if not isinstance(record, dict):
+        raise HFConversionError(f"{path}: must hold a JSON object")
+    return record
+
+
+def _size(record: dict, key: str, where: str, default: int | None = None) -> int:
+    """A positive integer field of config.json (JSON true/false and 2.0 are not integers)."""
+    if key not in record and default is not None:
+        return default
+    if key not in record:
+        raise HFConversionError(f"{where}: missing field {key!r}")
+    value = record[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise HFConversionError(f"{where}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
 def config_from_hf(record: dict, where: str) -> GPTConfig:
+    """Our config of a Hugging Face GPT-2 config.json record; any type or value that does not fit is refused."""
     if record.get("model_type", "gpt2") != "gpt2":
         raise HFConversionError(f"{where}: model_type {record.get('model_type')!r} is not gpt2")
     activation = record.get("activation_function", "gelu_new")
@@ -91,28 +116,97 @@ def config_from_hf(record: dict, where: str) -> GPTConfig:
         raise HFConversionError(f"{where}: scale_attn_weights=false is not plain GPT-2")
     if record.get("tie_word_embeddings") is False:
         raise HFConversionError(f"{where}: untied input/output embeddings are not GPT-2")
-    n_embd = record["n_embd"]
+    n_embd = _size(record, "n_embd", where)
     if record.get("n_inner") not in (None, 4 * n_embd):
-        raise HFConversionError(f"{where}: n_inner={record['n_inner']} is not 4 x n_embd")
-    return GPTConfig(n_layer=record["n_layer"], n_head=record["n_head"], n_embd=n_embd,
-                     block_size=record.get("n_positions", record.get("n_ctx", 1024)),
-                     vocab_size=record["vocab_size"], layer_norm_epsilon=record.get("layer_norm_epsilon", 1e-5))
+        raise HFConversionError(f"{where}: n_inner={record['n_inner']!r} is not 4 x n_embd")
+    block_size = _size(record, "n_positions", where, default=_size(record, "n_ctx", where, default=1024))
+    try:
+        return GPTConfig(n_layer=_size(record, "n_layer", where), n_head=_size(record, "n_head", where),
+                         n_embd=n_embd, block_size=block_size, vocab_size=_size(record, "vocab_size", where),
+                         layer_norm_epsilon=record.get("layer_norm_epsilon", 1e-5))
+    except ConfigError as error:
+        raise HFConversionError(f"{where}: {error}") from None
 
 
-def read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
-    """model.safetensors, a sharded model.safetensors.index.json, or pytorch_model.bin (weights_only)."""
+def eot_from_hf(record: dict, config: GPTConfig, where: str) -> int | None:
+    """eos_token_id when it is a token of the vocabulary; otherwise None, with a warning (transformers only warns)."""
+    eot_id = record.get("eos_token_id")
+    if eot_id is None or (isinstance(eot_id, int) and not isinstance(eot_id, bool) and 0 <= eot_id < config.vocab_size):
+        return eot_id
+    log.warning("%s: eos_token_id %r is not a token id below vocab_size %d; not recorded", where, eot_id,
+                config.vocab_size)
+    return None
+
+
+def weight_files(hf_dir: Path) -> list[Path]:
+    """model.safetensors, the shards a model.safetensors.index.json names, or pytorch_model.bin.
+
+    The index may only name files beside it: a weight_map entry with a directory part is refused (a symlinked
+    file, as in a Hugging Face cache snapshot, is fine).
+    """
     if (hf_dir / "model.safetensors").is_file():
-        return safetensors_io.load_file(hf_dir / "model.safetensors")
+        return [hf_dir / "model.safetensors"]
     index = hf_dir / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        state = {}
-        for shard_file in sorted(set(weight_map.values())):
-            state.update(safetensors_io.load_file(hf_dir / shard_file))
-        return state
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise HFConversionError(f"{index}: weight_map must map tensor names to file names")
+        for name in sorted(set(weight_map.values())):
+            if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+                raise HFConversionError(f"{index}: weight_map names {name!r}, not a file in the model folder")
+        return [hf_dir / name for name in sorted(set(weight_map.values()))]
     if (hf_dir / "pytorch_model.bin").is_file():
-        return torch.load(hf_dir / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        return [hf_dir / "pytorch_model.bin"]
     raise HFConversionError(f"{hf_dir}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+
+def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
+    state = ckpt.load_pickle(path, "the weights", error=HFConversionError,
+                             hint="; only tensors are unpickled, convert the file to model.safetensors")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise HFConversionError(f"{path}: does not hold a dict of named tensors")
+    return state
+
+
+def _header_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape from the safetensors headers, refusing duplicates and non-float tensors."""
+    shapes, seen_in = {}, {}
+    for path in files:
+        for name, (dtype, shape) in safetensors_io.read_shapes(path).items():
+            if name in seen_in:
+                raise HFConversionError(f"{path}: tensor {name} is also in {seen_in[name]}")
+            if dtype not in FLOAT_DTYPES:
+                raise HFConversionError(f"{path}: tensor {name} is {dtype}, not a floating-point type")
+            shapes[name], seen_in[name] = shape, path
+    return shapes
+
+
+def check_hf_shapes(shapes: dict[str, tuple[int, ...]], config: GPTConfig, where: str) -> None:
+    """The tensors under HF names against `config`, before anything is allocated; wte may be unpadded."""
+    ours = {}
+    for name, shape in shapes.items():
+        if name.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
+            continue
+        key = name if name.startswith("transformer.") else f"transformer.{name}"
+        ours[key] = tuple(reversed(shape)) if key.endswith(CONV1D_SUFFIXES) else tuple(shape)
+    if ours.get("transformer.wte.weight") == (config.vocab_size, config.n_embd):
+        ours["transformer.wte.weight"] = (config.padded_vocab_size, config.n_embd)
+    ckpt.check_shapes(ours, config, where, error=HFConversionError)
+
+
+def read_hf_weights(hf_dir: Path, config: GPTConfig) -> dict[str, torch.Tensor]:
+    """The weights of a HF directory, their shapes checked against `config` first (from the safetensors headers)."""
+    files = weight_files(hf_dir)
+    if files[0].suffix == ".bin":
+        state = _load_pickle(files[0])
+        check_hf_shapes({name: tuple(t.shape) for name, t in state.items()}, config, str(files[0]))
+        return state
+    check_hf_shapes(_header_shapes(files), config, str(files[0] if len(files) == 1 else hf_dir))
+    state = {}
+    for path in files:
+        state.update(safetensors_io.load_file(path))
+    return state
 
 
 def from_hf_state(state: dict[str, torch.Tensor], config: GPTConfig, where: str) -> GPT:
@@ -145,19 +239,27 @@ def from_hf_state(state: dict[str, torch.Tensor], config: GPTConfig, where: str)
     return model
 
 
-def import_hf(hf_dir: str | Path, checkpoint: str | Path) -> Path:
-    """Write a weights-only checkpoint directory CKPT from a Hugging Face GPT-2 directory."""
+def import_hf(hf_dir: str | Path, checkpoint: str | Path, max_parameters: int = DEFAULT_MAX_PARAMETERS) -> Path:
+    """Write a weights-only checkpoint directory CKPT from a Hugging Face GPT-2 directory.
+
+    Everything is checked before the model is allocated: config.json's types and values, its parameter count
+    against `max_parameters`, and the tensors' names and shapes in the weight files' headers.
+    """
     hf_dir, checkpoint = Path(hf_dir), Path(checkpoint)
     config_path = hf_dir / "config.json"
     if not config_path.is_file():
         raise HFConversionError(f"{hf_dir}: no config.json")
-    record = json.loads(config_path.read_text())
+    record = _read_json(config_path)
     config = config_from_hf(record, str(config_path))
-    model = from_hf_state(read_hf_weights(hf_dir), config, str(hf_dir))
-    eot_id = record.get("eos_token_id")
-    meta = {"source": str(hf_dir.resolve()), "eot_id": eot_id, "val_loss": None}
+    eot_id = eot_from_hf(record, config, str(config_path))
+    parameters = ckpt.parameter_count(config)
+    if parameters > max_parameters:
+        raise HFConversionError(f"{config_path}: declares a model of {parameters:,} parameters, more than the limit "
+                                f"of {max_parameters:,} (--max-parameters raises it)")
     if checkpoint.exists() and not ckpt.is_checkpoint(checkpoint):
         raise HFConversionError(f"{checkpoint}: exists and is not a checkpoint; refusing to replace it")
+    model = from_hf_state(read_hf_weights(hf_dir, config), config, str(hf_dir))
+    meta = {"source": str(hf_dir.resolve()), "eot_id": eot_id, "val_loss": None}
     ckpt.save_checkpoint(checkpoint.parent, 0, model, meta, path=checkpoint)
     for name in TOKENIZER_FILES:
         if (hf_dir / name).is_file():

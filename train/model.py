@@ -3,6 +3,7 @@ tied embeddings, the scaled residual init, SDPA attention and a vocabulary padde
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -32,8 +33,14 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "vocab_multiple"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            if value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        epsilon = self.layer_norm_epsilon
+        if not isinstance(epsilon, numbers.Real) or isinstance(epsilon, bool) or not 0 < epsilon < 1:
+            raise ConfigError(f"layer_norm_epsilon must be a number in (0, 1), got {epsilon!r}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         padded = math.ceil(self.vocab_size / self.vocab_multiple) * self.vocab_multiple

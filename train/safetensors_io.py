@@ -26,11 +26,33 @@ def save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
         safetensors.torch.save_file(contiguous, temp, metadata=metadata)
 
 
+def _unopenable(path: str | os.PathLike, error: OSError) -> SafetensorsError:
+    return SafetensorsError(f"{path}: cannot open ({error.strerror or error})")
+
+
 def load_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     try:
         return safetensors.torch.load_file(path, device=str(device))
     except safetensors.SafetensorError as error:
         raise _unreadable(path, error) from None
+    except OSError as error:
+        raise _unopenable(path, error) from None
+
+
+def read_shapes(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Each tensor's (dtype, shape) from the header alone, so that shapes are checked before anything is allocated.
+
+    The package refuses a header whose shapes or offsets are not non-negative integers, whose offsets leave the
+    file or overlap, or whose byte sizes do not match dtype x shape.
+    """
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            slices = {name: handle.get_slice(name) for name in handle.keys()}
+            return {name: (piece.get_dtype(), tuple(piece.get_shape())) for name, piece in slices.items()}
+    except safetensors.SafetensorError as error:
+        raise _unreadable(path, error) from None
+    except OSError as error:
+        raise _unopenable(path, error) from None
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -40,3 +62,5 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
             return handle.metadata() or {}
     except safetensors.SafetensorError as error:
         raise _unreadable(path, error) from None
+    except OSError as error:
+        raise _unopenable(path, error) from None

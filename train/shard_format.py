@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -502,15 +503,51 @@ def check_shard(manifest: Manifest, info: ShardInfo, shard: Shard) -> None:
                                f"the manifest says {info.documents} / {info.tokens}")
 
 
+def sha256_problem(manifest: Manifest, info: ShardInfo) -> str | None:
+    """Why a shard file does not match its manifest entry's sha256 (a message naming it), or None when it does."""
+    path = manifest.path_of(info)
+    try:
+        actual = sha256_file(path)
+    except OSError as error:
+        return f"{path}: cannot read the shard to check its sha256 ({error.strerror or error})"
+    if actual != info.sha256:
+        return f"{path}: sha256 {actual} differs from the manifest's {info.sha256} (damaged, truncated or rewritten)"
+    return None
+
+
+class BackgroundChecksums:
+    """The sha256 of shards against their manifest entries, computed once in a daemon thread while training runs.
+
+    `raise_if_failed()` is cheap and meant for every batch; `wait()` blocks until every shard is checked.
+    """
+
+    def __init__(self, manifest: Manifest, infos: Sequence[ShardInfo]):
+        self.problem: str | None = None
+        self._thread = threading.Thread(target=self._check, args=(manifest, list(infos)), name="shard-sha256",
+                                        daemon=True)
+        self._thread.start()
+
+    def _check(self, manifest: Manifest, infos: list[ShardInfo]) -> None:
+        for info in infos:
+            self.problem = sha256_problem(manifest, info)
+            if self.problem is not None:
+                return
+
+    def raise_if_failed(self) -> None:
+        if self.problem is not None:
+            raise ShardFormatError(self.problem)
+
+    def wait(self) -> None:
+        self._thread.join()
+        self.raise_if_failed()
+
+
 def verify_shard(manifest: Manifest, info: ShardInfo, check_sha256: bool = True) -> None:
     path = manifest.path_of(info)
     if not path.is_file():
         raise ShardFormatError(f"{path}: shard listed in the manifest is missing")
-    if check_sha256:
-        actual = sha256_file(path)
-        if actual != info.sha256:
-            raise ShardFormatError(f"{path}: sha256 {actual} differs from the manifest's {info.sha256} "
-                                   "(damaged, truncated or rewritten)")
+    if check_sha256 and (problem := sha256_problem(manifest, info)) is not None:
+        raise ShardFormatError(problem)
     shard = Shard(path)
     check_shard(manifest, info, shard)
     base_doc = 0

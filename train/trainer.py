@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from . import checkpoint as ckpt
-from .data import LoaderState, PrefetchingLoader, TrainBatches, WindowIndex, eval_window_ids, open_split
+from .data import LoaderState, PrefetchingLoader, TrainBatches, WindowIndex, eval_window_ids, open_windows
 from .model import (ATTENTION_CHOICES, GPT, ConfigError, GPTConfig, MODEL_SHAPES, named_config,
                     parameter_groups)
 from .config_flags import non_negative_int, option, positive_int
@@ -74,7 +74,9 @@ class TrainConfig:
                                           "off on CPU)")
     attention: str = option("cudnn", "SDPA backend tried first on CUDA (auto: torch's own order)",
                             choices=list(ATTENTION_CHOICES))
-    verify_shards: bool = option(False, "check every shard's sha256 and contents, and the run's tokenizer, first")
+    verify_shards: bool = option(False, "check every shard's sha256 and contents, and the run's tokenizer, before "
+                                        "training (always checked: totals at open, token ids per batch, sha256 "
+                                        "in the background before the first checkpoint)")
     peak_flops: float | None = option(None, "peak FLOP/s for MFU when the device is not in the table", min=0)
     stop_after: int | None = option(None, "stop after this step, keeping the schedule of --max-steps",
                                     type=positive_int)
@@ -429,8 +431,10 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
 
     block_size = model_config.block_size
     accum = accumulation_steps(cfg, block_size, ctx.world_size)
-    train_index = WindowIndex(open_split(manifest, "train"), block_size)
-    val_index = WindowIndex(open_split(manifest, "val"), block_size) if manifest.split("val") else None
+    checksums = not cfg.verify_shards  # verified in full above otherwise
+    train_index = open_windows(manifest, "train", block_size, ctx.rank, ctx.world_size, checksums)
+    val_index = open_windows(manifest, "val", block_size, ctx.rank, ctx.world_size, checksums) \
+        if manifest.split("val") else None
     batches = TrainBatches(train_index, cfg.micro_batch, ctx.rank, ctx.world_size, state=loader_state)
     loader = PrefetchingLoader(batches, device)
 
@@ -457,6 +461,9 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
                  cfg.micro_batch, block_size, ctx.world_size)
 
     def save(step: int, val_loss: float | None) -> Path | None:
+        for index in (train_index, val_index):  # no checkpoint of training on shards whose sha256 is wrong
+            if index is not None:
+                index.confirm()
         path = None
         if ctx.is_main:
             state = {"step": step, "loader": loader.state_dict(), "rng": ckpt.RngState.capture().to_dict(),
