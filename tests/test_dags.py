@@ -60,15 +60,26 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
                 PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""), **extra)
 
 
+SENTINEL = "WEBTEXT_TEST_SENTINEL"  # the environment variable naming the file that an evaluated payload would create
+
+
 def hostile_params(folder: Path) -> dict[str, str]:
-    """Params holding `;`, `$(…)`, backticks, quotes and spaces; each payload would create `folder/PWNED` in a shell."""
-    touch = f"touch {folder / 'PWNED'}"
+    """Params holding `;`, `$(…)`, backticks, quotes and spaces; each payload, if a shell ran it, would create the file
+    that $WEBTEXT_TEST_SENTINEL names (no `/` in them: `run` and `config` are real file names in the dags test)."""
+    touch = f'touch "${SENTINEL}"'
     return {
         "run": str(folder / f"a run; {touch} $({touch}) `{touch}` 'q\" & {touch}"),
         "config": str(folder / f"conf $({touch}) \"q'; {touch}.toml"),
-        "beam_args": f"--runner=FnApiRunner --job_name \"x $({touch}) `{touch}`; {touch}\" '--labels=a b' ; {touch}",
-        "train_args": f"--name 'tiny $({touch})' --max-steps 2 | {touch}",
+        "beam_args": f"--runner=FnApiRunner --job_name \"x $({touch}) `{touch}`; {touch}\" '--labels=a b'",
+        "train_args": f"--name 'tiny $({touch})'",
     }
+
+
+def with_bare_operators(params: dict[str, str]) -> dict[str, str]:
+    """The option lists followed by shell operators outside quotes (`webtext` rejects those words as unknown flags)."""
+    touch = f'touch "${SENTINEL}"'
+    return {**params, "beam_args": f"{params['beam_args']} ; {touch} && {touch}",
+            "train_args": f"{params['train_args']} | {touch} > out"}
 
 
 PLAIN = {"run": "r", "config": "", "beam_args": "", "train_args": ""}
@@ -79,7 +90,7 @@ UNBALANCED = {**PLAIN, "beam_args": "--job_name 'x"}
 def dag_info(tmp_path_factory) -> dict:
     """The DAG as Airflow loads it, and its commands rendered for plain, hostile and unbalanced params."""
     home = tmp_path_factory.mktemp("airflow-load")
-    param_sets = [PLAIN, hostile_params(home), UNBALANCED]
+    param_sets = [PLAIN, with_bare_operators(hostile_params(home)), UNBALANCED]
     result = subprocess.run([sys.executable, "-c", CHECK, str(REPO_ROOT / "dags"), json.dumps(param_sets)],
                             capture_output=True, text=True, env=airflow_env(home), cwd=home, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -104,7 +115,9 @@ def test_params_reach_webtext_verbatim_and_no_shell_evaluates_them(dag_info, tmp
     shim.write_text(SHIM.format(python=sys.executable))
     shim.chmod(0o755)
     log = tmp_path / "argv.jsonl"
-    env = dict(os.environ, PATH=f"{shim.parent}{os.pathsep}{os.environ['PATH']}", WEBTEXT_SHIM_LOG=str(log))
+    sentinel = tmp_path / "PWNED"
+    env = dict(os.environ, PATH=f"{shim.parent}{os.pathsep}{os.environ['PATH']}", WEBTEXT_SHIM_LOG=str(log),
+               **{SENTINEL: str(sentinel)})
     for task_id in dag_info["order"]:  # each rendered command run as BashOperator runs it
         subprocess.run(["bash", "-c", rendered[task_id]], env=env, cwd=tmp_path, check=True, timeout=60)
 
@@ -113,7 +126,7 @@ def test_params_reach_webtext_verbatim_and_no_shell_evaluates_them(dag_info, tmp
     assert calls == [[stage, params["run"], "--config", params["config"], *beam]
                      for stage in ["links", "crawl", "dedup", "tokenizer", "shards"]] \
         + [["train", params["run"], *shlex.split(params["train_args"])]]
-    assert not (dag_info["home"] / "PWNED").exists()
+    assert not sentinel.exists()
 
 
 def test_unbalanced_quotes_in_beam_args_fail_the_render_naming_the_value(dag_info):
@@ -151,8 +164,9 @@ def test_airflow_dags_test_builds_a_run_from_hostile_params_offline(airflow_home
     from webtext.pipeline import layout
 
     dump, warcs = archived_sample
+    sentinel = tmp_path / "PWNED"
     params = hostile_params(tmp_path)
-    params["train_args"] = (f"--name 'tiny $(touch {tmp_path / 'PWNED'})' --n-layer 1 --n-head 2 --n-embd 32 "
+    params["train_args"] += (" --n-layer 1 --n-head 2 --n-embd 32 "
                             "--block-size 32 --micro-batch 2 --batch-tokens 64 --max-steps 3 --warmup 1 "
                             "--eval-every 3 --ckpt-every 3 --device cpu")
     Path(params["config"]).write_text(tomli_w.dumps({
@@ -163,7 +177,8 @@ def test_airflow_dags_test_builds_a_run_from_hostile_params_offline(airflow_home
         "shards": {"shard_tokens": 50_000, "val_fraction": 0.05},
     }))
     result = subprocess.run(["airflow", "dags", "test", DAG_ID, "-c", json.dumps(params)], capture_output=True,
-                            text=True, env=airflow_env(airflow_home), cwd=tmp_path, timeout=900)
+                            text=True, env=airflow_env(airflow_home, **{SENTINEL: str(sentinel)}), cwd=tmp_path,
+                            timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "state=success" in output, output[-6000:]
 
@@ -174,5 +189,5 @@ def test_airflow_dags_test_builds_a_run_from_hostile_params_offline(airflow_home
     assert recorded["run"]["beam_args"] == shlex.split(params["beam_args"])
     crawl_stats = json.loads(Path(run.path(layout.STATS, "crawl.json")).read_text())["counters"]
     assert crawl_stats  # the crawl replayed the archived responses (no web server is up)
-    assert list((Path(params["run"]) / "train" / f"tiny $(touch {tmp_path / 'PWNED'})").glob("ckpt-*"))
-    assert not (tmp_path / "PWNED").exists()
+    assert list((Path(params["run"]) / "train" / shlex.split(params["train_args"])[1]).glob("ckpt-*"))
+    assert not sentinel.exists()
