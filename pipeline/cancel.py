@@ -13,6 +13,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# the local runner's worker handlers and its side of their data and control channels
+WORKER_CHANNELS = ("apache_beam.runners.portability.fn_api_runner", "apache_beam.runners.worker")
 GRACE_SECONDS = 20.0  # after the signal, how long the stage may take to cancel its job before its processes are killed
 
 
@@ -43,17 +45,25 @@ def stop_on_signals(grace_seconds: float = GRACE_SECONDS):
             log.warning("%s received again: still stopping", signal.Signals(signum).name)
             return
         received.append(signum)
+        # the runner's threads and its side of the worker channels fail as its workers end: expected, not news
+        threading.excepthook = _quiet
+        for name in WORKER_CHANNELS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         watchdog = threading.Timer(grace_seconds, _force_exit, (signum, grace_seconds))
         watchdog.daemon = True
         watchdog.start()
         raise Cancelled(signum)
 
     previous = {signum: signal.signal(signum, handle) for signum in SIGNALS}
+    excepthook, levels = threading.excepthook, {name: logging.getLogger(name).level for name in WORKER_CHANNELS}
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        threading.excepthook = excepthook
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def cancel_job(result) -> None:
@@ -70,6 +80,10 @@ def cancel_job(result) -> None:
         print(f"cancelled {label}", file=sys.stderr)
     except Exception as error:  # a job that cannot be cancelled still must not hide the stop itself
         print(f"could not cancel the Beam job: {error}", file=sys.stderr)
+
+
+def _quiet(args: threading.ExceptHookArgs) -> None:
+    log.debug("thread %s ended with %r while the stage stopped", getattr(args.thread, "name", "?"), args.exc_value)
 
 
 def _force_exit(signum: int, grace_seconds: float) -> None:
