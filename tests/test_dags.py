@@ -40,9 +40,26 @@ def render(params):
     except Exception as error:
         return f"{type(error).__name__}: {error}"
 
+def outcome_of_exit(code):
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+    task = dag.get_task("dedup")
+    task.bash_command = f"exit {code}"
+    try:
+        task.execute({})
+    except AirflowFailException:
+        return "failed for good"
+    except AirflowException:
+        return "retried"
+    return "succeeded"
+
+rendered = [render(params) for params in json.loads(sys.argv[2])]  # before outcome_of_exit changes a command
+train_retry = dag.get_task("train").render_template(dag.get_task("train").bash_command,
+                                                     {"params": json.loads(sys.argv[2])[0], "ti": TryOf(2)},
+                                                     dag.get_template_env())
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "order": order,
+                  "exits": {code: outcome_of_exit(code) for code in (0, 1, 2, 143)}, "train_retry": train_retry,
                   "commands": {t.task_id: t.bash_command for t in dag.tasks},
-                  "rendered": [render(params) for params in json.loads(sys.argv[2])],
+                  "rendered": rendered,
                   "retries": {t.task_id: t.retries for t in dag.tasks}, "max_active_runs": dag.max_active_runs,
                   "params": sorted(dag.params.keys())}))
 """
@@ -106,6 +123,12 @@ def test_dag_loads_and_runs_stages_in_order(dag_info):
     assert dag_info["max_active_runs"] == 1
     assert dag_info["retries"]["crawl"] > dag_info["retries"]["dedup"] >= 1
     assert dag_info["rendered"][0]["dedup"].strip() == "webtext dedup r"
+
+
+def test_a_bad_option_fails_the_task_for_good_and_training_retries_with_resume(dag_info):
+    assert dag_info["exits"] == {"0": "succeeded", "1": "retried", "2": "failed for good", "143": "retried"}
+    assert dag_info["rendered"][0]["train"].split() == ["webtext", "train", "r"]
+    assert dag_info["train_retry"].split() == ["webtext", "train", "r", "--resume"]
 
 
 def test_params_reach_webtext_verbatim_and_no_shell_evaluates_them(dag_info, tmp_path):
