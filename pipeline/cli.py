@@ -19,6 +19,7 @@ from .logs import quiet_beam_imports, setup_logging
 quiet_beam_imports()
 
 from . import layout, storage  # noqa: E402
+from .cancel import Cancelled, stop_on_signals  # noqa: E402
 
 log = logging.getLogger("webtext")
 
@@ -168,7 +169,33 @@ def run_stages(names: Sequence[str], stages: dict, run_root: str, file_config: d
     else:
         save_resolved_config(run, configs, beam_args)
     for name in names:
-        run_stage(stages[name], run, configs[name], beam_args, force=force)
+        try:
+            run_stage(stages[name], run, configs[name], beam_args, force=force)
+        except Cancelled as stop:
+            stop.stage = name
+            raise
+
+
+def run_command(args: argparse.Namespace, stages: dict, beam_args: list[str]) -> int:
+    if args.command != "demo":
+        storage.check_filesystem(args.run)
+        from .dataflow import check_google_credentials
+        check_google_credentials([args.run])
+    if args.command == "stats":
+        from .report import print_stats
+        return print_stats(args.run)
+    if args.command == "demo":
+        from .demo import run_demo
+        return run_demo(args.run, stages, submissions=args.submissions, beam_args=beam_args, force=args.force)
+    file_config = load_config_file(args.config)
+    check_config_file(file_config, stages, args.config)
+    chosen = [a for a in getattr(stages.get(args.command), "actions", ()) if getattr(args, a.key, False)]
+    if chosen:
+        return chosen[0].run(layout.RunDir(args.run))
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "run", "config", "force", "log_level")}
+    names = list(stages) if args.command == "build" else [args.command]
+    run_stages(names, stages, args.run, file_config, flags, beam_args, args.force)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,31 +214,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown to webtext {args.command} and to Beam: {' '.join(unknown)}")
     setup_logging(args.log_level)
     try:
-        if args.command != "demo":
-            storage.check_filesystem(args.run)
-            from .dataflow import check_google_credentials
-            check_google_credentials([args.run])
-        if args.command == "stats":
-            from .report import print_stats
-            return print_stats(args.run)
-        if args.command == "demo":
-            from .demo import run_demo
-            return run_demo(args.run, stages, submissions=args.submissions, beam_args=beam_args, force=args.force)
-        file_config = load_config_file(args.config)
-        check_config_file(file_config, stages, args.config)
-        chosen = [a for a in getattr(stages.get(args.command), "actions", ()) if getattr(args, a.key, False)]
-        if chosen:
-            return chosen[0].run(layout.RunDir(args.run))
-        flags = {k: v for k, v in vars(args).items() if k not in ("command", "run", "config", "force", "log_level")}
-        names = list(stages) if args.command == "build" else [args.command]
-        run_stages(names, stages, args.run, file_config, flags, beam_args, args.force)
-        return 0
+        with stop_on_signals():
+            return run_command(args, stages, beam_args)
+    except Cancelled as stop:
+        print(stopped_message(args.command, args.run, stop), file=sys.stderr)
+        return stop.exit_code
     except Exception as error:  # a StageError, or one that a Beam worker raised and the runner sent back as text
         problem = storage.error_line(error)
         if problem is None:
             raise  # a bug: its traceback is what helps
         print(f"webtext {args.command}: error: {problem}", file=sys.stderr)
         return 2
+
+
+def stopped_message(command: str, run_root: str, stop: Cancelled) -> str:
+    stage = getattr(stop, "stage", None)
+    if stage is None:
+        return f"webtext {command}: stopped by {stop}"
+    return (f"webtext {command}: stopped by {stop} during {stage}, its Beam job cancelled; "
+            f"{layout.RunDir(run_root).success_path(stage)} not written; the same command runs it again "
+            f"(a crawl resumes from the fetches it finished)")
 
 
 if __name__ == "__main__":

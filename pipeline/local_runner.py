@@ -16,7 +16,8 @@ from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 
 def worker_command() -> str:
-    return f"{shlex.quote(sys.executable)} -m webtext.pipeline.local_worker"
+    """Run by Beam with a shell: `exec` makes the worker the shell's own process, so signals reach it directly."""
+    return f"exec {shlex.quote(sys.executable)} -m webtext.pipeline.local_worker"
 
 
 class LocalRunner(fn_runner.FnApiRunner):

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from . import dataflow, layout, sinks, storage
+from . import cancel, dataflow, layout, sinks, storage
 from .stage_options import Option, OptionError
 from .layout import RunDir
 from .storage import FileEntry, StageError
@@ -59,10 +59,14 @@ class StageContext:
             runner = LocalRunner()
         pipeline = beam.Pipeline(runner=runner, options=self.pipeline_options())
         build(pipeline)
-        result = pipeline.run()
+        result = pipeline.run()  # the local runner runs the job here (a signal ends it and its workers)
         if dataflow.template_location(self.beam_args):
             raise TemplateWritten(self.name)
-        result.wait_until_finish()
+        try:
+            result.wait_until_finish()
+        except cancel.Cancelled:  # a job running elsewhere (Dataflow) is cancelled, not left running
+            cancel.cancel_job(result)
+            raise
         counters = beam_counters(result, self.name)
         for name, value in counters.items():
             self.counters[name] = self.counters.get(name, 0) + value

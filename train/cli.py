@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 from .config_flags import DefaultsHelpFormatter, add_arguments, from_namespace, positive_int
 
@@ -152,8 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     from .safetensors_io import SafetensorsError
     from .shard_format import ShardFormatError
 
+    from .trainer import TrainingStopped
+
     try:
         return HANDLERS[args.command](args)
+    except TrainingStopped as stopped:
+        log.error("%s", stopped)
+        return stopped.exit_code
     except (CheckpointError, ConfigError, ShardFormatError, HFConversionError, SafetensorsError,
             FileNotFoundError, DiskError) as error:  # the user's mistakes; anything else is a bug and keeps its traceback
         log.error("%s", error)

@@ -9,6 +9,8 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -104,6 +106,53 @@ class TrainResult:
     val_losses: dict[int, float]
     last_checkpoint: Path | None
     model: GPT | None = None  # the trained model (unwrapped), on its device
+
+
+class TrainingStopped(Exception):
+    """SIGTERM or SIGINT stopped training at a step boundary, after a checkpoint of that step."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        saved = f"checkpoint {checkpoint} written" if checkpoint else "no checkpoint written (not rank 0)"
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; {saved}; "
+                         "the same command with --resume continues from it")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class StopRequest:
+    """Notes SIGTERM/SIGINT so that the loop stops at the next step boundary (every rank at the same one); a second
+    signal stops at once (checkpoints are written atomically, so the last one stays whole)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # where Python delivers signals
+            self._previous = {signum: signal.signal(signum, self._note) for signum in self.SIGNALS}
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _note(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"{signal.Signals(signum).name} again")
+        self.signum = signum
+        log.warning("%s received: stopping after this step, with a checkpoint", signal.Signals(signum).name)
+
+    def agreed(self, ctx: Distributed, device: torch.device) -> bool:
+        """Whether any rank was asked to stop."""
+        if not ctx.enabled:
+            return self.signum is not None
+        flag = torch.tensor(0.0 if self.signum is None else 1.0, device=device)
+        return bool(ctx.mean(flag).item() > 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,7 +530,9 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
     end_step = cfg.max_steps if cfg.stop_after is None else min(cfg.max_steps, cfg.stop_after)
     model.train()
     started, interval_start, interval_steps = time.time(), time.time(), 0
+    stop = StopRequest()
     try:
+        stop.install()
         for step in range(start_step + 1, end_step + 1):
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
@@ -490,8 +541,9 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
                                                  cfg.attention)
             interval_steps += 1
 
-            checkpoint_due = step % cfg.ckpt_every == 0 or step == end_step
-            eval_due = val_index is not None and (step % cfg.eval_every == 0 or checkpoint_due)
+            stopping = stop.agreed(ctx, device)
+            checkpoint_due = step % cfg.ckpt_every == 0 or step == end_step or stopping
+            eval_due = val_index is not None and not stopping and (step % cfg.eval_every == 0 or checkpoint_due)
             if not (step % cfg.log_every == 0 or eval_due or checkpoint_due):
                 continue
             step_loss = ctx.mean(loss_sum / accum).item()
@@ -518,8 +570,11 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
                 best_val = val_loss
             if checkpoint_due:
                 last_checkpoint = save(step, val_loss) or last_checkpoint
+            if stopping:
+                raise TrainingStopped(stop.signum or signal.SIGTERM, step, last_checkpoint if ctx.is_main else None)
             interval_start, interval_steps = time.time(), 0
     finally:
+        stop.restore()
         loader.close()
         if metrics is not None:
             metrics.close()
