@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -82,6 +83,30 @@ def write_bytes(path: str, data: bytes) -> None:
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([tmp], [path])
+
+
+def create_new(path: str, data: bytes) -> None:
+    """Writes a small file only if nothing is at `path`, else FileExistsError (for locks).
+
+    On gs:// the create is atomic (if-generation-match=0: of two writers exactly one succeeds); the exists check
+    before it is for stores that ignore the precondition. Locally, O_EXCL."""
+    if FileSystems.exists(path):
+        raise FileExistsError(path)
+    if path.startswith("gs://"):
+        from apache_beam.io.gcp import gcsio
+        from google.api_core.exceptions import PreconditionFailed
+
+        bucket, name = gcsio.parse_gcs_path(path)
+        try:
+            gcsio.GcsIO().client.bucket(bucket).blob(name).upload_from_string(data, if_generation_match=0)
+        except PreconditionFailed:
+            raise FileExistsError(path) from None
+    elif "://" not in path:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as handle:
+            handle.write(data)
+    else:  # other Beam filesystems offer no create-if-absent: the check above is all there is
+        with open_write(path) as handle:
+            handle.write(data)
 
 
 def delete(paths: Iterable[str]) -> None:

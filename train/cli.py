@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=level,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .checkpoint import CheckpointError
+    from .dirlock import LockHeld
     from .hf import HFConversionError
     from .model import ConfigError
     from .safetensors_io import SafetensorsError
@@ -159,6 +160,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return HANDLERS[args.command](args)
     except (CheckpointError, ConfigError, ShardFormatError, HFConversionError, SafetensorsError,
-            FileNotFoundError) as error:  # the user's mistakes; anything else is a bug and keeps its traceback
+            FileNotFoundError, LockHeld) as error:  # the user's mistakes; anything else is a bug and keeps its traceback
         log.error("%s", error)
         return 2
