@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from tests.tokenizer_corpus import place_docs, write_docs
+from tests.tokenizer_corpus import write_docs
 from webtext.pipeline import layout, sinks, storage
 from webtext.pipeline.layout import RunDir
 from webtext.pipeline.demo_dump import make_sample_dump
@@ -33,18 +33,21 @@ def write_links(run: Path, shards: range, total: int = 8) -> None:
                                    [link(index * 10 + i) for i in range(10)], layout.LINKS_SCHEMA)
 
 
-def docs(count: int, prefix: str = "d") -> list[dict]:
-    return [{"doc_id": f"{prefix}{i}", "text": f"document {i} says some words " * 20, "url": f"http://x/{i}"}
-            for i in range(count)]
+DOCS_SCHEMA = pa.schema([("doc_id", pa.string()), ("url", pa.string()), ("domain", pa.string()), ("text", pa.string()),
+                        ("score", pa.int64())])
+
+
+def docs(count: int) -> list[dict]:
+    return [{"doc_id": f"d{i}", "url": f"http://x{i}.example/", "domain": f"x{i}.example",
+             "text": f"document {i} says {i * 7} words " * 20, "score": 3} for i in range(count)]
 
 
 def crawl_docs(run: Path, files: range, total: int = 8) -> None:
     """RUN/docs as the crawl writes it (docs-NNNNN-of-MMMMM.parquet), `files` of `total` of them."""
     rows = docs(total * 5)
-    schema = pa.schema([("doc_id", pa.string()), ("text", pa.string()), ("url", pa.string())])
     for index in files:
         storage.write_parquet_rows(str(Path(run, layout.DOCS, sinks.shard_name("docs", index, total))),
-                                   rows[index::total], schema)
+                                   rows[index::total], DOCS_SCHEMA)
 
 
 # -- 1. a stage must not consume an unfinished upstream -------------------------------------------------------------
@@ -87,7 +90,7 @@ def test_document_readers_refuse_the_docs_of_a_crawl_that_was_killed(tmp_path, w
 
 def test_hand_placed_documents_are_read_only_when_marked(tmp_path, webtext_cli, capsys):
     run = tmp_path / "run"
-    write_docs(Path(run, layout.DOCS), docs(20))
+    write_docs(Path(run, layout.DOCS), docs(20), schema=DOCS_SCHEMA)
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 2
     assert "the crawl stage has not finished" in capsys.readouterr().err
     Path(run, layout.PLACED_DOCS).touch()
