@@ -291,7 +291,7 @@ def test_wikitext_paragraphs_are_found_in_real_text(tmp_path, webtext_cli, beam_
 
 
 @pytest.mark.parametrize("args,message", [
-    ((), "nothing matches"),
+    ((), "the crawl stage has not finished"),
     (("--bands", "20", "--rows", "10"), "needs 200 MinHash values"),
     (("--decontaminate",), "needs at least one --eval-set"),
     (("--eval-set", "nofile"), "NAME=PATH"),

@@ -182,3 +182,33 @@ def test_a_second_training_with_the_same_name_is_refused(tmp_path, caplog):
         holder.wait()
     assert f"{train_dir / layout.LOCK}: the training directory x is being written by pid {holder.pid}" in caplog.text
     assert sorted(p.name for p in train_dir.iterdir()) == [layout.LOCK]  # no log, config or checkpoint of ours
+
+
+GS_LOCK = textwrap.dedent("""
+    from webtext.pipeline import layout, locks, storage
+    run = layout.RunDir("gs://bucket/run")
+    with locks.stage_lock(run, "links"):
+        print("held:", storage.exists("gs://bucket/run/links/_LOCK"))
+        try:
+            with locks.stage_lock(run, "links"):
+                print("second writer: lock taken")
+        except storage.StageError as error:
+            print("second writer:", error)
+    print("after:", storage.exists("gs://bucket/run/links/_LOCK"))
+""")
+
+
+@pytest.mark.slow
+def test_on_gcs_the_lock_is_an_object_a_second_writer_is_refused_and_told_how_to_clear_a_stale_one(tmp_path):
+    pytest.importorskip("gcp_storage_emulator", reason="needs the dev extra (gcp-storage-emulator)")
+    from tests.cloud_peers import google_env, isolated_env, metadata_server, storage_emulator
+
+    with storage_emulator(tmp_path / "gcs") as emulator, metadata_server() as metadata:
+        env = isolated_env(tmp_path / "env", **google_env(emulator, metadata))
+        done = subprocess.run([sys.executable, "-c", GS_LOCK], env=env, cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+    lock = "gs://bucket/run/links/_LOCK"
+    held, refusal, after = done.stdout.splitlines()
+    assert (held, after) == ("held: True", "after: False"), done.stderr
+    assert refusal.startswith(f"second writer: {lock}: the links stage's output is being written by pid ")
+    assert refusal.endswith(f"if that process is gone, delete the lock: gsutil rm {lock}")
