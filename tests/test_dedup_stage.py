@@ -333,7 +333,8 @@ def test_bad_options_are_clear_errors_and_shards_follow_the_input_size(tmp_path,
 
     assert auto_shards([FileEntry("a", 10)]) == 1
     assert auto_shards([FileEntry("a", AUTO_SHARD_BYTES), FileEntry("b", AUTO_SHARD_BYTES + 1)]) == 3
-    assert webtext_cli("dedup", tmp_path / "nothing", "--threshold", "1.0", *beam_args) == 2
+    write_docs(tmp_path, [doc("a", "some text here")])
+    assert webtext_cli("dedup", tmp_path, "--threshold", "1.0", *beam_args) == 2
     assert "--threshold" in capsys.readouterr().err
-    assert webtext_cli("dedup", tmp_path / "nothing", "--false-negative-weight", "1.5", *beam_args) == 2
+    assert webtext_cli("dedup", tmp_path, "--false-negative-weight", "1.5", *beam_args) == 2
     assert "--false-negative-weight" in capsys.readouterr().err

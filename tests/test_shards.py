@@ -305,7 +305,7 @@ def test_stage_errors_are_clear(tmp_path, webtext_cli, capsys, beam_args):
     rows = [{"doc_id": f"d{i}", "text": f"text number {i} " * 20, "url": None} for i in range(8)]
     place_docs(run, rows)
     assert webtext_cli("shards", run, *beam_args) == 2
-    assert "tokenizer.json not found" in capsys.readouterr().err
+    assert "the tokenizer stage has not finished" in capsys.readouterr().err
 
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0
     assert webtext_cli("shards", run, "--val-fraction", "1.0", *beam_args) == 2
