@@ -111,6 +111,23 @@ def test_a_finished_crawls_documents_are_read_and_a_rerun_skips_only_while_its_f
     assert "up to date" not in capsys.readouterr().err and Path(run, layout.TOKENIZER, "merges.txt").exists()
 
 
+def test_a_stage_fails_when_its_upstream_changes_while_it_runs(tmp_path):
+    from webtext.pipeline.stage import Stage, StageError, run_stage
+
+    run = RunDir(str(tmp_path))
+    write_links(tmp_path, range(2), total=2)
+    run.write_success("links", "fp", [layout.LINKS])
+
+    def execute(ctx):
+        write_links(tmp_path, range(1), total=1)  # a links run writing while this stage reads
+
+    reader = Stage("reader", "reads the links", [], execute, upstream=lambda run, config: ["links"],
+                   outputs=["reader"], runs_beam=False)
+    with pytest.raises(StageError, match=r"links-00000-of-00001.parquet was not written by it"):
+        run_stage(reader, run, {}, [])
+    assert not Path(tmp_path, "reader", layout.SUCCESS).exists()
+
+
 # -- 4. one writer per run directory --------------------------------------------------------------------------------
 
 HOLD = textwrap.dedent("""
@@ -137,6 +154,16 @@ def dump(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("dumps") / "RS_2016-03.zst"
     make_sample_dump(path, n=300, seed=3)
     return path
+
+
+def test_a_lock_is_held_once_names_its_holder_and_leaves_nothing_when_released(tmp_path):
+    from webtext.train.dirlock import DirLock, LockHeld
+
+    path = tmp_path / "out" / layout.LOCK
+    with DirLock(path, "out"):
+        with pytest.raises(LockHeld, match=rf"{path}: out is being written by pid {os.getpid()} on "):
+            DirLock(path, "out").acquire()
+    assert not (tmp_path / "out").exists()  # the lock made the folder, and nothing else was written in it
 
 
 def test_a_second_links_run_on_one_run_is_refused_naming_the_holder(tmp_path, webtext_cli, beam_args, capsys, dump):
