@@ -59,7 +59,7 @@ def held_by_message(lock: str, what: str, holder: Holder | None) -> str:
 
 
 class DirLock:
-    """The lock of one directory's writer: `with DirLock(path, "RUN/train/gpt2"):` raises LockHeld when taken."""
+    """The lock of one directory's writer: `with DirLock(DIR / LOCK_NAME, "what DIR is"):` raises LockHeld when taken."""
 
     def __init__(self, path: str | os.PathLike, what: str):
         self.path = Path(path)
