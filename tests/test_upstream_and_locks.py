@@ -14,8 +14,8 @@ import pytest
 
 from tests.tokenizer_corpus import write_docs
 from webtext.pipeline import layout, sinks, storage
-from webtext.pipeline.layout import RunDir
 from webtext.pipeline.demo_dump import make_sample_dump
+from webtext.pipeline.layout import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
 
