@@ -39,7 +39,7 @@ from webtext.crawl.reddit.urls import InvalidUrl, normalize_url, url_domain
 from webtext.pipeline import layout, sinks, storage
 from webtext.pipeline.stage_options import Option, config_from, options_of
 from webtext.pipeline.progress import Progress
-from webtext.pipeline.stage import Stage, StageContext, StageError, upstream_fingerprints
+from webtext.pipeline.stage import Stage, StageContext, StageError
 
 log = logging.getLogger(__name__)
 
@@ -549,6 +549,6 @@ STAGE = Stage(
     options=crawl_options(),
     execute=execute,
     external_inputs=lambda run, config: warc_inputs(config),
-    upstream=lambda run, config: upstream_fingerprints(run, ["links"]),
+    upstream=lambda run, config: ["links"],
     outputs=[layout.FETCH_LOG, layout.DOCS],  # not WARC: a rerun resumes from it, --restart clears it (execute)
 )

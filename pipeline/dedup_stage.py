@@ -27,7 +27,7 @@ from webtext.dedup.text import words
 from . import layout, sinks, storage
 from .progress import Progress
 from .stage_options import options_of
-from .stage import Stage, StageContext, StageError, upstream_fingerprints
+from .stage import Stage, StageContext, StageError
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,12 @@ def input_pattern(run: layout.RunDir, config: dict) -> str:
 
 def input_files(run: layout.RunDir, config: dict) -> list[storage.FileEntry]:
     return storage.match(input_pattern(run, config))
+
+
+def upstream(run: layout.RunDir, config: dict) -> list[str]:
+    """The crawl, when dedup reads RUN/docs and nobody marked them as placed there by hand; none with --input-docs."""
+    stage = None if config.get("input_docs") else layout.docs_stage(run)
+    return [stage] if stage else []
 
 
 def eval_files(config: dict) -> list[storage.FileEntry]:
@@ -711,6 +717,6 @@ STAGE = Stage(
     options=options_of(DedupOptions),
     execute=execute,
     external_inputs=lambda run, config: input_files(run, config) + eval_files(config),
-    upstream=lambda run, config: upstream_fingerprints(run, ["crawl"]),
+    upstream=upstream,
     outputs=[layout.DEDUP],
 )

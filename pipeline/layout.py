@@ -12,7 +12,7 @@ from typing import Iterable
 
 import pyarrow as pa
 
-from webtext.train import shard_format
+from webtext.train import dirlock, shard_format
 
 from . import storage
 from .storage import FileEntry, StageError
@@ -25,15 +25,17 @@ DATA_STAGES = ("links", "crawl", "dedup", "tokenizer", "shards")
 TRAIN_COMMANDS = ("train", "sample", "eval", "export-hf", "import-hf")
 
 CONFIG = "config.toml"
-SUCCESS = "_SUCCESS"
+SUCCESS = "_SUCCESS"  # JSON: the stage's fingerprint and the files it wrote (path under RUN -> size)
+LOCK = dirlock.LOCK_NAME  # RUN/<stage>/_LOCK while the stage writes (pipeline/locks.py); RUN/train/NAME/_LOCK too
 LINKS = "links"  # links-NNNNN-of-MMMMM.parquet
 LINKS_GLOB = "links/links-*.parquet"
 WARC = "crawl/warc"
 FETCH_LOG = "crawl/fetch-log"
 FETCH_JOURNAL = "crawl/journal"  # a JSON line per finished link, written as the crawl goes: what a rerun resumes from
 FETCH_JOURNAL_GLOB = "crawl/journal/*.jsonl"
-DOCS = "docs"  # the crawl's documents (or a corpus placed there by hand)
+DOCS = "docs"  # the crawl's documents (or a corpus placed there by hand, with PLACED_DOCS)
 DOCS_GLOB = "docs/*.parquet"
+PLACED_DOCS = "docs/_PLACED"  # says RUN/docs holds a corpus made elsewhere, not a crawl's output
 DEDUP = "dedup"
 DEDUP_DOCS_GLOB = "dedup/docs-*.parquet"
 DEDUP_WORK = "dedup/_work"  # Bloom filters and n-gram hits while dedup runs; removed at its end
@@ -142,11 +144,22 @@ class RunDir:
         storage.write_bytes(self.path(*parts), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
     def clear(self, folder: str, patterns: Iterable[str] = ("*",)) -> None:
-        """Deletes the files a stage wrote before, so a forced rerun leaves no stale shards."""
+        """Deletes the files a stage wrote before (not its writer's lock), so a forced rerun leaves no stale shards."""
         doomed = []
         for pattern in patterns:
-            doomed.extend(e.path for e in storage.match(self.path(folder, pattern)))
+            doomed.extend(e.path for e in storage.match(self.path(folder, pattern)) if _name(e.path) != LOCK)
         storage.delete(sorted(set(doomed)))
+
+    def output_files(self, folders: Iterable[str]) -> dict[str, int]:
+        """The files under `folders` (two levels, as `clear` sees them) by path under RUN, with their sizes."""
+        files = {}
+        for folder in folders:
+            base = self.path(folder)
+            for pattern in ("*", "*/*"):
+                for entry in storage.match(self.path(folder, pattern)):
+                    if _name(entry.path) not in (SUCCESS, LOCK):
+                        files[f"{folder}/{entry.path[len(base):].lstrip('/')}"] = entry.size
+        return files
 
     # -- completion markers ---------------------------------------------------------------------------------
 
@@ -163,46 +176,79 @@ class RunDir:
             log.warning("%s is not valid JSON; the stage will run again", path)
             return None
 
-    def write_success(self, stage: str, fingerprint: str, info: dict | None = None) -> None:
-        storage.write_bytes(self.success_path(stage),
-                            (json.dumps({"fingerprint": fingerprint, **(info or {})}, indent=2, sort_keys=True)
-                             + "\n").encode())
+    def write_success(self, stage: str, fingerprint: str, folders: Iterable[str], info: dict | None = None) -> None:
+        """Marks the stage done: its fingerprint, and every file it wrote under `folders` with its size."""
+        folders = list(folders)
+        record = {"fingerprint": fingerprint, "folders": folders, "files": self.output_files(folders), **(info or {})}
+        storage.write_bytes(self.success_path(stage), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+
+    def changed_outputs(self, record: dict) -> list[str]:
+        """How the files under a _SUCCESS's folders differ from the ones it lists (empty: exactly those)."""
+        if "files" not in record:
+            return ["it lists no files (written by an older webtext)"]
+        wrote, found = record["files"], self.output_files(record.get("folders", []))
+        return ([f"{self.path(p)} is missing" for p in sorted(set(wrote) - set(found))]
+                + [f"{self.path(p)} was not written by it" for p in sorted(set(found) - set(wrote))]
+                + [f"{self.path(p)} has {found[p]} bytes, it wrote {wrote[p]}"
+                   for p in sorted(set(wrote) & set(found)) if wrote[p] != found[p]])
+
+    def require_finished(self, stage: str) -> str:
+        """The fingerprint of an upstream stage that finished and whose files are still the ones it wrote; otherwise a
+        StageError naming the stage to run again."""
+        rerun = f"run `webtext {stage} {self.root}`"
+        record = self.read_success(stage)
+        if record is None:
+            raise StageError(f"{self.success_path(stage)} not found: the {stage} stage has not finished (it failed, was "
+                             f"stopped, or never ran); {rerun}{UNFINISHED_HINTS.get(stage, '').format(run=self)}")
+        problems = self.changed_outputs(record)
+        if problems:
+            more = f" (and {len(problems) - 1} more differences)" if len(problems) > 1 else ""
+            raise StageError(f"{self.success_path(stage)}: {problems[0]}{more}: the {stage} stage's output is not as "
+                             f"it finished; {rerun} again")
+        return record.get("fingerprint", "")
+
+
+def _name(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+# What else to say when a stage's _SUCCESS is missing.
+UNFINISHED_HINTS = {"crawl": f" (or, if {DOCS} holds documents made elsewhere, say so: create {{run.root}}/{PLACED_DOCS})"}
 
 
 # -- documents: what dedup, the tokenizer and the shards stage read ----------------------------------------------
 
-# (stage that writes them, glob under RUN), in order of preference.
-DOCUMENT_SOURCES = (("dedup", DEDUP_DOCS_GLOB), ("crawl", DOCS_GLOB))
-
-
 @dataclass(frozen=True)
 class DocumentSource:
-    stage: str  # the upstream stage whose output this is
+    stage: str | None  # the stage whose output this is; None for documents placed by hand (PLACED_DOCS)
     pattern: str  # glob of the Parquet files (a full path or URL)
     files: list[FileEntry]
 
+    @property
+    def upstream(self) -> list[str]:
+        return [self.stage] if self.stage else []
+
+
+def docs_stage(run: RunDir) -> str | None:
+    """Whose output RUN/docs is: the crawl's, or nobody's (None) when PLACED_DOCS says a corpus was put there by hand."""
+    return None if storage.exists(run.path(PLACED_DOCS)) else "crawl"
+
 
 def find_documents(run: RunDir) -> DocumentSource | None:
-    """The deduplicated documents when the dedup stage wrote any, else the crawl's documents; None if neither.
+    """The deduplicated documents once the dedup stage has run (or started), else RUN/docs; None if neither has any.
 
-    Output of a stage of ours that started but did not finish (its folder has files but no _SUCCESS) is refused
-    rather than read: it may be partial. Documents put in RUN/docs by hand (a corpus made elsewhere) are fine."""
-    for stage, pattern in DOCUMENT_SOURCES:
-        files = run.files(pattern)
-        if not files:
-            continue
-        if run.read_success(stage) is None and run.files(f"{stage}/*"):
-            raise StageError(f"{run.path(stage)} holds output of a {stage} run that did not finish (no _SUCCESS): "
-                             f"run `webtext {stage}` again, or delete {run.path(stage)}")
-        return DocumentSource(stage, run.path(pattern), files)
-    return None
+    The reading stage checks that DocumentSource.stage finished and wrote exactly these files (stage.run_stage)."""
+    if run.read_success("dedup") is not None or run.files(DEDUP_DOCS_GLOB):
+        return DocumentSource("dedup", run.path(DEDUP_DOCS_GLOB), run.files(DEDUP_DOCS_GLOB))
+    files = run.files(DOCS_GLOB)
+    return DocumentSource(docs_stage(run), run.path(DOCS_GLOB), files) if files else None
 
 
 def require_documents(run: RunDir) -> DocumentSource:
     source = find_documents(run)
     if source is None:
-        wanted = " nor ".join(run.path(pattern) for _, pattern in DOCUMENT_SOURCES)
-        raise StageError(f"no documents to read: neither {wanted} exists (run the dedup or crawl stage first)")
+        raise StageError(f"no documents to read: neither {run.path(DEDUP_DOCS_GLOB)} nor {run.path(DOCS_GLOB)} "
+                         "exists (run the dedup or crawl stage first)")
     return source
 
 

@@ -25,7 +25,7 @@ from webtext.pipeline.progress import Progress
 from webtext.pipeline.layout import RunDir
 from webtext.pipeline.storage import FileEntry
 from webtext.pipeline.stage_options import options_of
-from webtext.pipeline.stage import Action, Stage, StageContext, StageError, upstream_fingerprints
+from webtext.pipeline.stage import Action, Stage, StageContext, StageError
 from webtext.train import shard_format
 
 log = logging.getLogger(__name__)
@@ -475,7 +475,7 @@ def external_inputs(run: RunDir, config: dict) -> list[FileEntry]:
 
 def upstream(run: RunDir, config: dict) -> list[str]:
     source = layout.find_documents(run)
-    return upstream_fingerprints(run, ([source.stage] if source else []) + ["tokenizer"])
+    return (source.upstream if source else []) + ["tokenizer"]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from . import cancel, dataflow, layout, sinks, storage
+from . import cancel, dataflow, layout, locks, sinks, storage
 from .stage_options import Option, OptionError
 from .layout import RunDir
 from .storage import FileEntry, StageError
@@ -132,7 +132,7 @@ class Stage:
     options: list[Option]
     execute: Callable[[StageContext], None]
     external_inputs: Callable[[RunDir, dict], list[FileEntry]] = lambda run, config: []
-    upstream: Callable[[RunDir, dict], list[str]] = lambda run, config: []
+    upstream: Callable[[RunDir, dict], list[str]] = lambda run, config: []  # stages whose output it reads
     outputs: Sequence[str] = ()  # folders under RUN that the stage rewrites (cleared before a run)
     actions: Sequence[Action] = ()  # switches of this stage's subcommand that replace a run (not in `build`)
     runs_beam: bool = True  # False for a stage that works in this process only (no Beam job, so no template)
@@ -162,26 +162,33 @@ def resolve_config(stage: Stage, file_config: dict, flags: dict, source: str = "
     return config
 
 
-def upstream_fingerprints(run: RunDir, stages: Sequence[str]) -> list[str]:
-    """Fingerprints of the stages this one reads (empty strings for ones not run, e.g. inputs made elsewhere)."""
-    return [(run.read_success(s) or {}).get("fingerprint", "") for s in stages]
-
-
 def run_stage(stage: Stage, run: RunDir, config: dict[str, Any], beam_args: list[str], force: bool = False) -> bool:
     """Runs a stage unless it completed before on the same inputs; returns whether it ran.
 
-    With --template_location it writes the stage's Dataflow template instead, and leaves RUN as it is."""
+    It holds RUN/<stage>/_LOCK meanwhile, and refuses to start unless every stage it reads finished and left exactly
+    the files its _SUCCESS lists. With --template_location it writes the stage's Dataflow template instead, and
+    leaves RUN as it is."""
     if dataflow.template_location(beam_args):
         write_template(stage, run, config, beam_args)
         return False
+    with locks.stage_lock(run, stage.name):
+        return _run_locked(stage, run, config, beam_args, force)
+
+
+def _run_locked(stage: Stage, run: RunDir, config: dict[str, Any], beam_args: list[str], force: bool) -> bool:
+    upstream = stage.upstream(run, config)
+    upstream_fingerprints = [run.require_finished(name) for name in upstream]
     inputs = stage.external_inputs(run, config)
-    inputs_fingerprint = fingerprint(config, inputs, stage.upstream(run, config))
+    inputs_fingerprint = fingerprint(config, inputs, upstream_fingerprints)
     previous = run.read_success(stage.name)
     if previous and previous.get("fingerprint") == inputs_fingerprint and not force:
-        log.info("%s: already done for these inputs (%s); skipping (use --force to redo)",
-                 stage.name, run.success_path(stage.name))
-        print(f"{stage.name}: up to date, skipped", file=sys.stderr)
-        return False
+        changed = run.changed_outputs(previous)
+        if not changed:
+            log.info("%s: already done for these inputs (%s); skipping (use --force to redo)",
+                     stage.name, run.success_path(stage.name))
+            print(f"{stage.name}: up to date, skipped", file=sys.stderr)
+            return False
+        log.warning("%s: running again: its output changed since it finished (%s)", stage.name, changed[0])
     storage.delete([run.success_path(stage.name)])
     for folder in stage.outputs:
         run.clear(folder, patterns=("*", "*/*"))
@@ -191,10 +198,13 @@ def run_stage(stage: Stage, run: RunDir, config: dict[str, Any], beam_args: list
     stage.execute(ctx)
     sinks.fill_empty_shards(run.rejects(stage.name), "rejects", layout.REJECT_SCHEMA, layout.REJECT_SHARDS)
     elapsed = time.time() - started
+    if [run.require_finished(name) for name in upstream] != upstream_fingerprints:
+        raise StageError(f"{', '.join(upstream)} ran again while {stage.name} read its output; "
+                         f"run `webtext {stage.name} {run.root}` again")
     print(counter_table(stage.name, ctx.counters), file=sys.stderr)
     run.write_json({"stage": stage.name, "seconds": round(elapsed, 3), "counters": ctx.counters},
                    layout.STATS, f"{stage.name}.json")
-    run.write_success(stage.name, inputs_fingerprint, {"seconds": round(elapsed, 3)})
+    run.write_success(stage.name, inputs_fingerprint, stage.outputs, {"seconds": round(elapsed, 3)})
     print(f"{stage.name}: done in {elapsed:.1f}s", file=sys.stderr)
     return True
 

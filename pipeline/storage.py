@@ -5,6 +5,7 @@ import contextlib
 import errno
 import importlib.util
 import io
+import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -202,6 +203,30 @@ def discard(path: str) -> None:
             FileSystems.delete([path])
     except Exception:  # noqa: BLE001 — the write's own error is the one to report
         pass
+
+
+def create_new(path: str, data: bytes) -> None:
+    """Writes a small file only if nothing is at `path`, else FileExistsError (for locks).
+
+    On gs:// the create is atomic (if-generation-match=0: of two writers exactly one succeeds); the exists check
+    before it is for stores that ignore the precondition. Locally, O_EXCL."""
+    if FileSystems.exists(path):
+        raise FileExistsError(path)
+    if path.startswith("gs://"):
+        from apache_beam.io.gcp import gcsio
+        from google.api_core.exceptions import PreconditionFailed
+
+        bucket, name = gcsio.parse_gcs_path(path)
+        try:
+            gcsio.GcsIO().client.bucket(bucket).blob(name).upload_from_string(data, if_generation_match=0)
+        except PreconditionFailed:
+            raise FileExistsError(path) from None
+    elif "://" not in path:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as handle:
+            handle.write(data)
+    else:  # other Beam filesystems offer no create-if-absent: the check above is all there is
+        with open_write(path) as handle:
+            handle.write(data)
 
 
 def delete(paths: Iterable[str]) -> None:

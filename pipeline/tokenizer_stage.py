@@ -16,7 +16,7 @@ from webtext.pipeline import gpt2_bpe, layout, storage
 from webtext.pipeline.layout import RunDir
 from webtext.pipeline.storage import FileEntry
 from webtext.pipeline.stage_options import options_of
-from webtext.pipeline.stage import Stage, StageContext, StageError, upstream_fingerprints
+from webtext.pipeline.stage import Stage, StageContext, StageError
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def upstream(run: RunDir, config: dict) -> list[str]:
     if config.get("from_gpt2"):
         return []
     source = layout.find_documents(run)
-    return upstream_fingerprints(run, [source.stage]) if source else []
+    return source.upstream if source else []
 
 
 @dataclass(frozen=True)

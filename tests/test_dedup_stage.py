@@ -76,7 +76,7 @@ def planted_corpus() -> tuple[list[dict], dict]:
 
 
 def write_docs(run: Path, rows: list[dict], files: int = 1, schema: pa.Schema = DOCS_SCHEMA) -> None:
-    tokenizer_corpus.write_docs(Path(run, layout.DOCS), rows, files=files, schema=schema)
+    tokenizer_corpus.place_docs(run, rows, files=files, schema=schema)
 
 
 def read_rows(folder: Path, prefix: str) -> list[dict]:
@@ -291,7 +291,7 @@ def test_wikitext_paragraphs_are_found_in_real_text(tmp_path, webtext_cli, beam_
 
 
 @pytest.mark.parametrize("args,message", [
-    ((), "nothing matches"),
+    ((), "the crawl stage has not finished"),
     (("--bands", "20", "--rows", "10"), "needs 200 MinHash values"),
     (("--decontaminate",), "needs at least one --eval-set"),
     (("--eval-set", "nofile"), "NAME=PATH"),
@@ -306,6 +306,7 @@ def test_user_errors_are_clear(tmp_path, webtext_cli, beam_args, capsys, args, m
 def test_missing_column_is_a_clear_error(tmp_path, webtext_cli, beam_args, capsys):
     name = sinks.shard_name("docs", 0, 1)
     Path(tmp_path, layout.DOCS).mkdir()
+    Path(tmp_path, layout.PLACED_DOCS).touch()
     pq.write_table(pa.table({"doc_id": ["a"], "text": ["x"]}), Path(tmp_path, layout.DOCS, name))
     assert webtext_cli("dedup", tmp_path, *beam_args) == 2
     assert f"{name}: has no column 'url'" in capsys.readouterr().err
@@ -320,6 +321,7 @@ def test_repeated_doc_ids_fail_the_stage(tmp_path, webtext_cli, beam_args, capsy
 
 def test_unreadable_parquet_is_a_clear_error(tmp_path, webtext_cli, beam_args, capsys):
     Path(tmp_path, layout.DOCS).mkdir()
+    Path(tmp_path, layout.PLACED_DOCS).touch()
     Path(tmp_path, layout.DOCS, sinks.shard_name("docs", 0, 1)).write_bytes(b"not parquet at all")
     assert webtext_cli("dedup", tmp_path, *beam_args) == 2
     assert "not a readable Parquet file" in capsys.readouterr().err
@@ -331,7 +333,8 @@ def test_bad_options_are_clear_errors_and_shards_follow_the_input_size(tmp_path,
 
     assert auto_shards([FileEntry("a", 10)]) == 1
     assert auto_shards([FileEntry("a", AUTO_SHARD_BYTES), FileEntry("b", AUTO_SHARD_BYTES + 1)]) == 3
-    assert webtext_cli("dedup", tmp_path / "nothing", "--threshold", "1.0", *beam_args) == 2
+    write_docs(tmp_path, [doc("a", "some text here")])
+    assert webtext_cli("dedup", tmp_path, "--threshold", "1.0", *beam_args) == 2
     assert "--threshold" in capsys.readouterr().err
-    assert webtext_cli("dedup", tmp_path / "nothing", "--false-negative-weight", "1.5", *beam_args) == 2
+    assert webtext_cli("dedup", tmp_path, "--false-negative-weight", "1.5", *beam_args) == 2
     assert "--false-negative-weight" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from tokenizers import Tokenizer
 
-from tests.tokenizer_corpus import letter_bpe_gpt2_files, real_pages, tricky_docs, word_docs, write_docs
+from tests.tokenizer_corpus import letter_bpe_gpt2_files, place_docs, real_pages, tricky_docs, word_docs
 from webtext.pipeline import gpt2_bpe, layout, shards_stage
 from webtext.pipeline.cli import main as webtext
 from webtext.pipeline.layout import RunDir
@@ -38,7 +38,7 @@ def corpus_rows(shared_data: Path) -> list[dict]:
 
 
 def make_run(root: Path, rows: list[dict], files: int, *shard_args: str, vocab_size: int = 1000) -> Path:
-    write_docs(Path(root, layout.DOCS), rows, files=files)
+    place_docs(root, rows, files=files)
     assert webtext(["tokenizer", str(root), "--vocab-size", str(vocab_size)]) == 0
     assert webtext(["shards", str(root), "--shard-tokens", str(SHARD_TOKENS), "--val-fraction", str(VAL_FRACTION),
                     *shard_args]) == 0
@@ -178,7 +178,7 @@ def test_gpt2_vocabulary_shards_hold_openai_ids(tmp_path, shared_data, webtext_c
 
     run = tmp_path / "run"
     pages = real_pages(shared_data)[:30] + tricky_docs()
-    write_docs(Path(run, layout.DOCS), pages)
+    place_docs(run, pages)
     gpt2_dir = shared_data / "gpt2-tokenizer"
     assert webtext_cli("tokenizer", run, "--from-gpt2", gpt2_dir) == 0
     assert webtext_cli("shards", run, "--val-fraction", "0.1", *beam_args) == 0
@@ -303,19 +303,19 @@ def test_plan_of_nothing_is_empty():
 def test_stage_errors_are_clear(tmp_path, webtext_cli, capsys, beam_args):
     run = tmp_path / "run"
     rows = [{"doc_id": f"d{i}", "text": f"text number {i} " * 20, "url": None} for i in range(8)]
-    write_docs(Path(run, layout.DOCS), rows)
+    place_docs(run, rows)
     assert webtext_cli("shards", run, *beam_args) == 2
-    assert "tokenizer.json not found" in capsys.readouterr().err
+    assert "the tokenizer stage has not finished" in capsys.readouterr().err
 
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0
     assert webtext_cli("shards", run, "--val-fraction", "1.0", *beam_args) == 2
     assert "--val-fraction must lie in [0, 1)" in capsys.readouterr().err
 
-    write_docs(Path(run, layout.DOCS), [{"doc_id": f"d{i}", "text": "", "url": None} for i in range(3)])
+    place_docs(run, [{"doc_id": f"d{i}", "text": "", "url": None} for i in range(3)])
     assert webtext_cli("shards", run, *beam_args) == 2
     assert "all 3 were rejected" in capsys.readouterr().err
 
-    write_docs(Path(run, layout.DOCS), rows[:3])
+    place_docs(run, rows[:3])
     assert webtext_cli("shards", run, "--val-fraction", "0.999", *beam_args) == 2
     assert "every document fell into the val split" in capsys.readouterr().err
 
@@ -340,7 +340,7 @@ def test_small_corpus_makes_one_train_and_one_val_shard(tmp_path, webtext_cli, b
     run = tmp_path / "run"
     rows = [{"doc_id": f"d{i}", "text": f"short document {i} with a few words", "url": None} for i in range(20)]
     schema = pa.schema([("doc_id", pa.string()), ("text", pa.large_string()), ("url", pa.string())])
-    write_docs(Path(run, layout.DOCS), rows, schema=schema)
+    place_docs(run, rows, schema=schema)
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0
     assert webtext_cli("shards", run, *beam_args) == 0
     manifest = Manifest.load(Path(run, layout.SHARDS))
@@ -371,7 +371,7 @@ def large_vocab_run(tmp_path_factory) -> tuple[Path, list[dict]]:
     beyond_uint16 = [token for token, token_id in json.loads(encoder_json).items() if 2**16 <= token_id < LARGE_EOT]
     rows = word_docs(beyond_uint16 + ["the", "shard", "holds", "tokens", "of", "words"], 40, 120) + tricky_docs()
     run = root / "run"
-    write_docs(Path(run, layout.DOCS), rows, files=2)
+    place_docs(run, rows, files=2)
     assert webtext(["tokenizer", str(run), "--from-gpt2", str(root / "letter-bpe")]) == 0
     assert webtext(["shards", str(run), "--shard-tokens", "4000", "--val-fraction", "0.1", "--encoder", "tiktoken",
                     FNAPI]) == 0

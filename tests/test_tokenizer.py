@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import pre_tokenizers
 
-from tests.tokenizer_corpus import TRICKY_TEXTS, real_pages, tricky_docs, write_docs
+from tests.tokenizer_corpus import TRICKY_TEXTS, place_docs, real_pages, tricky_docs, write_docs
 from webtext.pipeline import gpt2_bpe, layout, tokenizer_stage
 from webtext.pipeline.token_encoding import Encoder, IncompatibleVocabulary
 
@@ -235,7 +235,7 @@ def _counters(run: Path) -> dict[str, int]:
 @pytest.mark.realdata
 def test_stage_trains_and_writes_gpt2_format_files(tmp_path, shared_data, webtext_cli):
     run = tmp_path / "run"
-    write_docs(Path(run, layout.DOCS), real_pages(shared_data) + tricky_docs(), files=2)
+    place_docs(run, real_pages(shared_data) + tricky_docs(), files=2)
     assert webtext_cli("tokenizer", run, "--vocab-size", "1000") == 0
     files = _read_outputs(run)
     vocab = json.loads(files["vocab.json"])
@@ -256,7 +256,7 @@ def test_stage_is_deterministic_whatever_the_file_layout(tmp_path, shared_data, 
     outputs = []
     for name, rows, files in (("one", pages, 1), ("three", pages[::-1], 3)):
         run = tmp_path / name
-        write_docs(Path(run, layout.DOCS), rows, files=files)
+        place_docs(run, rows, files=files)
         assert webtext_cli("tokenizer", run, "--vocab-size", "800") == 0
         outputs.append(_read_outputs(run))
     assert outputs[0] == outputs[1]
@@ -268,7 +268,7 @@ def test_stage_sample_is_deterministic_and_big_enough(tmp_path, shared_data, web
     results = []
     for name, rows, files in (("one", pages, 1), ("four", pages[::-1], 4)):
         run = tmp_path / name
-        write_docs(Path(run, layout.DOCS), rows, files=files)
+        place_docs(run, rows, files=files)
         assert webtext_cli("tokenizer", run, "--vocab-size", "600", "--sample-bytes", "100000") == 0
         stats = _counters(run)
         results.append((_read_outputs(run), stats["docs.trained"], stats["bytes.trained"]))
@@ -294,9 +294,9 @@ def _repeated_docs(prefix: str, words: str, count: int) -> list[dict]:
 
 def test_stage_prefers_deduplicated_documents(tmp_path, webtext_cli):
     run = tmp_path / "run"
-    write_docs(Path(run, layout.DOCS), _repeated_docs("c", "crawl words ", 5))
+    place_docs(run, _repeated_docs("c", "crawl words ", 5))
     write_docs(Path(run, layout.DEDUP), _repeated_docs("d", "dedup text ", 3))
-    Path(run, layout.DEDUP, layout.SUCCESS).write_text('{"fingerprint": "x"}')
+    layout.RunDir(str(run)).write_success("dedup", "x", [layout.DEDUP])
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0
     stats = _counters(run)
     assert stats["docs.read"] == 3
@@ -305,11 +305,11 @@ def test_stage_prefers_deduplicated_documents(tmp_path, webtext_cli):
 
 def test_stage_refuses_output_of_an_unfinished_dedup(tmp_path, webtext_cli, capsys):
     run = tmp_path / "run"
-    write_docs(Path(run, layout.DOCS), _repeated_docs("c", "crawl words ", 5))
+    place_docs(run, _repeated_docs("c", "crawl words ", 5))
     write_docs(Path(run, layout.DEDUP), _repeated_docs("d", "partial ", 2))
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 2
     err = capsys.readouterr().err
-    assert "did not finish" in err and str(Path(run, layout.DEDUP)) in err
+    assert "the dedup stage has not finished" in err and str(Path(run, layout.DEDUP, layout.SUCCESS)) in err
     assert not Path(run, layout.TOKENIZER, layout.SUCCESS).exists()
 
 
@@ -319,7 +319,7 @@ def test_stage_accepts_any_parquet_with_doc_id_and_text(tmp_path, webtext_cli):
     rows = [{"text": f"row {i} says something", "doc_id": str(i), "extra": i} for i in range(10)]
     rows.append({"text": None, "doc_id": "null", "extra": 0})
     rows.append({"text": "", "doc_id": "empty", "extra": 0})
-    write_docs(Path(run, layout.DOCS), rows, prefix="anything", schema=schema)
+    place_docs(run, rows, prefix="anything", schema=schema)
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0
     stats = _counters(run)
     assert stats["docs.read"] == 12 and stats["docs.trained"] == 10 and stats["docs.empty_text"] == 2
@@ -330,7 +330,7 @@ def test_stage_errors_are_clear(tmp_path, webtext_cli, capsys):
     assert webtext_cli("tokenizer", run) == 2
     assert "no documents to read" in capsys.readouterr().err
 
-    [docs_file] = write_docs(Path(run, layout.DOCS), [{"doc_id": "a", "body": "text"}],
+    [docs_file] = place_docs(run, [{"doc_id": "a", "body": "text"}],
                              schema=pa.schema([("doc_id", pa.string()), ("body", pa.string())]))
     assert webtext_cli("tokenizer", run) == 2
     err = capsys.readouterr().err
@@ -357,7 +357,7 @@ def test_stage_errors_are_clear(tmp_path, webtext_cli, capsys):
 def test_stage_is_skipped_when_nothing_changed(tmp_path, webtext_cli, capsys):
     run = tmp_path / "run"
     rows = [{"doc_id": str(i), "text": f"document number {i}", "url": None} for i in range(4)]
-    write_docs(Path(run, layout.DOCS), rows)
+    place_docs(run, rows)
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0
     capsys.readouterr()
     assert webtext_cli("tokenizer", run, "--vocab-size", "300") == 0

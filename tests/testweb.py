@@ -26,7 +26,7 @@ RETRY_AFTER = 1
 
 
 def write_links(run_dir: Path, urls: list[str], shards: int = 2) -> list[dict]:
-    """RUN/links/links-*.parquet for these URLs, as the links stage writes it (one row per URL)."""
+    """RUN/links/links-*.parquet for these URLs and links/_SUCCESS, as a finished links stage leaves them (one row per URL)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -44,6 +44,7 @@ def write_links(run_dir: Path, urls: list[str], shards: int = 2) -> list[dict]:
     for shard in range(shards):
         table = pa.Table.from_pylist(rows[shard::shards], schema=layout.LINKS_SCHEMA)
         pq.write_table(table, folder / sinks.shard_name("links", shard, shards))
+    layout.RunDir(str(run_dir)).write_success("links", "links-made-by-the-test", [layout.LINKS])  # a finished run's
     return rows
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from webtext.pipeline import gpt2_bpe, sinks
+from webtext.pipeline import gpt2_bpe, layout, sinks
 
 # Texts that stress a byte-level BPE: every script class of the GPT-2 regex, whitespace runs, the end-of-text marker
 # written inside a document, control characters, emoji with modifiers, combining marks.
@@ -35,6 +35,13 @@ def write_docs(directory: Path, rows: list[dict], files: int = 1, prefix: str = 
         path = directory / sinks.shard_name(prefix, index, files)
         pq.write_table(pa.Table.from_pylist(part, schema=schema), path)
         paths.append(path)
+    return paths
+
+
+def place_docs(run: Path, rows: list[dict], **kwargs) -> list[Path]:
+    """Documents put in RUN/docs by hand, marked as such (layout.PLACED_DOCS): a corpus made elsewhere."""
+    paths = write_docs(Path(run, layout.DOCS), rows, **kwargs)
+    Path(run, layout.PLACED_DOCS).touch()
     return paths
 
 

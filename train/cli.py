@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .atomic import DiskError, refusal
     from .checkpoint import CheckpointError
+    from .dirlock import LockHeld
     from .hf import HFConversionError
     from .model import ConfigError
     from .safetensors_io import SafetensorsError
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", stopped)
         return stopped.exit_code
     except (CheckpointError, ConfigError, ShardFormatError, HFConversionError, SafetensorsError,
-            FileNotFoundError, DiskError) as error:  # the user's mistakes; anything else is a bug and keeps its traceback
+            FileNotFoundError, DiskError, LockHeld) as error:  # the user's mistakes; anything else is a bug and keeps its traceback
         log.error("%s", error)
         return 2
     except OSError as error:

@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from . import checkpoint as ckpt
 from .data import LoaderState, PrefetchingLoader, TrainBatches, WindowIndex, eval_window_ids, open_windows
+from .dirlock import LOCK_NAME, DirLock, LockHeld
 from .model import (ATTENTION_CHOICES, GPT, ConfigError, GPTConfig, MODEL_SHAPES, named_config,
                     parameter_groups)
 from .config_flags import non_negative_int, option, positive_int
@@ -436,6 +437,31 @@ def _train(cfg: TrainConfig, ctx: Distributed, device: torch.device) -> TrainRes
         if problem is not None:
             raise ShardFormatError(problem)
     train_dir = cfg.train_dir
+    with training_lock(train_dir, ctx):
+        return _train_in(cfg, ctx, device, run, manifest, train_dir)
+
+
+@contextlib.contextmanager
+def training_lock(train_dir: Path, ctx: Distributed):
+    """One writer per training directory: rank 0 holds TRAIN_DIR/_LOCK; when another process has it, every rank fails."""
+    lock = DirLock(train_dir / LOCK_NAME, f"the training directory {train_dir.name}")
+    problem = None
+    if ctx.is_main:
+        try:
+            lock.acquire()
+        except LockHeld as error:
+            problem = str(error)
+    problem = ctx.from_main(problem)
+    if problem is not None:
+        raise LockHeld(problem)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _train_in(cfg: TrainConfig, ctx: Distributed, device: torch.device, run: Path, manifest: Manifest,
+              train_dir: Path) -> TrainResult:
     if ctx.is_main:
         ckpt.remove_stale_temps(train_dir)
     ctx.barrier()
