@@ -39,6 +39,7 @@ TOKENIZER = shard_format.RUN_TOKENIZER.parent.as_posix()
 TOKENIZER_JSON = shard_format.RUN_TOKENIZER.as_posix()
 SHARDS = shard_format.RUN_SHARDS.as_posix()
 SHARDS_MANIFEST = f"{SHARDS}/{shard_format.MANIFEST_NAME}"
+SHARDS_WORK = f"{SHARDS}/_work"  # each encoding bundle's tokens while the shards stage runs; removed at its end
 TRAINING = shard_format.RUN_TRAINING.as_posix()  # RUN/train/NAME, written by `webtext train`
 STATS = "stats"
 REJECTS = "rejects"
