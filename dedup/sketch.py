@@ -62,6 +62,10 @@ class DocRef(DocRank):
     offset: int
     size: int
 
+    def to_tuple(self) -> tuple[str, int, int, str, int, int]:
+        """A plain tuple: Beam encodes it in a few dozen bytes, a dataclass it would pickle with its class name."""
+        return self.doc_id, self.score, self.length, self.sketch_file, self.offset, self.size
+
 
 @dataclass
 class SketchRecord:

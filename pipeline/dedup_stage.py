@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import io
+import itertools
 import logging
 import math
 import uuid
@@ -226,7 +227,7 @@ class SketchWriter:
 
     def add(self, sketch: DocSketch) -> DocRef:
         if self.handle is None:
-            self.name, self.offset = f"sketches-{uuid.uuid4().hex}.bin", 0
+            self.name, self.offset = f"sketch-{uuid.uuid4().hex[:16]}", 0
             self.handle = storage.open_write(storage.join(self.folder, self.name))
         record = encode_record(sketch)
         self.handle.write(record)
@@ -283,8 +284,10 @@ class SketchReader:
 
 # -- step 1: sketch every document (and measure its overlap with the eval sets) ---------------------------------------
 
-# What crosses the shuffle for a document with words: (exact text hash, (DocRef, URL, its LSH band keys joined)).
-KeyedDoc = tuple[str, tuple[DocRef, str, bytes]]
+# What crosses the shuffle for a document with words: (exact text hash, (DocRef as a tuple, URL, its LSH band keys
+# joined)). DocRefs cross every shuffle as plain tuples (DocRef.to_tuple), a few dozen bytes each.
+RefTuple = tuple[str, int, int, str, int, int]
+KeyedDoc = tuple[str, tuple[RefTuple, str, bytes]]
 
 
 @beam.typehints.with_output_types(KeyedDoc, rejects=tuple[str, dict], contamination=dict,
@@ -329,7 +332,7 @@ class SketchDocs(beam.DoFn):
             return
         sketch = sketch_documents([(doc_id, url, row.get("score") or 0, text, text_words)], self.hasher)[0]
         keys = b"".join(band_keys(sketch.signature_array(), self.plan.banding))
-        yield sketch.text_hash, (self.writer.add(sketch), url, keys)
+        yield sketch.text_hash, (self.writer.add(sketch).to_tuple(), url, keys)
 
     def _contamination_reason(self, overlaps: list[decontam.Overlap]) -> str | None:
         """With --decontaminate, why the document goes: its largest overlap above the threshold; else None."""
@@ -362,7 +365,7 @@ def count_repeats(element) -> Iterator[int]:
 # -- step 2: exact duplicates ----------------------------------------------------------------------------------------
 
 
-@beam.typehints.with_output_types(tuple[DocRef, bytes], members=tuple[str, tuple[str, str]])
+@beam.typehints.with_output_types(tuple[RefTuple, bytes], members=tuple[str, tuple[str, str]])
 class PickExactSurvivor(beam.DoFn):
     """All documents with one normalised text -> the survivor's (DocRef, band keys) (main) and the others as
     (survivor_id, (id, url))."""
@@ -372,13 +375,13 @@ class PickExactSurvivor(beam.DoFn):
 
     def process(self, element) -> Iterator:
         _, docs = element
-        best, _, keys = pick_survivor(docs, rank=lambda entry: entry[0])
-        yield best, keys
+        best, _, keys = pick_survivor(((DocRef(*ref), url, keys) for ref, url, keys in docs), rank=lambda entry: entry[0])
+        yield best.to_tuple(), keys
         duplicates = 0
         for ref, url, _ in docs:
-            if ref.doc_id != best.doc_id:
+            if ref[0] != best.doc_id:
                 duplicates += 1
-                yield beam.pvalue.TaggedOutput("members", (best.doc_id, (ref.doc_id, url)))
+                yield beam.pvalue.TaggedOutput("members", (best.doc_id, (ref[0], url)))
         if duplicates:
             self.groups.inc()
 
@@ -386,10 +389,20 @@ class PickExactSurvivor(beam.DoFn):
 # -- step 3: LSH candidate pairs -------------------------------------------------------------------------------------
 
 
-def keyed_bands(entry: tuple[DocRef, bytes]) -> Iterator[tuple[bytes, DocRef]]:
+def keyed_bands(entry: tuple[RefTuple, bytes]) -> Iterator[tuple[bytes, RefTuple]]:
     ref, keys = entry
     for start in range(0, len(keys), BAND_KEY_BYTES):
         yield keys[start:start + BAND_KEY_BYTES], ref
+
+
+class DocRefs:
+    """DocRefs of a bucket's tuples, iterable more than once like the bucket itself (never held whole)."""
+
+    def __init__(self, members: Iterable[RefTuple]):
+        self.members = members
+
+    def __iter__(self) -> Iterator[DocRef]:
+        return (DocRef(*member) for member in self.members)
 
 
 class BucketPairs(beam.DoFn):
@@ -399,12 +412,12 @@ class BucketPairs(beam.DoFn):
     def setup(self):
         self.stars = Metrics.counter(NAME, "lsh.buckets-paired-as-star")
 
-    def process(self, element) -> Iterator[tuple[tuple[str, str], tuple[DocRef, DocRef]]]:
+    def process(self, element) -> Iterator[tuple[tuple[str, str], tuple[RefTuple, RefTuple]]]:
         _, members = element
         if sum(1 for _ in members) > self.max_bucket_size:
             self.stars.inc()
-        for first, second in bucket_pairs(members, self.max_bucket_size):
-            yield (first.doc_id, second.doc_id), (first, second)
+        for first, second in bucket_pairs(DocRefs(members), self.max_bucket_size):
+            yield (first.doc_id, second.doc_id), (first.to_tuple(), second.to_tuple())
 
 
 def first_of(element):
@@ -430,8 +443,8 @@ class VerifyPairs(beam.DoFn):
     def teardown(self):
         self.reader.close()
 
-    def process(self, pair: tuple[DocRef, DocRef]) -> Iterator[tuple[DocRef, DocRef, float]]:
-        first, second = pair
+    def process(self, pair: tuple[RefTuple, RefTuple]) -> Iterator[tuple[DocRef, DocRef, float]]:
+        first, second = DocRef(*pair[0]), DocRef(*pair[1])
         self.candidates.inc()
         similarity = jaccard(self.reader.read(first).shingles, self.reader.read(second).shingles)
         if similarity >= self.threshold:
@@ -565,19 +578,74 @@ class SpillSurvivors(beam.DoFn):
             yield shard, spill
 
 
+class SpillCursor:
+    """Reads one doc_id-sorted survivors work file front to back, a few rows at a time."""
+
+    BATCH_ROWS = 256
+
+    def __init__(self, path: str):
+        self.handle = storage.open_read(path)
+        self.batches = pq.ParquetFile(self.handle).iter_batches(batch_size=self.BATCH_ROWS)
+        self.buffer: pa.Table | None = None
+
+    def take(self, rows: int) -> pa.Table:
+        """The next `rows` rows."""
+        pieces = []
+        while rows:
+            if self.buffer is None or len(self.buffer) == 0:
+                self.buffer = pa.Table.from_batches([next(self.batches)])
+            piece = self.buffer.slice(0, rows)
+            self.buffer = self.buffer.slice(len(piece))
+            pieces.append(piece)
+            rows -= len(piece)
+        return pa.concat_tables(pieces)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
 class WriteSurvivorShard(beam.DoFn):
-    """(shard, its work files) -> docs-SSSSS-of-NNNNN.parquet, the rows of all inputs merged in doc_id order."""
+    """(shard, its work files) -> docs-SSSSS-of-NNNNN.parquet, the rows of all inputs merged in doc_id order.
+
+    Streams: the merge order comes from the doc_id columns alone, then rows are copied a chunk at a time, each work
+    file read front to back."""
+
+    CHUNK_ROWS = 4096
 
     def __init__(self, directory: str, num_shards: int, schema: pa.Schema):
         self.directory, self.num_shards, self.schema = directory, num_shards, schema
 
     def process(self, element) -> Iterator[str]:
         shard, spills = element
-        table = pa.concat_tables([pq.read_table(io.BytesIO(storage.read_bytes(p))) for p in sorted(spills)])
-        table = table.take(pa.compute.sort_indices(table, [("doc_id", "ascending")]))
+        spills = sorted(spills)
+        ids = [pq.read_table(io.BytesIO(storage.read_bytes(p)), columns=["doc_id"]).column("doc_id").to_pylist()
+               for p in spills]
+        order = heapq.merge(*[[(doc_id, s, i) for i, doc_id in enumerate(file_ids)] for s, file_ids in enumerate(ids)])
+        del ids
+        cursors = [SpillCursor(p) for p in spills]
         path = storage.join(self.directory, sinks.shard_name("docs", shard, self.num_shards))
-        storage.write_parquet_table(path, table.cast(self.schema))
+        with storage.open_write_atomic(path) as handle, pq.ParquetWriter(handle, self.schema,
+                                                                         compression="zstd") as writer:
+            while chunk := list(itertools.islice(order, self.CHUNK_ROWS)):
+                writer.write_table(self._gather(chunk, cursors))
+        for cursor in cursors:
+            cursor.close()
         yield path
+
+    def _gather(self, chunk: list[tuple[str, int, int]], cursors: list[SpillCursor]) -> pa.Table:
+        """The chunk's rows in merge order: each file's rows of the chunk are consecutive in that file."""
+        first: dict[int, int] = {}
+        counts: dict[int, int] = {}
+        for _, spill, row in chunk:
+            first.setdefault(spill, row)
+            counts[spill] = counts.get(spill, 0) + 1
+        base, pieces = {}, []
+        for spill in sorted(counts):
+            base[spill] = sum(len(p) for p in pieces)
+            pieces.append(cursors[spill].take(counts[spill]))
+        table = pa.concat_tables(pieces)
+        positions = [base[spill] + row - first[spill] for _, spill, row in chunk]
+        return table.take(pa.array(positions, pa.int64())).cast(self.schema)
 
 
 def merge_in_kept(flags: Iterable[bool]) -> bool:
@@ -605,7 +673,7 @@ def ExactDuplicates(keyed_docs):  # noqa: N802 (a PTransform)
 def CandidatePairs(survivors, max_bucket_size: int):  # noqa: N802
     """(DocRef, band keys) -> distinct (DocRef, DocRef) pairs that share at least one LSH band."""
     return (survivors
-            | "BandKeys" >> beam.FlatMap(keyed_bands).with_output_types(tuple[bytes, DocRef])
+            | "BandKeys" >> beam.FlatMap(keyed_bands).with_output_types(tuple[bytes, RefTuple])
             | "GroupByBand" >> beam.GroupByKey()
             | "BucketPairs" >> beam.ParDo(BucketPairs(max_bucket_size))
             | "GroupByPair" >> beam.GroupByKey()
