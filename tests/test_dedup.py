@@ -13,7 +13,7 @@ from webtext.dedup import decontam
 from webtext.dedup.components import UnionFind, clusters, star_clusters
 from webtext.dedup.lsh import Banding, band_keys, bucket_pairs, optimal_bands
 from webtext.dedup.minhash import MinHashConfig, MinHasher, estimated_jaccard, jaccard, shingle_hashes, shingles
-from webtext.dedup.sketch import sketch_documents
+from webtext.dedup.sketch import DocRef, decode_record, encode_record, sketch_documents
 from webtext.dedup.survivors import DocRank, pick_survivor
 from webtext.dedup.text import exact_hash, normalized_text, words
 
@@ -106,6 +106,18 @@ def test_sketch_documents_keeps_rank_and_hashes():
     assert sketch.text_hash == exact_hash(words(text))
     assert np.array_equal(sketch.shingle_array(), hasher.shingle_hashes(words(text)))
     assert np.array_equal(sketch.signature_array(), hasher.signature(sketch.shingle_array()))
+
+
+def test_sketch_record_round_trips_url_signature_and_shingles():
+    hasher = MinHasher()
+    text = "Ünïcode words, then plain ones: one two three four five six seven eight."
+    (sketch,) = sketch_documents([("d1", "https://例え.jp/ä?q=1", 3, text, words(text))], hasher)
+    record = decode_record(encode_record(sketch))
+    assert record.url == "https://例え.jp/ä?q=1"
+    assert np.array_equal(record.signature, sketch.signature_array())
+    assert np.array_equal(record.shingles, sketch.shingle_array())
+    ref = DocRef("d1", 3, len(text), "sketch-0", 128, len(encode_record(sketch)))
+    assert DocRef(*ref.to_tuple()) == ref and ref.sort_key() == sketch.rank.sort_key()
 
 
 # -- LSH -----------------------------------------------------------------------------------------------------------
