@@ -101,7 +101,8 @@ class DedupOptions:
     bloom_max_mb: int = field(default=256, metadata={
         "help": "memory cap of each Bloom filter (a fuller filter has a higher false-positive rate)"})
     dedup_shards: int = field(default=0, metadata={
-        "help": "files of each output (docs, clusters, pairs, contamination); each is sorted in one worker's memory "
+        "help": "files of each output (docs, clusters, pairs, contamination); docs are merged from sorted work files, "
+                "the others sorted in one worker's memory "
                 "(0: one per 256 MiB of input documents)"})
 
 
