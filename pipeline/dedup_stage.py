@@ -12,6 +12,7 @@ import io
 import itertools
 import logging
 import math
+import pickle
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from webtext.dedup import decontam
 from webtext.dedup.components import clusters, star_clusters
@@ -122,6 +126,7 @@ class DedupPlan:
     contamination_threshold: float
     num_shards: int
     work: str  # the run's dedup work folder: Bloom filters, sketch records, survivors before merging
+    lsh_partitions: int  # groups of band keys, each bucketed in one worker's memory
 
 
 # -- inputs ---------------------------------------------------------------------------------------------------------
@@ -390,14 +395,46 @@ class PickExactSurvivor(beam.DoFn):
 # -- step 3: LSH candidate pairs -------------------------------------------------------------------------------------
 
 
-def keyed_bands(entry: tuple[RefTuple, bytes]) -> Iterator[tuple[bytes, RefTuple]]:
-    ref, keys = entry
-    for start in range(0, len(keys), BAND_KEY_BYTES):
-        yield keys[start:start + BAND_KEY_BYTES], ref
+BAND_RECORDS_PER_PARTITION = 200_000  # band records one LSH partition holds in memory (about 30 MB)
+PACK_RECORDS = 8192  # band records per shuffled pack
+
+
+class PackBands(beam.DoFn):
+    """(DocRef, band keys) -> per bundle and LSH partition, one pickled list of (band key, DocRef) records.
+
+    A band record is ~70 bytes and there are `bands` per document; shuffled one by one, the local runner would hold
+    each as several Python objects. Packed, the shuffle moves a few large elements carrying the same records."""
+
+    def __init__(self, partitions: int):
+        self.partitions = partitions
+
+    def start_bundle(self):
+        self.packs: dict[int, list] = {}
+
+    def process(self, entry: tuple[RefTuple, bytes]) -> Iterator:
+        ref, keys = entry
+        for start in range(0, len(keys), BAND_KEY_BYTES):
+            key = keys[start:start + BAND_KEY_BYTES]
+            partition = int.from_bytes(key[-4:], "big") % self.partitions
+            pack = self.packs.setdefault(partition, [])
+            pack.append((key, ref))
+            if len(pack) >= PACK_RECORDS:
+                yield partition, pickle.dumps(pack, protocol=pickle.HIGHEST_PROTOCOL)
+                self.packs[partition] = []
+
+    def finish_bundle(self):
+        for partition, records in sorted(self.packs.items()):
+            yield WindowedValue((partition, pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)),
+                                MIN_TIMESTAMP, [GlobalWindow()])
+        self.packs = {}
+
+
+def lsh_partitions(documents: int, bands: int) -> int:
+    return max(1, math.ceil(documents * bands / BAND_RECORDS_PER_PARTITION))
 
 
 class DocRefs:
-    """DocRefs of a bucket's tuples, iterable more than once like the bucket itself (never held whole)."""
+    """DocRefs of a bucket's tuples, iterable more than once like the bucket itself."""
 
     def __init__(self, members: Iterable[RefTuple]):
         self.members = members
@@ -407,6 +444,8 @@ class DocRefs:
 
 
 class BucketPairs(beam.DoFn):
+    """One LSH partition's packed band records -> the candidate pairs of each of its buckets (equal band keys)."""
+
     def __init__(self, max_bucket_size: int):
         self.max_bucket_size = max_bucket_size
 
@@ -414,11 +453,16 @@ class BucketPairs(beam.DoFn):
         self.stars = Metrics.counter(NAME, "lsh.buckets-paired-as-star")
 
     def process(self, element) -> Iterator[tuple[tuple[str, str], tuple[RefTuple, RefTuple]]]:
-        _, members = element
-        if sum(1 for _ in members) > self.max_bucket_size:
-            self.stars.inc()
-        for first, second in bucket_pairs(DocRefs(members), self.max_bucket_size):
-            yield (first.doc_id, second.doc_id), (first.to_tuple(), second.to_tuple())
+        _, packs = element
+        records = sorted((record for pack in packs for record in pickle.loads(pack)), key=lambda r: r[0])
+        for _, bucket in itertools.groupby(records, key=lambda r: r[0]):
+            members = [ref for _, ref in bucket]
+            if len(members) < 2:
+                continue
+            if len(members) > self.max_bucket_size:
+                self.stars.inc()
+            for first, second in bucket_pairs(DocRefs(members), self.max_bucket_size):
+                yield (first.doc_id, second.doc_id), (first.to_tuple(), second.to_tuple())
 
 
 def first_of(element):
@@ -671,11 +715,11 @@ def ExactDuplicates(keyed_docs):  # noqa: N802 (a PTransform)
 
 
 @beam.ptransform_fn
-def CandidatePairs(survivors, max_bucket_size: int):  # noqa: N802
+def CandidatePairs(survivors, max_bucket_size: int, partitions: int):  # noqa: N802
     """(DocRef, band keys) -> distinct (DocRef, DocRef) pairs that share at least one LSH band."""
     return (survivors
-            | "BandKeys" >> beam.FlatMap(keyed_bands).with_output_types(tuple[bytes, RefTuple])
-            | "GroupByBand" >> beam.GroupByKey()
+            | "PackBands" >> beam.ParDo(PackBands(partitions)).with_output_types(tuple[int, bytes])
+            | "GroupByPartition" >> beam.GroupByKey()
             | "BucketPairs" >> beam.ParDo(BucketPairs(max_bucket_size))
             | "GroupByPair" >> beam.GroupByKey()
             | "OnePerPair" >> beam.Map(first_of))
@@ -713,7 +757,7 @@ def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema:
     sketched = rows | "Sketch" >> beam.ParDo(SketchDocs(plan)).with_outputs(
         "rejects", "contamination", "ngram_hits", main="docs")
     exact = sketched.docs | "ExactDuplicates" >> ExactDuplicates()
-    pairs = exact.survivors | "CandidatePairs" >> CandidatePairs(plan.max_bucket_size)
+    pairs = exact.survivors | "CandidatePairs" >> CandidatePairs(plan.max_bucket_size, plan.lsh_partitions)
     edges = pairs | "VerifyPairs" >> beam.ParDo(VerifyPairs(plan.threshold, plan.work))
     near = edges | "NearClusters" >> NearClusters(plan.clustering, plan.work)
     exact_clusters = ({"members": exact.members, "near": near.near}
@@ -829,7 +873,7 @@ def execute(ctx: StageContext) -> None:
     if not files:
         raise StageError(f"no documents to dedup: nothing matches {input_pattern(ctx.run, config)} "
                          "(run `webtext crawl RUN` first, or give --input-docs GLOB)")
-    schema, _ = layout.check_documents(files, layout.DOC_COLUMNS)
+    schema, rows = layout.check_documents(files, layout.DOC_COLUMNS)
     eval_sets = load_eval_sets(ctx)
     plan = DedupPlan(
         input_pattern=input_pattern(ctx.run, config), threshold=config["threshold"],
@@ -838,7 +882,8 @@ def execute(ctx: StageContext) -> None:
         clustering=config["clustering"], eval_ngram=config["eval_ngram"],
         eval_filters=save_filters(ctx, eval_sets), decontaminate=config["decontaminate"],
         contamination_threshold=config["contamination_threshold"],
-        num_shards=config["dedup_shards"] or auto_shards(files), work=ctx.run.path(layout.DEDUP_WORK))
+        num_shards=config["dedup_shards"] or auto_shards(files), work=ctx.run.path(layout.DEDUP_WORK),
+        lsh_partitions=lsh_partitions(rows, resolve_banding(config).bands))
     log.info("dedup: %d input files, threshold %.2f, %d bands x %d rows of %d permutations", len(files),
              plan.threshold, plan.banding.bands, plan.banding.rows, plan.minhash.num_perm)
     ctx.run_pipeline(lambda p: build_pipeline(p, ctx, plan, schema, [f.path for f in files]))
