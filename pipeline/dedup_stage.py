@@ -737,14 +737,13 @@ def NearClusters(edges, clustering: str, work: str):  # noqa: N802
 
 
 @beam.ptransform_fn
-def Survivors(removed_ids, plan: DedupPlan, schema: pa.Schema, files: list[str], out: str):  # noqa: N802
-    """The input files streamed against the removed doc_ids (a side input) into the docs shards."""
+def Survivors(removed_ids, plan: DedupPlan, schema: pa.Schema, files: list[str]):  # noqa: N802
+    """The input files streamed against the removed doc_ids (a side input) -> (shard, its sorted work files)."""
     return (removed_ids.pipeline
             | "InputFiles" >> beam.Create(list(enumerate(files)))
             | "SpreadFiles" >> beam.Reshuffle()
             | "Spill" >> beam.ParDo(SpillSurvivors(plan, schema), removed=beam.pvalue.AsList(removed_ids))
-            | "GroupSpills" >> beam.GroupByKey()
-            | "WriteDocs" >> beam.ParDo(WriteSurvivorShard(out, plan.num_shards, schema)))
+            | "GroupSpills" >> beam.GroupByKey())
 
 
 def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema: pa.Schema, files: list[str]) -> None:
@@ -758,7 +757,7 @@ def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema:
         "rejects", "contamination", "ngram_hits", main="docs")
     exact = sketched.docs | "ExactDuplicates" >> ExactDuplicates()
     pairs = exact.survivors | "CandidatePairs" >> CandidatePairs(plan.max_bucket_size, plan.lsh_partitions)
-    edges = pairs | "VerifyPairs" >> beam.ParDo(VerifyPairs(plan.threshold, plan.work))
+    edges = pairs | "VerifiedPairs" >> beam.ParDo(VerifyPairs(plan.threshold, plan.work))
     near = edges | "NearClusters" >> NearClusters(plan.clustering, plan.work)
     exact_clusters = ({"members": exact.members, "near": near.near}
                       | "JoinExactGroups" >> beam.CoGroupByKey()
@@ -766,7 +765,9 @@ def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema:
     rejects = ((sketched.rejects, exact_clusters.rejects, near.rejects)
                | "AllRejects" >> beam.Flatten().with_output_types(tuple[str, dict]))
     removed_ids = rejects | "RemovedIds" >> beam.Map(lambda entry: entry[0]).with_output_types(str)
-    removed_ids | "Survivors" >> Survivors(plan, schema, files, out)
+    (removed_ids
+     | "SurvivorsAndRejects" >> Survivors(plan, schema, files)
+     | "WriteDocs" >> beam.ParDo(WriteSurvivorShard(out, plan.num_shards, schema)))
 
     ((near.rows, exact_clusters.rows)
      | "AllClusterRows" >> beam.Flatten()
