@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, TypeVar
 
 import numpy as np
 
 from .survivors import DocRank, pick_survivor
 
 DEFAULT_FALSE_NEGATIVE_WEIGHT = 0.9
+R = TypeVar("R", bound=DocRank)
 
 
 @dataclass(frozen=True)
@@ -52,34 +53,38 @@ def optimal_bands(threshold: float, num_perm: int,
     return best
 
 
+BAND_KEY_BYTES = 10  # 2 of band index, 8 of digest
+
+
 def band_keys(signature: np.ndarray, banding: Banding) -> list[bytes]:
-    """One key per band: the band's index and a 64-bit digest of its rows (equal keys = a shared band)."""
+    """One key of BAND_KEY_BYTES per band: the band's index and a 64-bit digest of its rows (equal keys = a shared
+    band)."""
     rows = banding.rows
     return [index.to_bytes(2, "big") + hashlib.blake2b(signature[index * rows:(index + 1) * rows].tobytes(),
                                                         digest_size=8).digest()
             for index in range(banding.bands)]
 
 
-def bucket_pairs(members: Iterable[DocRank], max_bucket_size: int) -> Iterable[tuple[str, str]]:
-    """Candidate pairs (smaller doc_id first) of one LSH bucket.
+def bucket_pairs(members: Iterable[R], max_bucket_size: int) -> Iterable[tuple[R, R]]:
+    """Candidate pairs of members (DocRank or a subclass; smaller doc_id first) of one LSH bucket.
 
     Up to `max_bucket_size` members every pair; a larger bucket pairs each member with the bucket's best-ranked
     member only (a star), so a bucket of n near-identical documents costs n - 1 comparisons, not n^2 / 2.
     `members` is iterated more than once for large buckets and never held whole.
     """
-    small: list[DocRank] = []
+    small: list[R] = []
     for member in members:
         if len(small) == max_bucket_size:
             break
         small.append(member)
     else:
-        ids = sorted({m.doc_id for m in small})
-        for i, first in enumerate(ids):
-            for second in ids[i + 1:]:
+        distinct = sorted({m.doc_id: m for m in small}.values(), key=lambda m: m.doc_id)
+        for i, first in enumerate(distinct):
+            for second in distinct[i + 1:]:
                 yield first, second
         return
     hub = pick_survivor(members)
     for member in members:
         if member.doc_id != hub.doc_id:
-            yield tuple(sorted((member.doc_id, hub.doc_id)))
+            yield (member, hub) if member.doc_id < hub.doc_id else (hub, member)
 

@@ -1,6 +1,8 @@
-"""What dedup keeps of a document once it has read it: its rank, exact hash, shingle hashes and MinHash signature."""
+"""What dedup keeps of a document once it has read it (rank, exact hash, shingle hashes, MinHash signature), and the
+sketch record of it that is written once to the work folder and read back by locator (DocRef)."""
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -45,3 +47,46 @@ def sketch_documents(docs: Sequence[tuple[str, str, int, str, list[str]]], hashe
     return [DocSketch(doc_id, url, int(score), len(text), exact_hash(text_words),
                       hashes.astype("<u4").tobytes(), signature.astype("<u4").tobytes())
             for (doc_id, url, score, text, text_words), hashes, signature in zip(docs, hash_sets, signatures)]
+
+
+# -- a document's sketch record, written once to the run's work folder ------------------------------------------------
+
+_RECORD_HEADER = struct.Struct("<III")  # bytes of the URL, MinHash values, shingle hashes
+
+
+@dataclass(frozen=True)
+class DocRef(DocRank):
+    """A document's rank and where its sketch record lies: small and fixed, so it is what crosses the shuffles."""
+
+    sketch_file: str  # name of the file in the work folder
+    offset: int
+    size: int
+
+    def to_tuple(self) -> tuple[str, int, int, str, int, int]:
+        """A plain tuple: Beam encodes it in a few dozen bytes, a dataclass it would pickle with its class name."""
+        return self.doc_id, self.score, self.length, self.sketch_file, self.offset, self.size
+
+
+@dataclass
+class SketchRecord:
+    """What verification and cluster rows read back of a document: its URL, signature and shingle hashes."""
+
+    url: str
+    signature: np.ndarray  # uint32[num_perm]
+    shingles: np.ndarray  # sorted distinct uint32
+
+
+def encode_record(sketch: DocSketch) -> bytes:
+    url = sketch.url.encode("utf-8", "surrogatepass")
+    return (_RECORD_HEADER.pack(len(url), len(sketch.signature) // 4, len(sketch.shingles) // 4)
+            + url + sketch.signature + sketch.shingles)
+
+
+def decode_record(data: bytes) -> SketchRecord:
+    url_bytes, values, shingle_count = _RECORD_HEADER.unpack_from(data)
+    start = _RECORD_HEADER.size
+    url = data[start:start + url_bytes].decode("utf-8", "surrogatepass")
+    start += url_bytes
+    signature = np.frombuffer(data, dtype="<u4", count=values, offset=start)
+    shingles = np.frombuffer(data, dtype="<u4", count=shingle_count, offset=start + 4 * values)
+    return SketchRecord(url, signature, shingles)

@@ -1,28 +1,40 @@
 """The dedup stage: exact and MinHash-LSH near-duplicate removal and test-set decontamination of RUN/docs into RUN/dedup.
 
-Every step is a Beam transform keyed by something small (a text hash, a band key, a doc_id, a cluster); the one step
-that sees a global view is the union-find over the verified duplicate edges (see docs/dedup.md for its bound).
+Only small, fixed records cross the shuffles (doc ids, hashes, band keys, DocRef locators); each document's shingles
+and signature are written once to a sketch record in the work folder and read back where a pair is verified, and the
+survivors are copied from the input files against the set of removed ids. The one step that sees a global view is
+the union-find over the verified duplicate edges (see docs/dedup.md for its bound).
 """
 from __future__ import annotations
 
 import heapq
 import io
+import itertools
 import logging
 import math
+import pickle
+import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
+import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from webtext.dedup import decontam
 from webtext.dedup.components import clusters, star_clusters
-from webtext.dedup.lsh import DEFAULT_FALSE_NEGATIVE_WEIGHT, Banding, band_keys, bucket_pairs, optimal_bands
+from webtext.dedup.lsh import (BAND_KEY_BYTES, DEFAULT_FALSE_NEGATIVE_WEIGHT, Banding, band_keys, bucket_pairs,
+                                optimal_bands)
 from webtext.dedup.minhash import MinHashConfig, MinHasher, estimated_jaccard, jaccard
-from webtext.dedup.sketch import DocSketch, sketch_documents
-from webtext.dedup.survivors import DocRank, pick_survivor
+from webtext.dedup.sketch import DocRef, DocSketch, SketchRecord, decode_record, encode_record, sketch_documents
+from webtext.dedup.survivors import pick_survivor
 from webtext.dedup.text import words
 from . import layout, sinks, storage
 from .progress import Progress
@@ -32,6 +44,7 @@ from .stage import Stage, StageContext, StageError
 log = logging.getLogger(__name__)
 
 NAME = "dedup"
+SKETCH_COLUMNS = ["doc_id", "url", "score", "text"]  # what sketching reads; survivors are copied from the files whole
 TOP_DOCUMENTS = 20  # contaminated documents listed per eval set in contamination.json
 
 CLUSTER_SCHEMA = pa.schema([
@@ -92,7 +105,8 @@ class DedupOptions:
     bloom_max_mb: int = field(default=256, metadata={"min": 1,
         "help": "memory cap of each Bloom filter (a fuller filter has a higher false-positive rate)"})
     dedup_shards: int = field(default=0, metadata={"min": 0,
-        "help": "files of each output (docs, clusters, pairs, contamination); each is sorted in one worker's memory "
+        "help": "files of each output (docs, clusters, pairs, contamination); docs are merged from sorted work files, "
+                "the others sorted in one worker's memory "
                 "(0: one per 256 MiB of input documents)"})
 
 
@@ -111,6 +125,8 @@ class DedupPlan:
     decontaminate: bool
     contamination_threshold: float
     num_shards: int
+    work: str  # the run's dedup work folder: Bloom filters, sketch records, survivors before merging
+    lsh_partitions: int  # groups of band keys, each bucketed in one worker's memory
 
 
 # -- inputs ---------------------------------------------------------------------------------------------------------
@@ -212,13 +228,85 @@ def load_filter(path: str) -> decontam.BloomFilter:
     return bloom
 
 
+# -- sketch records in the work folder -------------------------------------------------------------------------------
+
+
+class SketchWriter:
+    """Appends the sketch records of one bundle to a file of its own in the work folder; hands out their DocRefs."""
+
+    def __init__(self, folder: str):
+        self.folder, self.handle = folder, None
+
+    def add(self, sketch: DocSketch) -> DocRef:
+        if self.handle is None:
+            self.name, self.offset = f"sketch-{uuid.uuid4().hex[:16]}", 0
+            self.handle = storage.open_write(storage.join(self.folder, self.name))
+        record = encode_record(sketch)
+        self.handle.write(record)
+        ref = DocRef(sketch.doc_id, sketch.score, sketch.length, self.name, self.offset, len(record))
+        self.offset += len(record)
+        return ref
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+class SketchReader:
+    """Reads sketch records back by DocRef, keeping a few files open and the latest records at hand."""
+
+    OPEN_FILES = 8
+    CACHED_RECORDS = 4096
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.handles: OrderedDict[str, object] = OrderedDict()
+        self.records: OrderedDict[tuple[str, int], SketchRecord] = OrderedDict()
+
+    def read(self, ref: DocRef) -> SketchRecord:
+        key = (ref.sketch_file, ref.offset)
+        record = self.records.get(key)
+        if record is None:
+            handle = self._handle(ref.sketch_file)
+            handle.seek(ref.offset)
+            record = self.records[key] = decode_record(handle.read(ref.size))
+            if len(self.records) > self.CACHED_RECORDS:
+                self.records.popitem(last=False)
+        else:
+            self.records.move_to_end(key)
+        return record
+
+    def _handle(self, name: str):
+        handle = self.handles.get(name)
+        if handle is None:
+            handle = self.handles[name] = storage.open_read(storage.join(self.folder, name))
+            if len(self.handles) > self.OPEN_FILES:
+                self.handles.popitem(last=False)[1].close()
+        else:
+            self.handles.move_to_end(name)
+        return handle
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+        self.handles.clear()
+        self.records.clear()
+
+
 # -- step 1: sketch every document (and measure its overlap with the eval sets) ---------------------------------------
 
+# What crosses the shuffle for a document with words: (exact text hash, (DocRef as a tuple, URL, its LSH band keys
+# joined)). DocRefs cross every shuffle as plain tuples (DocRef.to_tuple), a few dozen bytes each.
+RefTuple = tuple[str, int, int, str, int, int]
+KeyedDoc = tuple[str, tuple[RefTuple, str, bytes]]
 
-@beam.typehints.with_output_types(DocSketch, rejects=tuple[str, dict], contamination=dict,
+
+@beam.typehints.with_output_types(KeyedDoc, rejects=tuple[str, dict], contamination=dict,
                                   ngram_hits=tuple[tuple[str, int], bool])
 class SketchDocs(beam.DoFn):
-    """Document row -> DocSketch; contaminated documents (with --decontaminate) -> rejects instead."""
+    """Document row -> its sketch record in the work folder and a KeyedDoc; contaminated documents (with
+    --decontaminate) -> rejects instead. Documents without words are nobody's duplicates: they skip dedup and stay."""
 
     def __init__(self, plan: DedupPlan):
         self.plan = plan
@@ -230,6 +318,12 @@ class SketchDocs(beam.DoFn):
         self.no_words = Metrics.counter(NAME, "docs.without-words")
         self.with_overlap = Metrics.counter(NAME, "docs.overlapping-eval-sets")
         self.progress = Progress(log, "dedup: sketching (this worker)")
+
+    def start_bundle(self):
+        self.writer = SketchWriter(self.plan.work)
+
+    def finish_bundle(self):
+        self.writer.close()
 
     def process(self, row: dict) -> Iterator:
         self.read.inc()
@@ -246,7 +340,11 @@ class SketchDocs(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("rejects", (doc_id, layout.reject(
                     NAME, "contaminated", reason, url=url, item_id=doc_id)))
                 return
-        yield sketch_documents([(doc_id, url, row.get("score") or 0, text, text_words)], self.hasher)[0]
+        if not text_words:
+            return
+        sketch = sketch_documents([(doc_id, url, row.get("score") or 0, text, text_words)], self.hasher)[0]
+        keys = b"".join(band_keys(sketch.signature_array(), self.plan.banding))
+        yield sketch.text_hash, (self.writer.add(sketch).to_tuple(), url, keys)
 
     def _contamination_reason(self, overlaps: list[decontam.Overlap]) -> str | None:
         """With --decontaminate, why the document goes: its largest overlap above the threshold; else None."""
@@ -269,109 +367,147 @@ class SketchDocs(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("ngram_hits", ((overlap.eval_set, ngram), not dropped))
 
 
+def count_repeats(element) -> Iterator[int]:
+    _, rows = element
+    if rows > 1:
+        Metrics.counter(NAME, "docs.repeated-doc-id").inc(rows - 1)
+    return iter(())
+
+
 # -- step 2: exact duplicates ----------------------------------------------------------------------------------------
 
 
-@beam.typehints.with_output_types(DocSketch, members=tuple[str, tuple[str, str]])
+@beam.typehints.with_output_types(tuple[RefTuple, bytes], members=tuple[str, tuple[str, str]])
 class PickExactSurvivor(beam.DoFn):
-    """All documents with one normalised text -> the survivor (main) and the others as (survivor_id, (id, url))."""
+    """All documents with one normalised text -> the survivor's (DocRef, band keys) (main) and the others as
+    (survivor_id, (id, url))."""
 
     def setup(self):
         self.groups = Metrics.counter(NAME, "clusters.exact")
 
     def process(self, element) -> Iterator:
-        _, sketches = element
-        best = pick_survivor(sketches, rank=lambda sketch: sketch.rank)
-        yield best
+        _, docs = element
+        best, _, keys = pick_survivor(((DocRef(*ref), url, keys) for ref, url, keys in docs), rank=lambda entry: entry[0])
+        yield best.to_tuple(), keys
         duplicates = 0
-        for sketch in sketches:
-            if sketch.doc_id != best.doc_id:
+        for ref, url, _ in docs:
+            if ref[0] != best.doc_id:
                 duplicates += 1
-                yield beam.pvalue.TaggedOutput("members", (best.doc_id, (sketch.doc_id, sketch.url)))
+                yield beam.pvalue.TaggedOutput("members", (best.doc_id, (ref[0], url)))
         if duplicates:
             self.groups.inc()
-
-
-def exact_key(sketch: DocSketch) -> Iterator[tuple[str, DocSketch]]:
-    if sketch.has_shingles:  # a text without words is nobody's duplicate: it skips dedup and stays
-        yield sketch.text_hash, sketch
 
 
 # -- step 3: LSH candidate pairs -------------------------------------------------------------------------------------
 
 
-class BandKeys(beam.DoFn):
-    def __init__(self, banding: Banding):
-        self.banding = banding
+BAND_RECORDS_PER_PARTITION = 200_000  # band records one LSH partition holds in memory (about 30 MB)
+PACK_RECORDS = 8192  # band records per shuffled pack
 
-    def process(self, sketch: DocSketch) -> Iterator[tuple[bytes, DocRank]]:
-        rank = sketch.rank
-        for key in band_keys(sketch.signature_array(), self.banding):
-            yield key, rank
+
+class PackBands(beam.DoFn):
+    """(DocRef, band keys) -> per bundle and LSH partition, one pickled list of (band key, DocRef) records.
+
+    A band record is ~70 bytes and there are `bands` per document; shuffled one by one, the local runner would hold
+    each as several Python objects. Packed, the shuffle moves a few large elements carrying the same records."""
+
+    def __init__(self, partitions: int):
+        self.partitions = partitions
+
+    def start_bundle(self):
+        self.packs: dict[int, list] = {}
+
+    def process(self, entry: tuple[RefTuple, bytes]) -> Iterator:
+        ref, keys = entry
+        for start in range(0, len(keys), BAND_KEY_BYTES):
+            key = keys[start:start + BAND_KEY_BYTES]
+            partition = int.from_bytes(key[-4:], "big") % self.partitions
+            pack = self.packs.setdefault(partition, [])
+            pack.append((key, ref))
+            if len(pack) >= PACK_RECORDS:
+                yield partition, pickle.dumps(pack, protocol=pickle.HIGHEST_PROTOCOL)
+                self.packs[partition] = []
+
+    def finish_bundle(self):
+        for partition, records in sorted(self.packs.items()):
+            yield WindowedValue((partition, pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)),
+                                MIN_TIMESTAMP, [GlobalWindow()])
+        self.packs = {}
+
+
+def lsh_partitions(documents: int, bands: int) -> int:
+    return max(1, math.ceil(documents * bands / BAND_RECORDS_PER_PARTITION))
+
+
+class DocRefs:
+    """DocRefs of a bucket's tuples, iterable more than once like the bucket itself."""
+
+    def __init__(self, members: Iterable[RefTuple]):
+        self.members = members
+
+    def __iter__(self) -> Iterator[DocRef]:
+        return (DocRef(*member) for member in self.members)
 
 
 class BucketPairs(beam.DoFn):
+    """One LSH partition's packed band records -> the candidate pairs of each of its buckets (equal band keys)."""
+
     def __init__(self, max_bucket_size: int):
         self.max_bucket_size = max_bucket_size
 
     def setup(self):
         self.stars = Metrics.counter(NAME, "lsh.buckets-paired-as-star")
 
-    def process(self, element) -> Iterator[tuple[str, str]]:
-        _, members = element
-        if sum(1 for _ in members) > self.max_bucket_size:
-            self.stars.inc()
-        yield from bucket_pairs(members, self.max_bucket_size)
+    def process(self, element) -> Iterator[tuple[tuple[str, str], tuple[RefTuple, RefTuple]]]:
+        _, packs = element
+        records = sorted((record for pack in packs for record in pickle.loads(pack)), key=lambda r: r[0])
+        for _, bucket in itertools.groupby(records, key=lambda r: r[0]):
+            members = [ref for _, ref in bucket]
+            if len(members) < 2:
+                continue
+            if len(members) > self.max_bucket_size:
+                self.stars.inc()
+            for first, second in bucket_pairs(DocRefs(members), self.max_bucket_size):
+                yield (first.doc_id, second.doc_id), (first.to_tuple(), second.to_tuple())
+
+
+def first_of(element):
+    _, pairs = element
+    return next(iter(pairs))
 
 
 # -- step 4: verification of candidate pairs --------------------------------------------------------------------------
 
 
-def shingles_entry(sketch: DocSketch) -> tuple[str, tuple[DocRank, bytes]]:
-    """What verification needs of a document: its rank and shingle hashes (not its signature)."""
-    return sketch.doc_id, (sketch.rank, sketch.shingles)
-
-
-def signature_entry(sketch: DocSketch) -> tuple[str, tuple[DocRank, str, bytes]]:
-    """What a cluster needs of a member: its rank, URL (for the reject) and signature (not its shingles)."""
-    return sketch.doc_id, (sketch.rank, sketch.url, sketch.signature)
-
-
-def send_to_partners(element) -> Iterator[tuple[str, tuple[DocRank, bytes]]]:
-    """(a, {shingles: [a's], partner: [b, …]}) -> (b, a's rank and shingles) for each partner b."""
-    _, grouped = element
-    for entry in grouped["shingles"]:
-        for partner in grouped["partner"]:
-            yield partner, entry
-
-
 class VerifyPairs(beam.DoFn):
-    """(b, {shingles: [b's], half: [a's, …]}) -> the pairs whose exact shingle Jaccard reaches the threshold."""
+    """(DocRef a, DocRef b) -> (a, b, exact Jaccard) when the two shingle sets, read back from the work folder,
+    reach the threshold."""
 
-    def __init__(self, threshold: float):
-        self.threshold = threshold
+    def __init__(self, threshold: float, work: str):
+        self.threshold, self.work = threshold, work
 
     def setup(self):
         self.candidates = Metrics.counter(NAME, "pairs.candidates")
         self.verified = Metrics.counter(NAME, "pairs.verified")
+        self.reader = SketchReader(self.work)
 
-    def process(self, element) -> Iterator[tuple[DocRank, DocRank, float]]:
-        _, grouped = element
-        for second_rank, second_shingles in grouped["shingles"]:
-            second_hashes = np.frombuffer(second_shingles, dtype="<u4")
-            for first_rank, first_shingles in grouped["half"]:
-                self.candidates.inc()
-                similarity = jaccard(np.frombuffer(first_shingles, dtype="<u4"), second_hashes)
-                if similarity >= self.threshold:
-                    self.verified.inc()
-                    yield first_rank, second_rank, similarity
+    def teardown(self):
+        self.reader.close()
+
+    def process(self, pair: tuple[RefTuple, RefTuple]) -> Iterator[tuple[DocRef, DocRef, float]]:
+        first, second = DocRef(*pair[0]), DocRef(*pair[1])
+        self.candidates.inc()
+        similarity = jaccard(self.reader.read(first).shingles, self.reader.read(second).shingles)
+        if similarity >= self.threshold:
+            self.verified.inc()
+            yield first, second, similarity
 
 
 # -- step 5: connected components (the one bounded step) ---------------------------------------------------------------
 
 
 class Components(beam.DoFn):
-    """All verified edges (one key) -> (member_id, survivor) for every member of every near-duplicate cluster.
+    """All verified edges (one key) -> (survivor_id, member) for every member of every near-duplicate cluster.
 
     Holds a union-find (or, for stars, the adjacency) of the documents that have an edge: memory grows with the
     near-duplicate documents and their verified pairs only, never with the corpus.
@@ -383,45 +519,46 @@ class Components(beam.DoFn):
     def setup(self):
         self.clusters = Metrics.counter(NAME, "clusters.near")
 
-    def process(self, element) -> Iterator[tuple[str, DocRank]]:
+    def process(self, element) -> Iterator[tuple[str, DocRef]]:
         _, edges = element
         find_clusters = star_clusters if self.clustering == "star" else clusters
         for survivor, members in find_clusters((first, second) for first, second, _ in edges):
             self.clusters.inc()
             for member in members:
-                yield member.doc_id, survivor
-
-
-def send_to_cluster(element) -> Iterator[tuple[str, tuple[DocRank, str, bytes]]]:
-    """(doc_id, {signature: [(rank, url, signature)], survivor: [S]}) -> (S's id, (rank, url, signature))."""
-    _, grouped = element
-    for survivor in grouped["survivor"]:
-        for entry in grouped["signature"]:
-            yield survivor.doc_id, entry
+                yield survivor.doc_id, member
 
 
 @beam.typehints.with_output_types(dict, rejects=tuple[str, dict], near=tuple[str, tuple[str, float]])
 class NearClusterRows(beam.DoFn):
-    """One near-duplicate cluster -> its clusters rows, near-duplicate rejects, and each member's (survivor, Jaccard)."""
+    """One near-duplicate cluster -> its clusters rows, near-duplicate rejects, and each member's (survivor, Jaccard).
+
+    Members' URLs and signatures are read back from their sketch records."""
+
+    def __init__(self, work: str):
+        self.work = work
 
     def setup(self):
         self.removed = Metrics.counter(NAME, "docs.near-duplicates")
+        self.reader = SketchReader(self.work)
+
+    def teardown(self):
+        self.reader.close()
 
     def process(self, element) -> Iterator:
         survivor_id, members = element
-        signatures = {rank.doc_id: np.frombuffer(signature, dtype="<u4") for rank, _, signature in members}
-        survivor_signature = signatures[survivor_id]
-        for rank, url, _ in members:
-            kept = rank.doc_id == survivor_id
-            similarity = estimated_jaccard(signatures[rank.doc_id], survivor_signature)
-            yield {"cluster_id": survivor_id, "doc_id": rank.doc_id, "kept": kept, "jaccard": similarity,
+        records = {ref.doc_id: self.reader.read(ref) for ref in members}
+        survivor_signature = records[survivor_id].signature
+        for doc_id in sorted(records):
+            kept = doc_id == survivor_id
+            similarity = estimated_jaccard(records[doc_id].signature, survivor_signature)
+            yield {"cluster_id": survivor_id, "doc_id": doc_id, "kept": kept, "jaccard": similarity,
                    "reason": "" if kept else "near-duplicate"}
-            yield beam.pvalue.TaggedOutput("near", (rank.doc_id, (survivor_id, similarity)))
+            yield beam.pvalue.TaggedOutput("near", (doc_id, (survivor_id, similarity)))
             if not kept:
                 self.removed.inc()
-                yield beam.pvalue.TaggedOutput("rejects", (rank.doc_id, layout.reject(
+                yield beam.pvalue.TaggedOutput("rejects", (doc_id, layout.reject(
                     NAME, "near-duplicate", f"survivor {survivor_id} (estimated Jaccard {similarity:.3f})",
-                    url=url, item_id=rank.doc_id)))
+                    url=records[doc_id].url, item_id=doc_id)))
 
 
 @beam.typehints.with_output_types(dict, rejects=tuple[str, dict])
@@ -452,29 +589,114 @@ class ExactClusterRows(beam.DoFn):
                 NAME, "exact-duplicate", detail, url=url, item_id=doc_id)))
 
 
-# -- step 6: survivors and rejects ------------------------------------------------------------------------------------
+# -- step 6: survivors, streamed from the input files against the removed doc_ids -------------------------------------
 
 
-@beam.typehints.with_output_types(dict, rejects=dict)
-class SplitSurvivors(beam.DoFn):
-    """(doc_id, {row: [the row], reject: [its reject, if any]}) -> the row (a survivor) or the reject."""
+def align(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The table with the unified schema's columns in its order (nulls where this file lacks one)."""
+    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class SpillSurvivors(beam.DoFn):
+    """(index, input file) -> its surviving rows, sorted by doc_id, in one work file per output shard; yields
+    (shard, work file). Reads a row group at a time; holds one input file's survivors (as Arrow) to sort them."""
+
+    def __init__(self, plan: DedupPlan, schema: pa.Schema):
+        self.plan, self.schema = plan, schema
 
     def setup(self):
         self.written = Metrics.counter(NAME, "docs.written")
-        self.repeated = Metrics.counter(NAME, "docs.repeated-doc-id")
 
-    def process(self, element) -> Iterator:
-        _, grouped = element
-        rows = list(grouped["row"])
-        rejects = sorted(grouped["reject"], key=lambda r: (r["reason"], r["detail"]))
-        if len(rows) > 1:
-            self.repeated.inc(len(rows) - 1)
-        for row in rows:
-            if rejects:
-                yield beam.pvalue.TaggedOutput("rejects", rejects[0])
-            else:
-                self.written.inc()
-                yield row
+    def process(self, element, removed: Iterable[str]) -> Iterator[tuple[int, str]]:
+        index, path = element
+        removed = set(removed)
+        pieces = []
+        for batch in storage.iter_batches([path]):
+            table = pa.Table.from_batches([batch])
+            keep = [doc_id not in removed for doc_id in table.column("doc_id").to_pylist()]
+            pieces.append(align(table.filter(pa.array(keep, pa.bool_())), self.schema))
+        survivors = pa.concat_tables(pieces) if pieces else self.schema.empty_table()
+        self.written.inc(len(survivors))
+        doc_ids = survivors.column("doc_id").to_pylist()
+        shard_of = np.array([sinks.stable_shard(d, self.plan.num_shards) for d in doc_ids], dtype=np.int64)
+        for shard in np.unique(shard_of).tolist():
+            part = survivors.take(pa.array(np.flatnonzero(shard_of == shard)))
+            part = part.take(pa.compute.sort_indices(part, [("doc_id", "ascending")]))
+            spill = storage.join(self.plan.work, f"survivors-{shard:05d}-{index:05d}.parquet")
+            storage.write_parquet_table(spill, part)
+            yield shard, spill
+
+
+class SpillCursor:
+    """Reads one doc_id-sorted survivors work file front to back, a few rows at a time."""
+
+    BATCH_ROWS = 256
+
+    def __init__(self, path: str):
+        self.handle = storage.open_read(path)
+        self.batches = pq.ParquetFile(self.handle).iter_batches(batch_size=self.BATCH_ROWS)
+        self.buffer: pa.Table | None = None
+
+    def take(self, rows: int) -> pa.Table:
+        """The next `rows` rows."""
+        pieces = []
+        while rows:
+            if self.buffer is None or len(self.buffer) == 0:
+                self.buffer = pa.Table.from_batches([next(self.batches)])
+            piece = self.buffer.slice(0, rows)
+            self.buffer = self.buffer.slice(len(piece))
+            pieces.append(piece)
+            rows -= len(piece)
+        return pa.concat_tables(pieces)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class WriteSurvivorShard(beam.DoFn):
+    """(shard, its work files) -> docs-SSSSS-of-NNNNN.parquet, the rows of all inputs merged in doc_id order.
+
+    Streams: the merge order comes from the doc_id columns alone, then rows are copied a chunk at a time, each work
+    file read front to back."""
+
+    CHUNK_ROWS = 4096
+
+    def __init__(self, directory: str, num_shards: int, schema: pa.Schema):
+        self.directory, self.num_shards, self.schema = directory, num_shards, schema
+
+    def process(self, element) -> Iterator[str]:
+        shard, spills = element
+        spills = sorted(spills)
+        ids = [pq.read_table(io.BytesIO(storage.read_bytes(p)), columns=["doc_id"]).column("doc_id").to_pylist()
+               for p in spills]
+        order = heapq.merge(*[[(doc_id, s, i) for i, doc_id in enumerate(file_ids)] for s, file_ids in enumerate(ids)])
+        del ids
+        cursors = [SpillCursor(p) for p in spills]
+        path = storage.join(self.directory, sinks.shard_name("docs", shard, self.num_shards))
+        with storage.open_write_atomic(path) as handle, pq.ParquetWriter(handle, self.schema,
+                                                                         compression="zstd") as writer:
+            while chunk := list(itertools.islice(order, self.CHUNK_ROWS)):
+                writer.write_table(self._gather(chunk, cursors))
+        for cursor in cursors:
+            cursor.close()
+        yield path
+
+    def _gather(self, chunk: list[tuple[str, int, int]], cursors: list[SpillCursor]) -> pa.Table:
+        """The chunk's rows in merge order: each file's rows of the chunk are consecutive in that file."""
+        first: dict[int, int] = {}
+        counts: dict[int, int] = {}
+        for _, spill, row in chunk:
+            first.setdefault(spill, row)
+            counts[spill] = counts.get(spill, 0) + 1
+        base, pieces = {}, []
+        for spill in sorted(counts):
+            base[spill] = sum(len(p) for p in pieces)
+            pieces.append(cursors[spill].take(counts[spill]))
+        table = pa.concat_tables(pieces)
+        positions = [base[spill] + row - first[spill] for _, spill, row in chunk]
+        return table.take(pa.array(positions, pa.int64())).cast(self.schema)
 
 
 def merge_in_kept(flags: Iterable[bool]) -> bool:
@@ -490,85 +712,69 @@ def hit_row(element) -> dict:
 
 
 @beam.ptransform_fn
-def ExactDuplicates(sketches):  # noqa: N802 (a PTransform)
-    """Sketches -> (survivors: one per normalised text, members: the others as (survivor_id, (id, url)))."""
-    return (sketches
-            | "KeyByTextHash" >> beam.FlatMap(exact_key).with_output_types(tuple[str, DocSketch])
+def ExactDuplicates(keyed_docs):  # noqa: N802 (a PTransform)
+    """KeyedDocs -> (survivors: one (DocRef, band keys) per normalised text, members: the others as
+    (survivor_id, (id, url)))."""
+    return (keyed_docs
             | "GroupByTextHash" >> beam.GroupByKey()
             | "PickSurvivor" >> beam.ParDo(PickExactSurvivor()).with_outputs("members", main="survivors"))
 
 
 @beam.ptransform_fn
-def CandidatePairs(sketches, banding: Banding, max_bucket_size: int):  # noqa: N802
-    """Sketches -> distinct (doc_id, doc_id) pairs that share at least one LSH band."""
-    return (sketches
-            | "BandKeys" >> beam.ParDo(BandKeys(banding))
-            | "GroupByBand" >> beam.GroupByKey()
+def CandidatePairs(survivors, max_bucket_size: int, partitions: int):  # noqa: N802
+    """(DocRef, band keys) -> distinct (DocRef, DocRef) pairs that share at least one LSH band."""
+    return (survivors
+            | "PackBands" >> beam.ParDo(PackBands(partitions)).with_output_types(tuple[int, bytes])
+            | "GroupByPartition" >> beam.GroupByKey()
             | "BucketPairs" >> beam.ParDo(BucketPairs(max_bucket_size))
-            | "Distinct" >> beam.Distinct())
+            | "GroupByPair" >> beam.GroupByKey()
+            | "OnePerPair" >> beam.Map(first_of))
 
 
 @beam.ptransform_fn
-def VerifiedPairs(inputs, threshold: float):  # noqa: N802
-    """{pairs, sketches} -> (rank a, rank b, exact Jaccard) for the pairs at or above the threshold.
-
-    Two joins bring both shingle sets of a pair together: a's shingles travel to b, then meet b's.
-    """
-    pairs = inputs["pairs"] | "Typed" >> beam.Map(lambda pair: pair).with_output_types(tuple[str, str])
-    shingles_by_id = inputs["sketches"] | "ShinglesById" >> beam.Map(shingles_entry).with_output_types(
-        tuple[str, tuple[DocRank, bytes]])
-    halves = ({"shingles": shingles_by_id, "partner": pairs}
-              | "JoinFirst" >> beam.CoGroupByKey()
-              | "SendToPartner" >> beam.FlatMap(send_to_partners))
-    return ({"shingles": shingles_by_id, "half": halves}
-            | "JoinSecond" >> beam.CoGroupByKey()
-            | "Verify" >> beam.ParDo(VerifyPairs(threshold)))
-
-
-@beam.ptransform_fn
-def NearClusters(inputs, clustering: str):  # noqa: N802
-    """{edges, sketches} -> cluster rows, near-duplicate rejects, and (member_id, (survivor_id, Jaccard))."""
-    signatures_by_id = inputs["sketches"] | "SignaturesById" >> beam.Map(signature_entry).with_output_types(
-        tuple[str, tuple[DocRank, str, bytes]])
-    assignments = (inputs["edges"]
-                   | "OneKey" >> beam.Map(lambda edge: (0, edge))
-                   | "AllEdges" >> beam.GroupByKey()
-                   | "Components" >> beam.ParDo(Components(clustering)))
-    return ({"signature": signatures_by_id, "survivor": assignments}
-            | "JoinAssignments" >> beam.CoGroupByKey()
-            | "SendToCluster" >> beam.FlatMap(send_to_cluster)
+def NearClusters(edges, clustering: str, work: str):  # noqa: N802
+    """Verified edges -> cluster rows, near-duplicate rejects, and (member_id, (survivor_id, Jaccard))."""
+    return (edges
+            | "OneKey" >> beam.Map(lambda edge: (0, edge))
+            | "AllEdges" >> beam.GroupByKey()
+            | "Components" >> beam.ParDo(Components(clustering))
             | "GroupByCluster" >> beam.GroupByKey()
-            | "ClusterRows" >> beam.ParDo(NearClusterRows()).with_outputs("rejects", "near", main="rows"))
+            | "ClusterRows" >> beam.ParDo(NearClusterRows(work)).with_outputs("rejects", "near", main="rows"))
 
 
 @beam.ptransform_fn
-def SurvivorsAndRejects(inputs):  # noqa: N802
-    """{rows, rejects keyed by doc_id} -> (docs: the surviving rows, rejects: one reject per dropped row)."""
-    keyed_rows = inputs["rows"] | "KeyById" >> beam.Map(lambda row: (row["doc_id"], row)).with_output_types(
-        tuple[str, dict])
-    return ({"row": keyed_rows, "reject": inputs["rejects"]}
-            | "JoinDecisions" >> beam.CoGroupByKey()
-            | "Split" >> beam.ParDo(SplitSurvivors()).with_outputs("rejects", main="docs"))
+def Survivors(removed_ids, plan: DedupPlan, schema: pa.Schema, files: list[str]):  # noqa: N802
+    """The input files streamed against the removed doc_ids (a side input) -> (shard, its sorted work files)."""
+    return (removed_ids.pipeline
+            | "InputFiles" >> beam.Create(list(enumerate(files)))
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "Spill" >> beam.ParDo(SpillSurvivors(plan, schema), removed=beam.pvalue.AsList(removed_ids))
+            | "GroupSpills" >> beam.GroupByKey())
 
 
-def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema: pa.Schema) -> None:
+def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema: pa.Schema, files: list[str]) -> None:
     out = ctx.run.path(layout.DEDUP)
-    rows = p | "ReadDocs" >> beam.io.ReadFromParquet(plan.input_pattern)
+    rows = p | "ReadDocs" >> beam.io.ReadFromParquet(plan.input_pattern, columns=SKETCH_COLUMNS)
+    _ = (rows
+         | "DocIds" >> beam.Map(lambda row: (row["doc_id"], 1)).with_output_types(tuple[str, int])
+         | "RowsPerDocId" >> beam.CombinePerKey(sum)
+         | "CountRepeats" >> beam.FlatMap(count_repeats))
     sketched = rows | "Sketch" >> beam.ParDo(SketchDocs(plan)).with_outputs(
-        "rejects", "contamination", "ngram_hits", main="sketches")
-    exact = sketched.sketches | "ExactDuplicates" >> ExactDuplicates()
-    pairs = exact.survivors | "CandidatePairs" >> CandidatePairs(plan.banding, plan.max_bucket_size)
-    edges = {"pairs": pairs, "sketches": exact.survivors} | "VerifiedPairs" >> VerifiedPairs(plan.threshold)
-    near = {"edges": edges, "sketches": exact.survivors} | "NearClusters" >> NearClusters(plan.clustering)
+        "rejects", "contamination", "ngram_hits", main="docs")
+    exact = sketched.docs | "ExactDuplicates" >> ExactDuplicates()
+    pairs = exact.survivors | "CandidatePairs" >> CandidatePairs(plan.max_bucket_size, plan.lsh_partitions)
+    edges = pairs | "VerifiedPairs" >> beam.ParDo(VerifyPairs(plan.threshold, plan.work))
+    near = edges | "NearClusters" >> NearClusters(plan.clustering, plan.work)
     exact_clusters = ({"members": exact.members, "near": near.near}
                       | "JoinExactGroups" >> beam.CoGroupByKey()
                       | "ExactClusterRows" >> beam.ParDo(ExactClusterRows()).with_outputs("rejects", main="rows"))
     rejects = ((sketched.rejects, exact_clusters.rejects, near.rejects)
                | "AllRejects" >> beam.Flatten().with_output_types(tuple[str, dict]))
-    split = {"rows": rows, "rejects": rejects} | "SurvivorsAndRejects" >> SurvivorsAndRejects()
+    removed_ids = rejects | "RemovedIds" >> beam.Map(lambda entry: entry[0]).with_output_types(str)
+    (removed_ids
+     | "SurvivorsAndRejects" >> Survivors(plan, schema, files)
+     | "WriteDocs" >> beam.ParDo(WriteSurvivorShard(out, plan.num_shards, schema)))
 
-    split.docs | "WriteDocs" >> sinks.WriteParquet(out, "docs", schema, plan.num_shards,
-                                                    shard_key=lambda r: r["doc_id"], sort_key=lambda r: r["doc_id"])
     ((near.rows, exact_clusters.rows)
      | "AllClusterRows" >> beam.Flatten()
      | "WriteClusters" >> sinks.WriteParquet(out, "clusters", CLUSTER_SCHEMA, plan.num_shards,
@@ -579,7 +785,8 @@ def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema:
      | "WritePairs" >> sinks.WriteParquet(out, "pairs", PAIRS_SCHEMA, plan.num_shards,
                                            shard_key=lambda r: r["doc_id_a"],
                                            sort_key=lambda r: (r["doc_id_a"], r["doc_id_b"])))
-    (split.rejects
+    (rejects
+     | "Rejects" >> beam.Map(lambda entry: entry[1])
      | "CountRejects" >> beam.ParDo(sinks.CountRejects(NAME))
      | "WriteRejects" >> sinks.WriteRejects(ctx.run.rejects(NAME), NAME))
     if plan.eval_filters:
@@ -589,7 +796,7 @@ def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema:
         (sketched.ngram_hits
          | "InKept" >> beam.CombinePerKey(merge_in_kept)
          | "HitRows" >> beam.Map(hit_row)
-         | "WriteHits" >> sinks.WriteParquet(ctx.run.path(layout.DEDUP_WORK), "ngram-hits", NGRAM_HITS_SCHEMA, plan.num_shards,
+         | "WriteHits" >> sinks.WriteParquet(plan.work, "ngram-hits", NGRAM_HITS_SCHEMA, plan.num_shards,
                                               shard_key=lambda r: r["eval_set"] + str(r["ngram"]),
                                               sort_key=lambda r: (r["eval_set"], r["ngram"])))
 
@@ -673,7 +880,7 @@ def execute(ctx: StageContext) -> None:
     if not files:
         raise StageError(f"no documents to dedup: nothing matches {input_pattern(ctx.run, config)} "
                          "(run `webtext crawl RUN` first, or give --input-docs GLOB)")
-    schema, _ = layout.check_documents(files, layout.DOC_COLUMNS)
+    schema, rows = layout.check_documents(files, layout.DOC_COLUMNS)
     eval_sets = load_eval_sets(ctx)
     plan = DedupPlan(
         input_pattern=input_pattern(ctx.run, config), threshold=config["threshold"],
@@ -682,10 +889,11 @@ def execute(ctx: StageContext) -> None:
         clustering=config["clustering"], eval_ngram=config["eval_ngram"],
         eval_filters=save_filters(ctx, eval_sets), decontaminate=config["decontaminate"],
         contamination_threshold=config["contamination_threshold"],
-        num_shards=config["dedup_shards"] or auto_shards(files))
+        num_shards=config["dedup_shards"] or auto_shards(files), work=ctx.run.path(layout.DEDUP_WORK),
+        lsh_partitions=lsh_partitions(rows, resolve_banding(config).bands))
     log.info("dedup: %d input files, threshold %.2f, %d bands x %d rows of %d permutations", len(files),
              plan.threshold, plan.banding.bands, plan.banding.rows, plan.minhash.num_perm)
-    ctx.run_pipeline(lambda p: build_pipeline(p, ctx, plan, schema))
+    ctx.run_pipeline(lambda p: build_pipeline(p, ctx, plan, schema, [f.path for f in files]))
 
     out = ctx.run.path(layout.DEDUP)
     sinks.fill_empty_shards(out, "docs", schema, plan.num_shards)

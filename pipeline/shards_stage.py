@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -44,26 +45,71 @@ def doc_hash(doc_id: str) -> int:
 
 
 @dataclass
-class EncodedBatch:
-    """Encoded documents on their way to a shard: their ids, placement hashes (uint64) and tokens."""
+class TokenRefs:
+    """Encoded documents as they cross the shuffle: ids, placement hashes (uint64), token counts and where each
+    document's tokens lie in the work folder (file name, byte offset); the tokens themselves stay in the file."""
 
     doc_ids: list[str]
     hashes: np.ndarray
-    documents: shard_format.TokenBatch
+    lengths: np.ndarray  # int64 tokens, the eot included
+    files: list[str]
+    offsets: np.ndarray  # int64 bytes
 
     def __len__(self) -> int:
         return len(self.doc_ids)
 
-    def take(self, indices: Sequence[int]) -> "EncodedBatch":
+    def take(self, indices: Sequence[int]) -> "TokenRefs":
         indices = list(indices)
-        return EncodedBatch([self.doc_ids[i] for i in indices], self.hashes[indices], self.documents.take(indices))
+        return TokenRefs([self.doc_ids[i] for i in indices], self.hashes[indices], self.lengths[indices],
+                         [self.files[i] for i in indices], self.offsets[indices])
 
     @staticmethod
-    def concat(batches: Iterable["EncodedBatch"]) -> "EncodedBatch":
+    def concat(batches: Iterable["TokenRefs"]) -> "TokenRefs":
         batches = [b for b in batches if len(b)]
-        return EncodedBatch([d for b in batches for d in b.doc_ids],
-                            np.concatenate([b.hashes for b in batches]).astype(np.uint64),
-                            shard_format.TokenBatch.concat([b.documents for b in batches]))
+        return TokenRefs([d for b in batches for d in b.doc_ids],
+                         np.concatenate([b.hashes for b in batches]).astype(np.uint64) if batches else np.empty(0, np.uint64),
+                         np.concatenate([b.lengths for b in batches]).astype(np.int64) if batches else np.empty(0, np.int64),
+                         [f for b in batches for f in b.files],
+                         np.concatenate([b.offsets for b in batches]).astype(np.int64) if batches else np.empty(0, np.int64))
+
+
+class TokenWriter:
+    """Appends the tokens of one bundle's documents to a file of its own in the work folder."""
+
+    def __init__(self, folder: str):
+        self.folder, self.handle = folder, None
+
+    def add(self, doc_ids: list[str], hashes: np.ndarray, documents: shard_format.TokenBatch) -> TokenRefs:
+        if self.handle is None:
+            self.name, self.offset = f"tokens-{uuid.uuid4().hex}.bin", 0
+            self.handle = storage.open_write(storage.join(self.folder, self.name))
+        data = documents.tokens.tobytes()
+        self.handle.write(data)
+        offsets = self.offset + documents.offsets[:-1] * documents.tokens.itemsize
+        self.offset += len(data)
+        return TokenRefs(doc_ids, hashes, documents.lengths.astype(np.int64), [self.name] * len(doc_ids),
+                         offsets.astype(np.int64))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+def read_tokens(folder: str, refs: TokenRefs, dtype: str) -> shard_format.TokenBatch:
+    """The documents of `refs`, in their order, read back from the work folder (each file once, in offset order)."""
+    np_dtype = np.dtype(shard_format.DTYPES[dtype])
+    batch = shard_format.TokenBatch.from_lengths(np.empty(int(refs.lengths.sum()), np_dtype), refs.lengths)
+    by_file: dict[str, list[int]] = {}
+    for index, name in enumerate(refs.files):
+        by_file.setdefault(name, []).append(index)
+    for name in sorted(by_file):
+        with storage.open_read(storage.join(folder, name)) as handle:
+            for index in sorted(by_file[name], key=lambda i: refs.offsets[i]):
+                handle.seek(int(refs.offsets[index]))
+                start, end = batch.offsets[index], batch.offsets[index + 1]
+                batch.tokens[start:end] = np.frombuffer(handle.read(int(end - start) * np_dtype.itemsize), np_dtype)
+    return batch
 
 
 @dataclass(frozen=True)
@@ -114,9 +160,9 @@ class CollectSizes(beam.CombineFn):
     def create_accumulator(self):
         return [], []
 
-    def add_input(self, accumulator, batch: EncodedBatch):
+    def add_input(self, accumulator, batch: TokenRefs):
         accumulator[0].append(batch.hashes)
-        accumulator[1].append(batch.documents.lengths)
+        accumulator[1].append(batch.lengths)
         return accumulator
 
     def merge_accumulators(self, accumulators):
@@ -143,12 +189,19 @@ def split_table(table: pa.Table, rows: int) -> Iterator[tuple[list, list]]:
         yield part.column("doc_id").to_pylist(), part.column("text").to_pylist()
 
 
-@beam.typehints.with_output_types(EncodedBatch, rejects=dict)
+@beam.typehints.with_output_types(TokenRefs, rejects=dict)
 class EncodeDocuments(beam.DoFn):
-    """Encodes batches of (doc_ids, texts); the tokenizer is loaded once per worker in setup()."""
+    """Encodes batches of (doc_ids, texts) into the bundle's token file in the work folder; yields their TokenRefs.
+    The tokenizer is loaded once per worker in setup()."""
 
-    def __init__(self, tokenizer_path: str, engine: str):
-        self.tokenizer_path, self.engine = tokenizer_path, engine
+    def __init__(self, tokenizer_path: str, engine: str, work: str):
+        self.tokenizer_path, self.engine, self.work = tokenizer_path, engine, work
+
+    def start_bundle(self):
+        self.writer = TokenWriter(self.work)
+
+    def finish_bundle(self):
+        self.writer.close()
 
     def setup(self):
         self.encoder = Encoder(storage.read_bytes(self.tokenizer_path), engine=self.engine)
@@ -201,10 +254,10 @@ class EncodeDocuments(beam.DoFn):
         self.counters["tokens.encoded"].inc(int(documents.tokens.size))
         self.progress.add(docs=len(texts), tokens=int(documents.tokens.size))
         hashes = np.fromiter((doc_hash(d) for d in doc_ids), dtype=np.uint64, count=len(doc_ids))
-        yield EncodedBatch(doc_ids, hashes, documents)
+        yield self.writer.add(doc_ids, hashes, documents)
 
 
-def split_by_shard(batch: EncodedBatch, plan: ShardPlan) -> Iterator[tuple[str, EncodedBatch]]:
+def split_by_shard(batch: TokenRefs, plan: ShardPlan) -> Iterator[tuple[str, TokenRefs]]:
     positions = plan.locate(batch.hashes)
     for position in np.unique(positions):
         yield plan.names[int(position)], batch.take(np.flatnonzero(positions == position))
@@ -222,60 +275,65 @@ def _upload(local: Path, destination: str) -> None:
         shutil.copyfileobj(source, target, 1 << 24)
 
 
-def write_shard_file(path: str, batch: EncodedBatch, dtype: str, eot_id: int) -> shard_format.ShardStats:
+def write_shard_file(path: str, doc_ids: list[str], documents: shard_format.TokenBatch, dtype: str,
+                     eot_id: int) -> shard_format.ShardStats:
     """One shard written whole under its final name (directly on local disk, through a temp file elsewhere)."""
     if _is_local(path):
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            return shard_format.write_shard_batch(path, batch.documents, batch.doc_ids, dtype, eot_id=eot_id)
+            return shard_format.write_shard_batch(path, documents, doc_ids, dtype, eot_id=eot_id)
         except Exception as error:
             storage.discard(path)  # a shard cut short by a full disk is no shard
             storage.raise_if_refused(error, path)
             raise
     with tempfile.TemporaryDirectory(prefix="webtext-shard-") as temp:
         local = Path(temp) / os.path.basename(path)
-        stats = shard_format.write_shard_batch(local, batch.documents, batch.doc_ids, dtype, eot_id=eot_id)
+        stats = shard_format.write_shard_batch(local, documents, doc_ids, dtype, eot_id=eot_id)
         _upload(local, path)
     return stats
 
 
-def order_and_dedupe(batch: EncodedBatch) -> tuple[EncodedBatch, list[int]]:
-    """Documents sorted by (hash, doc_id); of several with one doc_id the one with the smallest tokens stays.
+def order_and_dedupe(refs: TokenRefs, folder: str, dtype: str) -> tuple[TokenRefs, list[int]]:
+    """Documents sorted by (hash, doc_id); of several with one doc_id the one with the smallest tokens stays (only
+    those documents' tokens are read to decide).
 
-    Returns the ordered batch and the indices (in `batch`) of the dropped duplicates.
+    Returns the ordered refs and the indices (in `refs`) of the dropped duplicates.
     """
-    order = sorted(range(len(batch)), key=lambda i: (int(batch.hashes[i]), batch.doc_ids[i]))
+    order = sorted(range(len(refs)), key=lambda i: (int(refs.hashes[i]), refs.doc_ids[i]))
     kept, dropped = [], []
     run_start = 0
     for position in range(1, len(order) + 1):
-        if position < len(order) and batch.doc_ids[order[position]] == batch.doc_ids[order[run_start]]:
+        if position < len(order) and refs.doc_ids[order[position]] == refs.doc_ids[order[run_start]]:
             continue
         run = order[run_start:position]
         if len(run) > 1:
-            run = sorted(run, key=lambda i: batch.documents.document(i).tobytes())
+            tokens = read_tokens(folder, refs.take(run), dtype)
+            run = [index for _, index in sorted(zip(range(len(run)), run),
+                                                key=lambda pair: tokens.document(pair[0]).tobytes())]
         kept.append(run[0])
         dropped.extend(run[1:])
         run_start = position
-    return batch.take(kept), dropped
+    return refs.take(kept), dropped
 
 
 @beam.typehints.with_output_types(dict, rejects=dict)
 class WriteShard(beam.DoFn):
     """Writes the documents grouped under one shard name; yields the shard's manifest entry."""
 
-    def __init__(self, directory: str, dtype: str, eot_id: int):
-        self.directory, self.dtype, self.eot_id = directory, dtype, eot_id
+    def __init__(self, directory: str, work: str, dtype: str, eot_id: int):
+        self.directory, self.work, self.dtype, self.eot_id = directory, work, dtype, eot_id
 
-    def process(self, element: tuple[str, Iterable[EncodedBatch]], plan: ShardPlan):
+    def process(self, element: tuple[str, Iterable[TokenRefs]], plan: ShardPlan):
         name, pieces = element
-        merged = EncodedBatch.concat(pieces)
-        batch, dropped = order_and_dedupe(merged)
+        merged = TokenRefs.concat(pieces)
+        refs, dropped = order_and_dedupe(merged, self.work, self.dtype)
+        batch = read_tokens(self.work, refs, self.dtype)
         for index in dropped:  # counted as reject.duplicate_doc_id by CountRejects
             yield beam.pvalue.TaggedOutput("rejects", layout.reject(
                 NAME, "duplicate_doc_id", f"another document with this doc_id is in {name}",
                 item_id=merged.doc_ids[index]))
         split = plan.splits[plan.names.index(name)]
-        stats = write_shard_file(storage.join(self.directory, name), batch, self.dtype, self.eot_id)
+        stats = write_shard_file(storage.join(self.directory, name), refs.doc_ids, batch, self.dtype, self.eot_id)
         Metrics.counter(NAME, f"shards.{split}").inc()
         Metrics.counter(NAME, f"docs.{split}").inc(stats.documents)
         Metrics.counter(NAME, f"tokens.{split}").inc(stats.tokens)
@@ -319,15 +377,17 @@ class ShardJob:
     tokenizer: TokenizerInfo
     val_fraction: float
     shard_tokens: int
+    work: str  # RUN/shards/_work: each encoding bundle's tokens until the shards are written
 
 
 def build_pipeline(p: beam.Pipeline, job: ShardJob) -> None:
     # No Reshuffle before encoding: the Parquet read already splits over files and row groups, and shuffling the
-    # raw text would move the whole corpus once more.
+    # raw text would move the whole corpus once more. Tokens go to files in the work folder as they are encoded; only
+    # their TokenRefs (ids, hashes, counts, locators) cross the shuffle to the shard writers, which read them back.
     encoded = (p
                | "ReadDocs" >> beam.io.ReadFromParquetBatched(job.pattern, columns=list(layout.TEXT_COLUMNS))
                | "SplitBatches" >> beam.FlatMap(split_table, ENCODE_BATCH_DOCS)
-               | "Encode" >> beam.ParDo(EncodeDocuments(job.tokenizer_path, job.tokenizer.engine))
+               | "Encode" >> beam.ParDo(EncodeDocuments(job.tokenizer_path, job.tokenizer.engine, job.work))
                .with_outputs("rejects", main="encoded"))
     plan = (encoded.encoded
             | "Sizes" >> beam.CombineGlobally(CollectSizes())
@@ -336,7 +396,8 @@ def build_pipeline(p: beam.Pipeline, job: ShardJob) -> None:
     written = (encoded.encoded
                | "Assign" >> beam.FlatMap(split_by_shard, plan=plan_view).with_output_types(tuple[str, Any])
                | "GroupShard" >> beam.GroupByKey()
-               | "WriteShard" >> beam.ParDo(WriteShard(job.output, job.tokenizer.dtype, job.tokenizer.eot_id),
+               | "WriteShard" >> beam.ParDo(WriteShard(job.output, job.work, job.tokenizer.dtype,
+                                                       job.tokenizer.eot_id),
                                             plan=plan_view).with_outputs("rejects", main="entries"))
     _ = (written.entries
          | "AllShards" >> beam.combiners.ToList()
@@ -456,8 +517,10 @@ def execute(ctx: StageContext) -> None:
     log.info("shards: %d documents from %s, vocabulary %d (eot %d, %s), encoding with %s",
              rows, source.pattern, tokenizer.vocab_size, tokenizer.eot_id, tokenizer.dtype, tokenizer.engine)
     job = ShardJob(source.pattern, tokenizer_path, ctx.run.path(layout.SHARDS), ctx.run.rejects(NAME), tokenizer,
-                   config["val_fraction"], config["shard_tokens"])
+                   config["val_fraction"], config["shard_tokens"], ctx.run.path(layout.SHARDS_WORK))
     ctx.run_pipeline(lambda p: build_pipeline(p, job))
+    ctx.run.clear(layout.SHARDS_WORK)
+    storage.delete([job.work])
     check_splits(ctx, rows)
     try:
         result = verify_shards(ctx.run)

@@ -229,6 +229,23 @@ def create_new(path: str, data: bytes) -> None:
             handle.write(data)
 
 
+@contextlib.contextmanager
+def open_write_atomic(path: str) -> Iterator:
+    """A stream for a file too large to build in memory: written under a unique temporary name, renamed on success."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    handle = FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED)
+    try:
+        yield handle
+    except BaseException:
+        handle.close()
+        FileSystems.delete([tmp])
+        raise
+    handle.close()
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
 def delete(paths: Iterable[str]) -> None:
     paths = [p for p in paths if FileSystems.exists(p)]
     if paths:

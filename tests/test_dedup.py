@@ -13,7 +13,7 @@ from webtext.dedup import decontam
 from webtext.dedup.components import UnionFind, clusters, star_clusters
 from webtext.dedup.lsh import Banding, band_keys, bucket_pairs, optimal_bands
 from webtext.dedup.minhash import MinHashConfig, MinHasher, estimated_jaccard, jaccard, shingle_hashes, shingles
-from webtext.dedup.sketch import sketch_documents
+from webtext.dedup.sketch import DocRef, decode_record, encode_record, sketch_documents
 from webtext.dedup.survivors import DocRank, pick_survivor
 from webtext.dedup.text import exact_hash, normalized_text, words
 
@@ -108,6 +108,18 @@ def test_sketch_documents_keeps_rank_and_hashes():
     assert np.array_equal(sketch.signature_array(), hasher.signature(sketch.shingle_array()))
 
 
+def test_sketch_record_round_trips_url_signature_and_shingles():
+    hasher = MinHasher()
+    text = "Ünïcode words, then plain ones: one two three four five six seven eight."
+    (sketch,) = sketch_documents([("d1", "https://例え.jp/ä?q=1", 3, text, words(text))], hasher)
+    record = decode_record(encode_record(sketch))
+    assert record.url == "https://例え.jp/ä?q=1"
+    assert np.array_equal(record.signature, sketch.signature_array())
+    assert np.array_equal(record.shingles, sketch.shingle_array())
+    ref = DocRef("d1", 3, len(text), "sketch-0", 128, len(encode_record(sketch)))
+    assert DocRef(*ref.to_tuple()) == ref and ref.sort_key() == sketch.rank.sort_key()
+
+
 # -- LSH -----------------------------------------------------------------------------------------------------------
 
 
@@ -136,13 +148,15 @@ def test_band_keys_differ_only_in_the_band_that_changed():
 
 def test_bucket_pairs_all_pairs_then_star():
     members = [DocRank(f"d{i}", score=i, length=10) for i in range(5)]
-    assert sorted(bucket_pairs(members, max_bucket_size=5)) == [
+    ids = lambda pairs: sorted((a.doc_id, b.doc_id) for a, b in pairs)  # noqa: E731
+    assert ids(bucket_pairs(members, max_bucket_size=5)) == [
         (f"d{i}", f"d{j}") for i in range(5) for j in range(i + 1, 5)]
-    star = sorted(bucket_pairs(members, max_bucket_size=4))  # the best (highest score) is d4
+    star = ids(bucket_pairs(members, max_bucket_size=4))  # the best (highest score) is d4
     assert star == [(f"d{i}", "d4") for i in range(4)]
     shuffled = list(members)
     random.Random(1).shuffle(shuffled)
-    assert sorted(bucket_pairs(shuffled, max_bucket_size=4)) == star
+    assert ids(bucket_pairs(shuffled, max_bucket_size=4)) == star
+    assert all(isinstance(member, DocRank) for pair in bucket_pairs(members, 4) for member in pair)
 
 
 # -- survivors and components ----------------------------------------------------------------------------------------

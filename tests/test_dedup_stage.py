@@ -221,6 +221,64 @@ def test_minimal_columns_from_elsewhere_and_threshold_flag(tmp_path, webtext_cli
     assert first_docs_schema(run) == schema
 
 
+def reference_survivors(rows: list[dict], threshold: float = 0.8) -> dict[str, str]:
+    """The dedup decisions computed in memory, without Beam, LSH or files: exact groups by normalised text, then every
+    pair of exact survivors compared by exact shingle Jaccard, clustered into components. doc_id -> its survivor."""
+    from webtext.dedup.components import clusters
+    from webtext.dedup.minhash import MinHasher, jaccard
+    from webtext.dedup.survivors import DocRank, pick_survivor
+    from webtext.dedup.text import exact_hash
+
+    hasher = MinHasher()
+    ranks = {r["doc_id"]: DocRank(r["doc_id"], r["score"], len(r["text"])) for r in rows}
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        if words(row["text"]):
+            groups.setdefault(exact_hash(words(row["text"])), []).append(row["doc_id"])
+    survivor_of = {r["doc_id"]: r["doc_id"] for r in rows}
+    exact_survivors = []
+    for members in groups.values():
+        best = pick_survivor([ranks[m] for m in members]).doc_id
+        exact_survivors.append(best)
+        survivor_of.update({m: best for m in members})
+    shingles = {d: hasher.shingle_hashes(words(next(r["text"] for r in rows if r["doc_id"] == d)))
+                for d in exact_survivors}
+    edges = [(ranks[a], ranks[b]) for i, a in enumerate(exact_survivors) for b in exact_survivors[i + 1:]
+             if jaccard(shingles[a], shingles[b]) >= threshold]
+    near_of = {m.doc_id: survivor.doc_id for survivor, members in clusters(edges) for m in members}
+    return {d: near_of.get(s, s) for d, s in survivor_of.items()}
+
+
+@pytest.mark.slow
+def test_survivors_equal_an_in_memory_reference(tmp_path, webtext_cli):
+    """Payloads stay in files (sketch records, survivor work files) and only small records are shuffled; the decisions
+    and the surviving rows must still be exactly those of a plain in-memory computation."""
+    rows, _ = planted_corpus()
+    rng = random.Random(99)
+    for i in range(30):
+        source = rng.choice(rows)
+        if i % 3 == 0:
+            rows.append(doc(f"x{i}", source["text"].upper(), score=rng.randint(0, 20)))
+        elif source["text"].count(" ") > 100:
+            rows.append(doc(f"x{i}", edit(source["text"], [rng.randrange(100) for _ in range(2)]), rng.randint(0, 20)))
+        rows.append(doc(f"z{i}", text_of(rng, LATIN, rng.randint(50, 250)), score=rng.randint(0, 20)))
+    write_docs(tmp_path, rows, files=3)
+    assert webtext_cli("dedup", tmp_path, "--dedup-shards", "2", "--direct_num_workers=2") == 0
+    out = outputs(tmp_path)
+    expected = reference_survivors(rows)
+    kept = {d for d, s in expected.items() if d == s}
+    assert len(kept) < len(rows) - 15
+    assert sorted(r["doc_id"] for r in out["docs"]) == sorted(kept)
+    assert {r["item_id"]: r["detail"].split()[1] for r in out["rejects"]} == {
+        d: s for d, s in expected.items() if d != s}
+    by_id = {r["doc_id"]: r for r in rows}
+    assert all(r == by_id[r["doc_id"]] for r in out["docs"])
+    for path in sorted(tmp_path.glob(layout.DEDUP_DOCS_GLOB)):
+        ids = pq.read_table(path, columns=["doc_id"]).column("doc_id").to_pylist()
+        assert ids == sorted(ids) and all(sinks.shard_name("docs", sinks.stable_shard(d, 2), 2) == path.name for d in ids)
+    assert not Path(tmp_path, layout.DEDUP_WORK).exists()
+
+
 @pytest.mark.parametrize("clustering,removed", [("components", {"b", "c"}), ("star", {"b"})])
 def test_chains_make_one_component_but_separate_stars(tmp_path, webtext_cli, beam_args, clustering, removed):
     rng = random.Random(21)

@@ -167,6 +167,33 @@ def test_same_files_whatever_the_input_layout(run, tmp_path, shared_data):
     assert shard_bytes(other) == shard_bytes(run)
 
 
+def test_only_token_refs_cross_the_shuffle_and_the_tokens_come_back_from_the_work_files(tmp_path):
+    """Encoders append tokens to their own work files; shard writers read any subset back, in any order."""
+    folder = str(tmp_path / "work")
+    (tmp_path / "work").mkdir()
+    batches = [shard_format.TokenBatch.from_lengths(np.arange(n * 3, dtype=np.uint16) + n, np.full(3, n, np.int64))
+               for n in (1, 4, 2)]
+    refs = []
+    for start in (0, 2):  # two bundles: two files
+        writer = shards_stage.TokenWriter(folder)
+        for index in range(start, min(start + 2, len(batches))):
+            ids = [f"d{index}-{i}" for i in range(3)]
+            refs.append(writer.add(ids, np.arange(3, dtype=np.uint64), batches[index]))
+        writer.close()
+    assert {name for r in refs for name in r.files} == {p.name for p in (tmp_path / "work").iterdir()}
+    assert not hasattr(refs[0], "documents") and refs[0].lengths.tolist() == [1, 1, 1]
+    merged = shards_stage.TokenRefs.concat(refs)
+    order = [8, 0, 4, 3, 7]
+    back = shards_stage.read_tokens(folder, merged.take(order), "uint16")
+    every = shard_format.TokenBatch.concat(batches)
+    assert all(np.array_equal(back.document(i), every.document(j)) for i, j in enumerate(order))
+
+
+def test_the_work_folder_is_removed(run):
+    assert Path(run, layout.SHARDS, "_work") == Path(run, layout.SHARDS_WORK)
+    assert not Path(run, layout.SHARDS_WORK).exists()
+
+
 # -- the original GPT-2 vocabulary --------------------------------------------------------------------------------
 
 
