@@ -91,6 +91,8 @@ def bars(labels: list[str], values: list[int], xlabel: str, ylabel: str, log_y: 
     ax.set_ylabel(ylabel)
     if log_y:
         ax.set_yscale("log")
+    else:
+        ax.yaxis.get_major_locator().set_params(integer=True)
     ax.tick_params(axis="x", labelrotation=45 if len(labels) > 8 else 0)
     return svg(fig)
 
@@ -190,7 +192,7 @@ def domains_section(summary: dict) -> str:
     check = "<span class='good'>absent</span>" if not wikipedia else \
         f"<span class='bad'>present in {wikipedia:,} documents</span>"
     rho = domains["spearman_on_shared_domains"]
-    return (f"<p>{domains['corpus_domains']:,} domains in the corpus; {domains['overlap_with_webtext_top1000']:,} of "
+    return (f"<p>{domains['corpus_domains']:,} domain{'s' if domains['corpus_domains'] != 1 else ''} in the corpus; {domains['overlap_with_webtext_top1000']:,} of "
             f"them are among WebText's top 1,000 (holding {domains['documents_on_shared_domains']:,} documents); "
             f"Spearman rank correlation of document counts on those shared domains: "
             f"{'— (fewer than 3 shared, or no spread)' if rho is None else rho}. Wikipedia: {check}.</p>"
@@ -239,9 +241,12 @@ def provenance_section(summary: dict) -> str:
     stages = table(["stage", "wall time (s)", "finished (UTC)"],
                    [[esc(n), number(s["seconds"]), esc(s["finished"])] for n, s in info["stages"].items()], {1})
     versions = table(["package", "version"], [[esc(k), esc(v)] for k, v in info["versions_at_report_time"].items()])
-    config = esc(json.dumps(info["config"], indent=2, sort_keys=True)) if info["config"] else "(no config.toml)"
+    options = "".join(
+        f"<div><h4>[{esc(section)}]</h4>"
+        + table(["option", "value"], [[esc(k), f"<code>{esc(json.dumps(v))}</code>"] for k, v in sorted(values.items())])
+        + "</div>" for section, values in info["config"].items()) or "<p class='note'>No config.toml in this run.</p>"
     return (stages + f"<h3>Versions (of the environment that wrote this report, {esc(info['report_written'])})</h3>"
-            + versions + "<h3>Options of every stage (config.toml)</h3>" + f"<pre>{config}</pre>")
+            + versions + "<h3>Options of every stage (config.toml)</h3>" + f"<div class='grid'>{options}</div>")
 
 
 RENDERERS = {"funnel": funnel_section, "rejects": rejects_section, "distributions": distributions_section,
