@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -268,3 +269,43 @@ def test_report_page_in_headless_chromium(report_run, chromium, tmp_path):
     shot = tmp_path / "report.png"
     chromium.screenshot(session, shot)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+# -- a run on gs:// --------------------------------------------------------------------------------------------------
+
+COPY_THEN_STATS = """
+import sys
+from pathlib import Path
+from webtext.pipeline import storage
+from webtext.pipeline.cli import main
+
+local, remote, back = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+for path in sorted(p for p in local.rglob("*") if p.is_file() and p.name not in ("stats.json", "report.html")):
+    storage.write_bytes(f"{remote}/{path.relative_to(local).as_posix()}", path.read_bytes())
+code = main(["stats", remote])
+for name in ("stats.json", "report.html"):
+    (back / name).write_bytes(storage.read_bytes(f"{remote}/stats/{name}"))
+sys.exit(code)
+"""
+
+
+@pytest.mark.slow
+def test_report_of_a_run_on_gcs(tmp_path):
+    pytest.importorskip("google.cloud.storage", reason="needs the gcp extra (apache-beam[gcp])")
+    from tests.cloud_peers import google_env, isolated_env, metadata_server, public_names_resolved, storage_emulator
+
+    local = write_run(tmp_path / "run")
+    assert print_stats(local.root) == 0
+    back = tmp_path / "back"
+    back.mkdir()
+    with storage_emulator(tmp_path / "gcs") as emulator, metadata_server() as metadata:
+        env = isolated_env(tmp_path, **google_env(emulator, metadata))
+        done = subprocess.run([sys.executable, "-c", COPY_THEN_STATS, local.root, "gs://bucket/run", str(back)],
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert public_names_resolved(tmp_path) == []
+    ours, theirs = (json.loads(p.read_text()) for p in (Path(local.stats("stats.json")), back / "stats.json"))
+    for key in ("funnel", "rejects", "distributions", "fetch_status_codes", "duplicate_cluster_sizes", "domains",
+                "training"):
+        assert ours[key] == theirs[key], key
+    assert "gs://bucket/run" in (back / "report.html").read_text()
