@@ -7,17 +7,20 @@ import logging
 import random
 import sys
 import zlib
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import datetime, timezone
 from importlib import metadata, resources
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import tld
 
 from webtext.crawl.extract import quality
 
 from . import layout, storage
 from .layout import RunDir
+from .storage import StageError
 
 try:
     import tomllib
@@ -63,10 +66,9 @@ class Distribution:
         if not self.count:
             return {"count": 0}
         ordered = sorted(self.sample)
-        quantile = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+        quantiles = {f"p{q}": ordered[min(len(ordered) - 1, q * len(ordered) // 100)] for q in (10, 50, 90)}
         return {"count": self.count, "mean": round(self.total / self.count, 4), "min": self.low, "max": self.high,
-                "p10": quantile(0.1), "p50": quantile(0.5), "p90": quantile(0.9), "sampled": len(self.sample),
-                "sample": ordered}
+                **quantiles, "sampled": len(self.sample), "sample": ordered}
 
 
 def _in_join_sample(key: str, every: int) -> bool:
@@ -171,8 +173,6 @@ def collect_training(run: RunDir) -> dict[str, list[dict]]:
 def registered_name(host: str | None) -> str:
     """A host as WebText's domain list names it: the registrable label without its public suffix (news.bbc.co.uk ->
     bbc); hosts with no public suffix (IP addresses, localhost) stay whole."""
-    import tld
-
     if not host:
         return "(none)"
     parsed = tld.get_tld(host, fix_protocol=True, as_object=True, fail_silently=True)
@@ -197,8 +197,6 @@ def _ranks(values: list[float]) -> list[float]:
 def spearman(a: list[float], b: list[float]) -> float | None:
     if len(a) < 3:
         return None
-    import numpy as np
-
     ra, rb = np.array(_ranks(a)), np.array(_ranks(b))
     if ra.std() == 0 or rb.std() == 0:
         return None
@@ -232,7 +230,10 @@ def funnel(stages: dict, rejects: dict, fetch_reasons: Counter, manifest: dict |
     filtered = {r: c for r, c in crawl_rejects.items() if r in FILTER_REASONS}
     fetch = {r: c for r, c in crawl_rejects.items() if r in fetch_reasons and r not in filtered}
     extraction = {r: c for r, c in crawl_rejects.items() if r not in filtered and r not in fetch}
-    count = lambda stage, name: counters[stage].get(name) if stage in counters else None  # noqa: E731
+
+    def count(stage: str, name: str) -> int | None:
+        return counters[stage].get(name) if stage in counters else None
+
     fetched = count("crawl", "pages.fetched")
     steps = [
         ("submissions read", count("links", "submissions.read"), []),
@@ -284,6 +285,9 @@ def provenance(run: RunDir, stages: dict) -> dict:
 def collect(run: RunDir) -> dict:
     """The whole report as one dict; distributions carry their sample (dropped from stats.json)."""
     stages = _stage_stats(run)
+    if not stages and not storage.exists(run.path(layout.CONFIG)) and layout.find_documents(run) is None:
+        raise StageError(f"{run.root}: nothing to report (no stats/<stage>.json, no config.toml, no documents): "
+                         "is it a run directory?")
     rejects = {stage: collect_rejects(run, stage) for stage in layout.DATA_STAGES}
     fetches, join, fetch_reasons = collect_fetch_log(run)
     documents = collect_documents(run, join)

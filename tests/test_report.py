@@ -16,7 +16,7 @@ import pytest
 from webtext.pipeline import layout, storage
 from webtext.pipeline.layout import RunDir
 from webtext.pipeline.report import collect, print_stats, registered_name, spearman
-from webtext.pipeline.report_html import SECTIONS
+from webtext.pipeline.report_html import SECTIONS, render_html
 from webtext.train import shard_format
 
 HOSTS = ["www.nytimes.com", "news.bbc.co.uk", "github.com", "blog.example.org"]
@@ -144,9 +144,16 @@ def test_registered_names_and_rank_correlation():
 
 def test_missing_data_is_said_not_invented(tmp_path):
     run = write_run(tmp_path / "run", with_fetch_log=False)
-    page = __import__("webtext.pipeline.report_html", fromlist=["render_html"]).render_html(collect(run))
+    page = render_html(collect(run))
     assert "No fetch log in this run." in page
     assert page.count("Not recorded in this run.") == 2  # fetch time and extraction yield
+
+
+def test_a_folder_that_is_no_run_is_a_one_line_error(tmp_path, webtext_cli, capsys):
+    assert webtext_cli("stats", tmp_path / "no-run") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("webtext stats: error: ") and "nothing to report" in err and "Traceback" not in err
+    assert not (tmp_path / "no-run").exists()
 
 
 def test_terminal_summary_shows_each_counter_once(report_run, capsys):
