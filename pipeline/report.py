@@ -277,7 +277,8 @@ def provenance(run: RunDir, stages: dict) -> dict:
     config = tomllib.loads(storage.read_bytes(config_path).decode()) if storage.exists(config_path) else {}
     return {"config": config, "versions_at_report_time": versions(),
             "report_written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "stages": {name: {"seconds": info["seconds"], "finished": info["finished"]} for name, info in stages.items()}}
+            "stages": {name: {"seconds": info["seconds"], "finished": info["finished"]}
+                       for name, info in stages.items()}}
 
 
 # -- everything ------------------------------------------------------------------------------------------------------

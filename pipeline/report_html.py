@@ -192,7 +192,9 @@ def domains_section(summary: dict) -> str:
     check = "<span class='good'>absent</span>" if not wikipedia else \
         f"<span class='bad'>present in {wikipedia:,} documents</span>"
     rho = domains["spearman_on_shared_domains"]
-    return (f"<p>{domains['corpus_domains']:,} domain{'s' if domains['corpus_domains'] != 1 else ''} in the corpus; {domains['overlap_with_webtext_top1000']:,} of "
+    plural = "" if domains["corpus_domains"] == 1 else "s"
+    return (f"<p>{domains['corpus_domains']:,} domain{plural} in the corpus; "
+            f"{domains['overlap_with_webtext_top1000']:,} of "
             f"them are among WebText's top 1,000 (holding {domains['documents_on_shared_domains']:,} documents); "
             f"Spearman rank correlation of document counts on those shared domains: "
             f"{'— (fewer than 3 shared, or no spread)' if rho is None else rho}. Wikipedia: {check}.</p>"
@@ -243,7 +245,8 @@ def provenance_section(summary: dict) -> str:
     versions = table(["package", "version"], [[esc(k), esc(v)] for k, v in info["versions_at_report_time"].items()])
     options = "".join(
         f"<div><h4>[{esc(section)}]</h4>"
-        + table(["option", "value"], [[esc(k), f"<code>{esc(json.dumps(v))}</code>"] for k, v in sorted(values.items())])
+        + table(["option", "value"],
+                [[esc(k), f"<code>{esc(json.dumps(v))}</code>"] for k, v in sorted(values.items())])
         + "</div>" for section, values in info["config"].items()) or "<p class='note'>No config.toml in this run.</p>"
     return (stages + f"<h3>Versions (of the environment that wrote this report, {esc(info['report_written'])})</h3>"
             + versions + "<h3>Options of every stage (config.toml)</h3>" + f"<div class='grid'>{options}</div>")

@@ -1,4 +1,4 @@
-"""`webtext stats RUN`: report.html (checked in headless Chromium), stats.json and the terminal summary of a small run."""
+"""`webtext stats RUN` on a small run: report.html (checked in headless Chromium), stats.json, the terminal summary."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,8 @@ import pytest
 
 from webtext.pipeline import layout, storage
 from webtext.pipeline.layout import RunDir
-from webtext.pipeline.report import collect, print_stats, registered_name, spearman
-from webtext.pipeline.report_html import SECTIONS, render_html
+from webtext.pipeline.report import collect, compare_domains, print_stats, registered_name, spearman
+from webtext.pipeline.report_html import SECTIONS, domains_section, render_html
 from webtext.train import shard_format
 
 HOSTS = ["www.nytimes.com", "news.bbc.co.uk", "github.com", "blog.example.org"]
@@ -140,6 +141,8 @@ def test_registered_names_and_rank_correlation():
     assert registered_name("127.0.0.1") == "127.0.0.1"
     assert spearman([3, 2, 1], [30, 20, 10]) == 1.0 and spearman([1, 2, 3], [30, 20, 10]) == -1.0
     assert spearman([1, 2], [1, 2]) is None
+    leaked = compare_domains(Counter({"bbc": 5, "wikipedia": 2}))
+    assert leaked["wikipedia_documents"] == 2 and "present in 2 documents" in domains_section({"domains": leaked})
 
 
 def test_missing_data_is_said_not_invented(tmp_path):
