@@ -210,15 +210,20 @@ def decontamination_section(summary: dict) -> str:
     if not report.get("eval_sets"):
         return f"<p>No eval set was given to the dedup stage (--eval-set NAME=PATH), so none was measured. " \
                f"({report['ngram']}-grams, {esc(report['normalisation'])}.)</p>"
-    rows = []
+    rows, tops = [], []
     for name, entry in report["eval_sets"].items():
         rows.append([esc(name), number(entry.get("ngrams")), number(entry.get("ngrams_in_corpus")),
                      number(entry.get("share_in_corpus")), number(entry.get("documents_with_overlap")),
+                     number(entry.get("documents_over_threshold")), number(entry.get("documents_dropped")),
                      number(entry.get("share_after_decontamination"))])
-    return (f"<p>{report['ngram']}-gram overlap; threshold {report['contamination_threshold']}; "
-            f"decontaminate: {report['decontaminate']}.</p>"
-            + table(["eval set", "n-grams", "found in corpus", "share", "documents with overlap",
-                     "share after decontamination"], rows, {1, 2, 3, 4, 5}))
+        tops += [[esc(name), esc(doc.get("url")), number(doc.get("overlap")), number(doc.get("matched")),
+                  "yes" if doc.get("dropped") else "no"] for doc in entry.get("top_documents", [])[:5]]
+    return (f"<p>{report['ngram']}-gram overlap ({esc(report['overlap'])}); contamination threshold "
+            f"{report['contamination_threshold']}; documents over it removed: {report['decontaminate']}.</p>"
+            + table(["eval set", "its n-grams", "found in corpus", "share", "documents with overlap",
+                     "over threshold", "dropped", "share after decontamination"], rows, {1, 2, 3, 4, 5, 6, 7})
+            + ("<h3>Most contaminated documents</h3>"
+               + table(["eval set", "URL", "overlap", "n-grams matched", "dropped"], tops, {2, 3}) if tops else ""))
 
 
 def training_section(summary: dict) -> str:

@@ -1,6 +1,8 @@
 """The terminal summary of `webtext stats`: the funnel, then one table of counters per stage (each counter once)."""
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
@@ -32,7 +34,7 @@ def stage_table(name: str, info: dict) -> Table:
 
 
 def print_summary(summary: dict, console: Console | None = None) -> None:
-    console = console or Console(width=120)
+    console = console or Console(width=None if sys.stdout.isatty() else 120)  # a log file gets the wide tables
     console.print(funnel_table(summary))
     for name, info in summary["stages"].items():
         console.print(stage_table(name, info))

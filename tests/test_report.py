@@ -81,6 +81,15 @@ def write_run(root: Path, with_fetch_log: bool = True) -> RunDir:
     run.write_json({"format": "webtext-shards", "version": 1, "shards": [
         {"name": "train-00000.arrow", "split": "train", "documents": stats.documents, "tokens": stats.tokens,
          "sha256": stats.sha256}]}, layout.SHARDS_MANIFEST)
+    run.write_json({"ngram": 8, "normalisation": "NFKC", "decontaminate": True, "contamination_threshold": 0.1,
+                    "overlap": "share of a document's distinct n-grams found in the eval set",
+                    "eval_sets": {"lambada": {"ngrams": 1000, "ngrams_in_corpus": 40, "share_in_corpus": 0.04,
+                                              "share_after_decontamination": 0.0, "documents_with_overlap": 2,
+                                              "documents_over_threshold": 1, "documents_dropped": 1,
+                                              "top_documents": [{"doc_id": "d9", "url": "https://leak.example.com/",
+                                                                 "ngrams": 50, "matched": 40, "overlap": 0.8,
+                                                                 "dropped": True}]}}},
+                   layout.STATS, "contamination.json")
     storage.write_bytes(run.path(layout.CONFIG), b'[links]\nmin_karma = 3\n\n[crawl]\nhost_delay = 1.0\n')
     train_log = [{"step": s, "loss": 8 - s / 10, "lr": 3e-4, "tokens_per_s": 500.0, "tokens": 256 * s}
                  | ({"val_loss": 8 - s / 12} if s % 5 == 0 else {}) for s in range(1, 11)]
@@ -131,6 +140,7 @@ def test_distributions_domains_and_training_in_stats(report_run):
     assert [d for d, _ in domains["corpus_top"]] == ["nytimes", "bbc", "github", "example"]
     assert domains["overlap_with_webtext_top1000"] == 3 and domains["wikipedia_documents"] == 0
     assert domains["webtext_top"][0] == ["google", 1542261]
+    assert stats["contamination"]["eval_sets"]["lambada"]["documents_dropped"] == 1
     assert stats["training"]["tiny"][-1]["step"] == 10
     assert stats["provenance"]["config"]["links"]["min_karma"] == 3
     assert stats["provenance"]["stages"]["crawl"]["seconds"] == 1.5
@@ -276,6 +286,8 @@ def test_report_page_in_headless_chromium(report_run, chromium, tmp_path):
     broken = chromium.evaluate(session, "Array.from(document.querySelectorAll('a[href^=\"#\"]'))"
                                         ".filter(a => !document.getElementById(a.hash.slice(1))).map(a => a.hash)")
     assert broken == []  # every reason in the funnel links to its row in the rejects section
+    contamination = chromium.evaluate(session, "document.querySelector('#decontamination').innerText")
+    assert "lambada" in contamination and "https://leak.example.com/" in contamination
     shot = tmp_path / "report.png"
     chromium.screenshot(session, shot)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
