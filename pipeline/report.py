@@ -124,21 +124,24 @@ def collect_fetch_log(run: RunDir) -> tuple[dict, dict, Counter]:
 def collect_documents(run: RunDir, join: dict) -> dict:
     """Distributions of the crawl's documents (yield: text bytes / bytes received) and of the final corpus."""
     dists = {name: Distribution() for name in ("words", "language_score", "score", "extraction_yield")}
-    for batch in storage.iter_batches(run.files(layout.DOCS_GLOB), ["url_key", "text"]):
-        for key, text in zip(batch.column("url_key").to_pylist(), batch.column("text").to_pylist()):
+    crawled = run.files(layout.DOCS_GLOB) if join["bytes"] else []  # without a fetch log there is nothing to join
+    for batch in storage.iter_batches(crawled, ["url_key", "text"]):
+        text_bytes = pc.binary_length(batch.column("text")).to_pylist()
+        for key, size in zip(batch.column("url_key").to_pylist(), text_bytes):
             html_bytes = join["bytes"].get(key) if key and _in_join_sample(key, join["every"]) else None
-            if html_bytes and text is not None:
-                dists["extraction_yield"].add([len(text.encode()) / html_bytes])
-    domains: Counter = Counter()
+            if html_bytes and size is not None:
+                dists["extraction_yield"].add([size / html_bytes])
+    domains: Counter | None = None  # stays None for documents without a domain column
     source = layout.find_documents(run)
     if source is not None:
-        wanted = ["n_words", "language_score", "score", "domain", "url"]
+        wanted = ["n_words", "language_score", "score", "domain"]
         names = set(layout.check_documents(source.files, [])[0].names)
         for batch in storage.iter_batches(source.files, [c for c in wanted if c in names]):
             for column, name in (("n_words", "words"), ("language_score", "language_score"), ("score", "score")):
                 if column in names:
                     dists[name].add(batch.column(column).to_pylist())
             if "domain" in names:
+                domains = domains if domains is not None else Counter()
                 domains.update(registered_name(d) for d in batch.column("domain").to_pylist())
     return {"dists": dists, "domains": domains, "source": source.stage if source else None}
 
@@ -311,7 +314,7 @@ def collect(run: RunDir) -> dict:
         "fetch_status_codes": fetches["statuses"],
         "duplicate_cluster_sizes": collect_cluster_sizes(run),
         "lsh": json.loads(storage.read_bytes(lsh_path)) if storage.exists(lsh_path) else None,
-        "domains": compare_domains(documents["domains"]),
+        "domains": None if documents["domains"] is None else compare_domains(documents["domains"]),
         "contamination": json.loads(storage.read_bytes(contamination_path))
         if storage.exists(contamination_path) else None,
         "training": collect_training(run),

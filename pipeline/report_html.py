@@ -8,13 +8,13 @@ import json
 SECTIONS = (("funnel", "Funnel"), ("rejects", "Rejects by stage and reason"), ("distributions", "Distributions"),
             ("domains", "Domains"), ("decontamination", "Decontamination"), ("training", "Training"),
             ("provenance", "Provenance"))
-DISTRIBUTIONS = {  # name in stats.json -> (title, x label, log-scale y)
-    "document_words": ("Document length (words)", "words", False),
-    "document_tokens": ("Tokens per document (shards)", "tokens", False),
-    "language_score": ("Language score", "py3langid probability", False),
-    "reddit_score": ("Karma (Reddit score of the link)", "score", True),
-    "fetch_seconds": ("Fetch time", "seconds", True),
-    "extraction_yield": ("Extraction yield", "text bytes / bytes received", False),
+DISTRIBUTIONS = {  # name in stats.json -> (title, x label, what is counted, log-scale y)
+    "document_words": ("Document length (words)", "words", "documents", False),
+    "document_tokens": ("Tokens per document (shards)", "tokens", "documents", False),
+    "language_score": ("Language score", "py3langid probability", "documents", False),
+    "reddit_score": ("Karma (Reddit score of the link)", "score", "documents", True),
+    "fetch_seconds": ("Fetch time", "seconds", "fetches", True),
+    "extraction_yield": ("Extraction yield", "text bytes / bytes received", "pages", False),
 }
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:72em;margin:2em auto;padding:0 1em;color:#222}
@@ -74,11 +74,11 @@ def plot_block(title: str, body: str) -> str:
     return f"<div class='plot'><h3>{esc(title)}</h3>{body}</div>"
 
 
-def histogram(dist: dict, xlabel: str, log_y: bool) -> str:
+def histogram(dist: dict, xlabel: str, ylabel: str, log_y: bool) -> str:
     fig, ax = _figure()
     ax.hist(dist["sample"], bins=40, color="#4C72B0")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("documents" if dist["sampled"] == dist["count"] else "documents (sample)")
+    ax.set_ylabel(ylabel if dist["sampled"] == dist["count"] else f"{ylabel} (sample)")
     if log_y:
         ax.set_yscale("log")
     return svg(fig)
@@ -158,7 +158,7 @@ def rejects_section(summary: dict) -> str:
 
 def distributions_section(summary: dict) -> str:
     plots = []
-    for name, (title, xlabel, log_y) in DISTRIBUTIONS.items():
+    for name, (title, xlabel, ylabel, log_y) in DISTRIBUTIONS.items():
         dist = summary["distributions"][name]
         if not dist["count"]:
             plots.append(plot_block(title, "<p class='note'>Not recorded in this run.</p>"))
@@ -167,7 +167,7 @@ def distributions_section(summary: dict) -> str:
                f"p10 {number(dist['p10'])}, p90 {number(dist['p90'])}, mean {number(dist['mean'])}" + \
                ("" if dist["sampled"] == dist["count"] else f"; plotted from a uniform sample of {dist['sampled']:,}") \
                + "</p>"
-        plots.append(plot_block(title, histogram(dist, xlabel, log_y) + note))
+        plots.append(plot_block(title, histogram(dist, xlabel, ylabel, log_y) + note))
     statuses = summary["fetch_status_codes"]
     plots.append(plot_block("Fetch status codes", bars(list(statuses), list(statuses.values()), "HTTP status",
                                                        "fetches", log_y=True) if statuses else
@@ -184,6 +184,8 @@ def distributions_section(summary: dict) -> str:
 
 def domains_section(summary: dict) -> str:
     domains = summary["domains"]
+    if domains is None:
+        return "<p class='note'>The documents have no domain column (or there are no documents).</p>"
     ours, theirs = domains["corpus_top"], domains["webtext_top"]
     rows = [[str(i + 1), esc(ours[i][0]) if i < len(ours) else "", number(ours[i][1]) if i < len(ours) else "",
              esc(theirs[i][0]) if i < len(theirs) else "", number(theirs[i][1]) if i < len(theirs) else ""]

@@ -162,6 +162,16 @@ def test_missing_data_is_said_not_invented(tmp_path):
     assert page.count("Not recorded in this run.") == 2  # fetch time and extraction yield
 
 
+def test_a_corpus_placed_by_hand_is_reported_with_what_it_has(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    storage.write_parquet_rows(run.path(layout.DOCS, "corpus.parquet"), [{"doc_id": "a", "text": "some words"}],
+                               pa.schema([("doc_id", pa.string()), ("text", pa.string())]))
+    assert print_stats(run.root) == 0
+    page = Path(run.stats("report.html")).read_text()
+    assert page.count("Not recorded in this run.") == len(SECTIONS) - 1  # every histogram: no column, no shards
+    assert "The documents have no domain column" in page
+
+
 def test_a_folder_that_is_no_run_is_a_one_line_error(tmp_path, webtext_cli, capsys):
     assert webtext_cli("stats", tmp_path / "no-run") == 2
     err = capsys.readouterr().err
