@@ -122,7 +122,8 @@ def build_parser(stages: dict) -> argparse.ArgumentParser:
                                help="generate the offline sample (Reddit dumps and a loopback web) and build it into RUN")
     _common_arguments(demo)
     demo.add_argument("--submissions", type=int, default=400, help="submissions in the generated dump (default: 400)")
-    stats = commands.add_parser("stats", help="summarise a run: counts per stage, rejects by reason", allow_abbrev=False)
+    stats = commands.add_parser("stats", allow_abbrev=False, help="summarise a run: the funnel and a table per stage; "
+                                "writes RUN/stats/stats.json and RUN/stats/report.html")
     stats.add_argument("run", metavar="RUN")
     stats.add_argument("--log-level", default="WARNING")
     for name in layout.TRAIN_COMMANDS:
@@ -195,6 +196,9 @@ def run_command(args: argparse.Namespace, stages: dict, beam_args: list[str]) ->
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "run", "config", "force", "log_level")}
     names = list(stages) if args.command == "build" else [args.command]
     run_stages(names, stages, args.run, file_config, flags, beam_args, args.force)
+    if args.command == "build":
+        from .report import print_stats
+        return print_stats(args.run)  # the build ends with its report, as the demo does
     return 0
 
 

@@ -176,8 +176,9 @@ def test_the_demo_corpus_on_gcs_equals_the_local_build(cloud, built):
         stats = cloud.webtext("stats", run)
         assert stats.returncode == 0 and f"written: {run}/stats/stats.json" in stats.stdout, stats.stderr[-3000:]
     summary = json.loads(cloud.read(f"{GS_RUN}/stats/stats.json"))
-    assert summary["outputs"] == json.loads((local / "stats" / "stats.json").read_text())["outputs"]
-    assert summary["outputs"]["links"] > 50 and summary["outputs"]["train_tokens"] > 10_000
+    assert summary["funnel"] == json.loads((local / "stats" / "stats.json").read_text())["funnel"]
+    funnel = {row["step"]: row for row in summary["funnel"]}
+    assert funnel["qualifying links"]["count"] > 50 and funnel["documents in shards"]["tokens"] > 10_000
     verify = cloud.webtext("shards", GS_RUN, "--verify")
     assert verify.returncode == 0 and "shards verified" in verify.stdout, verify.stderr[-3000:]
     assert public_names_resolved(cloud.root) == []

@@ -35,7 +35,9 @@ def test_demo_builds_every_stage_and_trains(tmp_path, webtext_cli, capfd):
     log = [json.loads(line) for line in Path(run, layout.TRAINING, "demo", "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 20 and log[-1]["loss"] < log[0]["loss"]
     summary = json.loads(Path(run, layout.STATS, "stats.json").read_text())
-    assert summary["outputs"]["links"] == links and summary["stages"]["crawl"]["rejects"]
+    funnel = {row["step"]: row["count"] for row in summary["funnel"]}
+    assert funnel["qualifying links"] == links and funnel["dedup survivors"] == survivors
+    assert summary["rejects"]["crawl"]
     assert Path(run, layout.STATS, "report.html").read_text().startswith("<!doctype html>")
     out, err = capfd.readouterr()  # the worker processes' output too
     assert "rejected self-post" in out

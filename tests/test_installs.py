@@ -134,7 +134,7 @@ def test_the_wheel_of_an_editable_and_of_a_plain_install(tmp_path):
     built = Path(dataflow.staging_args(["--runner", "DataflowRunner"])[0].split("=", 1)[1])
     names, requires = wheel_metadata(built)
     assert {"webtext/pipeline/cli.py", "webtext/crawl/reddit/data/blocked_domains.txt",
-            "webtext/train/model.py"} <= names
+            "webtext/pipeline/data/webtext_domains.txt", "webtext/train/model.py"} <= names
     assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "build/"))]
     assert [r for r in requires if r.startswith("torch")] == ['torch>=2.4; extra == "train"']
     assert any(r.startswith("apache-beam") and "extra" not in r for r in requires)
