@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_crawl_resume import archived_pages
+from tests.test_crawl_resume import journal_at_kill
 from tests.test_crawl_stage import SAMPLE_OPTIONS, outcomes
 from tests.testweb import write_links
 from webtext.pipeline import layout
@@ -88,14 +88,14 @@ def test_sigterm_to_its_process_group_stops_a_crawl_that_then_resumes(tmp_path, 
         write_links(run, sample.urls)
         slow = ["--host-delay", "2", *SAMPLE_OPTIONS[2:]]
         crawl = start_stage(["crawl", run, *slow, *LOCAL_RUNNER])
-        wait_until(lambda: len(archived_pages(run)) >= 4, crawl, "archived pages")
+        wait_until(lambda: len(journal_at_kill(Path(run))) >= 4, crawl, "finished links")
 
         stderr = stop_and_collect(crawl, lambda: os.killpg(crawl.pid, signal.SIGTERM))  # as Airflow kills a task
         assert crawl.returncode == 128 + signal.SIGTERM
         assert "webtext crawl: stopped by SIGTERM during crawl" in stderr
         assert "Traceback" not in stderr  # workers ending with their group are expected, not reported as errors
         assert not Path(layout.RunDir(str(run)).success_path("crawl")).exists()
-        assert len(archived_pages(run)) < len(sample.pages)
+        assert len(journal_at_kill(Path(run))) < len(sample.urls)
 
         assert webtext_cli("crawl", run, *SAMPLE_OPTIONS, "--runner=FnApiRunner") == 0
         assert outcomes(run)[2] == {page.url: page.expect for page in sample.pages}
