@@ -223,6 +223,7 @@ def main() -> None:
 
     run = Path(args.workdir or tempfile.mkdtemp(prefix="bench-dedup-quality-"))
     write_docs(Path(run, layout.DOCS), rows, files=4)
+    Path(run, layout.PLACED_DOCS).touch()  # a corpus made here, not by the crawl stage
     results = {mode: run_stage(run, args.threshold, mode) for mode in ("components", "star")}
     hasher = MinHasher()
     signatures = {d: hasher.signature(hasher.shingle_hashes(words(t))) for d, t in texts.items()}

@@ -148,6 +148,7 @@ def bench_stage(args) -> dict:
     run = workdir / "run"
     started = time.perf_counter()
     planted = make_corpus(Path(run, layout.DOCS), args.docs, args.seed, args.files)
+    Path(run, layout.PLACED_DOCS).touch()  # a corpus made here, not by the crawl stage
     print(f"generated {args.docs:,} documents ({planted['chars'] / 1e6:.0f} M characters) in "
           f"{time.perf_counter() - started:.0f}s: {planted}", flush=True)
     command = [str(REPO / ".venv" / "bin" / "webtext"), "dedup", str(run), "--force", "--runner=DirectRunner",

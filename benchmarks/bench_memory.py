@@ -59,6 +59,7 @@ def slope(xs: list[float], ys: list[float]) -> float | None:
 def measure(docs: int, workdir: Path, args) -> dict:
     run = workdir / f"run-{docs}"
     planted = make_corpus(Path(run, layout.DOCS), docs, args.seed, args.files)
+    Path(run, layout.PLACED_DOCS).touch()  # a corpus made here, not by the crawl stage
     log = workdir / f"run-{docs}.log"
     dedup = run_stage(run, log, ["dedup", str(run), "--force"], args.workers)
     counters = json.loads(Path(run, layout.STATS, "dedup.json").read_text())["counters"]

@@ -41,6 +41,7 @@ def write_corpus(run: Path, megabytes: float, files: int, data: Path) -> tuple[l
         part = documents[index::files]
         table = pa.table({"doc_id": [d for d, _ in part], "text": [t for _, t in part]})
         pq.write_table(table, folder / sinks.shard_name("docs", index, files), compression="zstd")
+    Path(run, layout.PLACED_DOCS).touch()  # a corpus made here, not by the crawl stage
     doc_ids, texts = [d for d, _ in documents], [t for _, t in documents]
     return doc_ids, texts, sum(len(t.encode("utf-8")) for t in texts)
 

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [{"doc_id": doc_id, "text": text} for doc_id, text in real_documents(args.data)]
     table = pa.Table.from_pylist(rows, schema=pa.schema([("doc_id", pa.string()), ("text", pa.string())]))
     pq.write_table(table, Path(args.run, layout.DOCS, sinks.shard_name("docs", 0, 1)))
+    Path(args.run, layout.PLACED_DOCS).touch()  # a corpus made here, not by the crawl stage
     if webtext(["tokenizer", str(args.run), "--from-gpt2", str(args.data / "gpt2-tokenizer")]) != 0:
         return 1
     if webtext(["shards", str(args.run), "--shard-tokens", "250000", "--val-fraction", "0.02"]) != 0:

@@ -13,7 +13,6 @@ import itertools
 import logging
 import math
 import pickle
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -235,22 +234,15 @@ class SketchWriter:
     """Appends the sketch records of one bundle to a file of its own in the work folder; hands out their DocRefs."""
 
     def __init__(self, folder: str):
-        self.folder, self.handle = folder, None
+        self.file = storage.AppendFile(folder, "sketch")
 
     def add(self, sketch: DocSketch) -> DocRef:
-        if self.handle is None:
-            self.name, self.offset = f"sketch-{uuid.uuid4().hex[:16]}", 0
-            self.handle = storage.open_write(storage.join(self.folder, self.name))
         record = encode_record(sketch)
-        self.handle.write(record)
-        ref = DocRef(sketch.doc_id, sketch.score, sketch.length, self.name, self.offset, len(record))
-        self.offset += len(record)
-        return ref
+        start = self.file.append(record)
+        return DocRef(sketch.doc_id, sketch.score, sketch.length, self.file.name, start, len(record))
 
     def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
+        self.file.close()
 
 
 class SketchReader:

@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -77,23 +76,16 @@ class TokenWriter:
     """Appends the tokens of one bundle's documents to a file of its own in the work folder."""
 
     def __init__(self, folder: str):
-        self.folder, self.handle = folder, None
+        self.file = storage.AppendFile(folder, "tokens")
 
     def add(self, doc_ids: list[str], hashes: np.ndarray, documents: shard_format.TokenBatch) -> TokenRefs:
-        if self.handle is None:
-            self.name, self.offset = f"tokens-{uuid.uuid4().hex}.bin", 0
-            self.handle = storage.open_write(storage.join(self.folder, self.name))
-        data = documents.tokens.tobytes()
-        self.handle.write(data)
-        offsets = self.offset + documents.offsets[:-1] * documents.tokens.itemsize
-        self.offset += len(data)
-        return TokenRefs(doc_ids, hashes, documents.lengths.astype(np.int64), [self.name] * len(doc_ids),
+        start = self.file.append(documents.tokens.tobytes())
+        offsets = start + documents.offsets[:-1] * documents.tokens.itemsize
+        return TokenRefs(doc_ids, hashes, documents.lengths.astype(np.int64), [self.file.name] * len(doc_ids),
                          offsets.astype(np.int64))
 
     def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
+        self.file.close()
 
 
 def read_tokens(folder: str, refs: TokenRefs, dtype: str) -> shard_format.TokenBatch:

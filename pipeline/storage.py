@@ -232,18 +232,55 @@ def create_new(path: str, data: bytes) -> None:
 @contextlib.contextmanager
 def open_write_atomic(path: str) -> Iterator:
     """A stream for a file too large to build in memory: written under a unique temporary name, renamed on success."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-    handle = FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED)
+    tmp = f"{path}{TEMP_INFIX}{uuid.uuid4().hex[:12]}"
     try:
-        yield handle
-    except BaseException:
+        handle = FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED)
+        try:
+            yield handle
+        except BaseException:
+            with contextlib.suppress(Exception):
+                handle.close()
+            raise
         handle.close()
-        FileSystems.delete([tmp])
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+        FileSystems.rename([tmp], [path])
+    except BaseException as error:
+        discard(tmp)
+        raise_if_refused(error, path)
         raise
-    handle.close()
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
+
+
+class AppendFile:
+    """A file of one worker's bundle that records are appended to (e.g. in a stage's work folder), created on the
+    first write under a unique name; `append` returns where each record starts. A refused write is a DiskError."""
+
+    def __init__(self, folder: str, prefix: str):
+        self.folder, self.prefix, self.handle = folder, prefix, None
+        self.name, self.offset = "", 0
+
+    def append(self, data: bytes) -> int:
+        if self.handle is None:
+            self.name, self.offset = f"{self.prefix}-{uuid.uuid4().hex[:16]}", 0
+        try:
+            if self.handle is None:
+                self.handle = FileSystems.create(join(self.folder, self.name),
+                                                 compression_type=CompressionTypes.UNCOMPRESSED)
+            self.handle.write(data)
+        except OSError as error:
+            raise_if_refused(error, join(self.folder, self.name))
+            raise
+        start, self.offset = self.offset, self.offset + len(data)
+        return start
+
+    def close(self) -> None:
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError as error:
+                raise_if_refused(error, join(self.folder, self.name))
+                raise
 
 
 def delete(paths: Iterable[str]) -> None:

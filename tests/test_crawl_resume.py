@@ -215,8 +215,8 @@ def test_a_crawl_killed_on_gcs_resumes_from_the_files_it_closed(web, uninterrupt
                             client_options={"api_endpoint": emulator.url}).bucket(emulator.bucket)
         local = tmp_path / "links-run"
         write_links(local, urls)
-        for path in sorted((local / layout.LINKS).glob("*.parquet")):
-            bucket.blob(f"run/{layout.LINKS}/{path.name}").upload_from_filename(path)
+        for path in [*sorted((local / layout.LINKS).glob("*.parquet")), local / layout.LINKS / layout.SUCCESS]:
+            bucket.blob(f"run/{layout.LINKS}/{path.name}").upload_from_filename(path)  # a finished links stage
         run = f"gs://{emulator.bucket}/run"
 
         killed = kill_crawl_after(run, sample, int(0.6 * sum(baseline_visits.values())), env=env, options=options)

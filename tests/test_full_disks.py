@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.disk_limits import run_on_full_disk, run_on_read_only, snapshot, temp_files
-from tests.tokenizer_corpus import write_docs
+from tests.tokenizer_corpus import place_docs
 from tests.train_support import make_run
 from webtext.pipeline import layout
 from webtext.pipeline.demo_dump import make_sample_dump
@@ -52,7 +52,7 @@ def docs_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("docs") / "run"
     rows = [{"doc_id": f"d{i}", "text": f"document {i} says something about {i % 7} things " * 20, "url": None}
             for i in range(300)]
-    write_docs(Path(run, layout.DOCS), rows)
+    place_docs(run, rows)
     assert webtext("tokenizer", run, "--vocab-size", "300").returncode == 0
     return run
 

@@ -63,7 +63,7 @@ def write_run(root: Path, with_fetch_log: bool = True) -> RunDir:
     run.write_json({"threshold": 0.8, "bands": 14, "rows": 9, "num_perm": 128,
                     "candidate_probability_at_jaccard": {"0.50": 0.027, "0.80": 0.867}}, layout.DEDUP, "lsh.json")
     for stage in ("links", "crawl", "dedup"):
-        run.write_success(stage, "fingerprint")
+        run.write_success(stage, "fingerprint", [])
     if with_fetch_log:
         log_rows = [dict.fromkeys(layout.FETCH_LOG_SCHEMA.names) | {
             "url": d["url"], "url_key": d["url_key"], "outcome": "page", "status": 200, "bytes": 4 * len(d["text"]),

@@ -49,6 +49,18 @@ class Holder:
         return (json.dumps({"pid": self.pid, "host": self.host, "started": self.started, "command": self.command})
                 + "\n").encode()
 
+    def gone(self) -> bool:
+        """True when the holder ran on this host and its process no longer exists (a killed writer's lock)."""
+        if self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, under another user
+            return False
+        return False
+
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host} since {self.started}" + (f" ({self.command})" if self.command else "")
 
