@@ -126,6 +126,8 @@ def build_parser(stages: dict) -> argparse.ArgumentParser:
                                 "writes RUN/stats/stats.json and RUN/stats/report.html")
     stats.add_argument("run", metavar="RUN")
     stats.add_argument("--log-level", default="WARNING")
+    from .corpus_inspect import add_inspect_parser
+    add_inspect_parser(commands)
     for name in layout.TRAIN_COMMANDS:
         commands.add_parser(name, add_help=False, help=f"(trainer) see `webtext {name} --help`")
     return parser
@@ -185,6 +187,9 @@ def run_command(args: argparse.Namespace, stages: dict, beam_args: list[str]) ->
     if args.command == "stats":
         from .report import print_stats
         return print_stats(args.run)
+    if args.command == "inspect":
+        from .corpus_inspect import inspect_command
+        return inspect_command(args)
     if args.command == "demo":
         from .demo import run_demo
         return run_demo(args.run, stages, submissions=args.submissions, beam_args=beam_args, force=args.force)

@@ -31,6 +31,7 @@ LINKS = "links"  # links-NNNNN-of-MMMMM.parquet
 LINKS_GLOB = "links/links-*.parquet"
 WARC = "crawl/warc"
 FETCH_LOG = "crawl/fetch-log"
+FETCH_LOG_GLOB = "crawl/fetch-log/*.parquet"
 FETCH_JOURNAL = "crawl/journal"  # a JSON line per finished link, written as the crawl goes: what a rerun resumes from
 FETCH_JOURNAL_GLOB = "crawl/journal/*.jsonl"
 DOCS = "docs"  # the crawl's documents (or a corpus placed there by hand, with PLACED_DOCS)
@@ -38,6 +39,7 @@ DOCS_GLOB = "docs/*.parquet"
 PLACED_DOCS = "docs/_PLACED"  # says RUN/docs holds a corpus made elsewhere, not a crawl's output
 DEDUP = "dedup"
 DEDUP_DOCS_GLOB = "dedup/docs-*.parquet"
+DEDUP_CLUSTERS_GLOB = "dedup/clusters-*.parquet"  # one row per member of each duplicate cluster, sorted by cluster_id
 DEDUP_WORK = "dedup/_work"  # Bloom filters, sketch records, n-gram hits, unmerged survivors; removed at dedup's end
 TOKENIZER = shard_format.RUN_TOKENIZER.parent.as_posix()
 TOKENIZER_JSON = shard_format.RUN_TOKENIZER.as_posix()
@@ -47,6 +49,7 @@ SHARDS_WORK = f"{SHARDS}/_work"  # each encoding bundle's tokens while the shard
 TRAINING = shard_format.RUN_TRAINING.as_posix()  # RUN/train/NAME, written by `webtext train`
 STATS = "stats"
 REJECTS = "rejects"
+REJECTS_GLOB = "rejects/{stage}/*.parquet"
 
 # The Parquet records of a run (stages may add columns to docs; these stay).
 LINKS_SCHEMA = pa.schema([
@@ -134,6 +137,14 @@ class RunDir:
 
     def rejects(self, stage: str) -> str:
         return self.path(REJECTS, stage)
+
+    def reject_files(self, stage: str) -> list[FileEntry]:
+        return self.files(REJECTS_GLOB.format(stage=stage))
+
+    def is_run(self) -> bool:
+        """Whether RUN holds what every run has: its config.toml, a stage's _SUCCESS, or documents."""
+        return (storage.exists(self.path(CONFIG)) or any(storage.exists(self.success_path(s)) for s in DATA_STAGES)
+                or bool(self.files(DOCS_GLOB)))
 
     def stats(self, name: str) -> str:
         return self.path(STATS, name)

@@ -3,7 +3,7 @@
 A field is an option when its metadata has "help": `min_karma: int = field(default=3, metadata={"help": "…"})` is the
 flag `--min-karma` and the TOML key `min_karma`. Optional metadata: "choices", "flag" (a flag other than --field-name),
 "type" (turns the string of a flag or TOML value into the field's value, e.g. a date into seconds), "min" and "max"
-(the range, inclusive). A value from a flag or a TOML file must be of the field's type (a TOML boolean for a bool, an
+(the range, inclusive), "required" (a flag that must be given). A value from a flag or a TOML file must be of the field's type (a TOML boolean for a bool, an
 integer for an int, a finite number for a float) and in its range; anything else is an OptionError naming the option.
 Libraries (crawl/, dedup/) declare their own config dataclasses this way without importing anything from here.
 """
@@ -53,6 +53,7 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     value_type: type | None = None  # the field's type, where `type` is a converter (a date into int seconds)
+    required: bool = False  # a flag that must be given (commands' flags; a stage's options all have defaults)
 
     @property
     def key(self) -> str:
@@ -60,6 +61,8 @@ class Option:
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"dest": self.key, "default": argparse.SUPPRESS, "help": self._help()}
+        if self.required:
+            kwargs["required"] = True
         if self.switch:
             kwargs["action"] = "store_true"
         else:
@@ -182,7 +185,7 @@ def option_for(field: dataclasses.Field, annotation: Any) -> Option:
     annotation = _unwrap_optional(annotation)
     origin = typing.get_origin(annotation)
     common = {"flag": flag, "help": meta["help"], "default": _default(field), "choices": meta.get("choices"),
-              "minimum": meta.get("min"), "maximum": meta.get("max")}
+              "minimum": meta.get("min"), "maximum": meta.get("max"), "required": meta.get("required", False)}
     if annotation is bool:
         return Option(**common, switch=True)
     if origin in (tuple, list, set, frozenset):

@@ -9,9 +9,10 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -344,3 +345,46 @@ def count_rows(files: Iterable[FileEntry]) -> int:
         with open_parquet(entry.path) as parquet:
             total += parquet.metadata.num_rows
     return total
+
+
+def _may_overlap(row_group: pq.RowGroupMetaData, column: int, low, high) -> bool:
+    """False only when the row group's statistics show that `column` holds no value in [low, high]."""
+    stats = row_group.column(column).statistics
+    if stats is None or not stats.has_min_max:
+        return True
+    try:
+        return stats.min <= high and low <= stats.max
+    except TypeError:  # statistics of another type than the values': no help
+        return True
+
+
+def scan_parquet(files: Iterable[FileEntry | str], columns: list[str] | None,
+                 keep: Callable[[pa.RecordBatch], pa.Array] | None = None, keep_columns: Iterable[str] = (),
+                 within: tuple[str, object, object] | None = None, batch_rows: int = 2048) -> Iterator[pa.RecordBatch]:
+    """The rows of every file that `keep` (a batch of `keep_columns` -> a boolean mask) accepts, as batches of the
+    `columns` each file has (None: all), streamed a row group at a time. A row group whose statistics show that
+    column `within[0]` holds no value from `within[1]` to `within[2]` is skipped unread, and one where no row passes
+    is read no further than `keep_columns`."""
+    for entry in files:
+        path = getattr(entry, "path", entry)
+        with open_parquet(path) as parquet:
+            names = parquet.schema_arrow.names
+            wanted = names if columns is None else [c for c in columns if c in names]
+            tested = [c for c in keep_columns if c in names]
+            bounded = names.index(within[0]) if within and within[0] in names else None
+            for group in range(parquet.num_row_groups):
+                if bounded is not None and not _may_overlap(parquet.metadata.row_group(group), bounded, *within[1:]):
+                    continue
+                if keep is None:
+                    yield from parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=wanted)
+                    continue
+                masks = [pc.fill_null(keep(batch), False)
+                         for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=tested)]
+                mask = pa.chunked_array(masks, pa.bool_()).combine_chunks()
+                if not pc.any(mask).as_py():
+                    continue
+                start = 0
+                for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=wanted):
+                    part, start = mask.slice(start, len(batch)), start + len(batch)
+                    if pc.any(part).as_py():
+                        yield batch.filter(part)
