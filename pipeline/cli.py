@@ -115,17 +115,24 @@ def build_parser(stages: dict) -> argparse.ArgumentParser:
             option.add_to(sub)
         for action in stage.actions:
             sub.add_argument(action.flag, dest=action.key, action="store_true", help=action.help)
-    build = commands.add_parser("build", help=f"run every data stage in order ({', '.join(stages)})", allow_abbrev=False)
+    build_help = f"run every data stage in order ({', '.join(stages)}), then `webtext stats`"
+    build = commands.add_parser("build", help=build_help, description=build_help, allow_abbrev=False)
     _common_arguments(build)
     _add_union_of_options(build, stages)
-    demo = commands.add_parser("demo", allow_abbrev=False,
-                               help="generate the offline sample (Reddit dumps and a loopback web) and build it into RUN")
+    demo_help = "generate the offline sample (Reddit dumps and a loopback web) and build it into RUN"
+    demo = commands.add_parser("demo", allow_abbrev=False, help=demo_help,
+                               description=f"{demo_help}, train a tiny GPT-2 on it and report; a rerun on the same "
+                                           "RUN skips what is up to date")
     _common_arguments(demo)
     demo.add_argument("--submissions", type=int, default=400, help="submissions in the generated dump (default: 400)")
-    stats = commands.add_parser("stats", allow_abbrev=False, help="summarise a run: the funnel and a table per stage; "
-                                "writes RUN/stats/stats.json and RUN/stats/report.html")
-    stats.add_argument("run", metavar="RUN")
-    stats.add_argument("--log-level", default="WARNING")
+    stats_help = "report on a run: the funnel and a table per stage"
+    stats = commands.add_parser(
+        "stats", allow_abbrev=False, help=stats_help,
+        description=f"{stats_help}, the rejects with examples, distributions, domains against WebText's, "
+                    "decontamination, training curves and provenance; writes RUN/stats/stats.json and "
+                    "RUN/stats/report.html (a self-contained page) and prints the summary. Reads RUN only.")
+    stats.add_argument("run", metavar="RUN", help="a run directory that a build or demo wrote (local or gs://…)")
+    stats.add_argument("--log-level", default="WARNING", help="level of webtext's own log (default: WARNING)")
     from .corpus_inspect import add_inspect_parser
     add_inspect_parser(commands)
     for name in layout.TRAIN_COMMANDS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import sys
 import zlib
@@ -288,6 +289,9 @@ def provenance(run: RunDir, stages: dict) -> dict:
 
 def collect(run: RunDir) -> dict:
     """The whole report as one dict; distributions carry their sample (dropped from stats.json)."""
+    if "://" not in run.root and not os.path.isdir(run.root):
+        what = "is a file" if os.path.exists(run.root) else "does not exist"
+        raise StageError(f"{run.root}: {what}: not a run directory (give the RUN of a build or demo)")
     stages = _stage_stats(run)
     if not stages and not storage.exists(run.path(layout.CONFIG)) and layout.find_documents(run) is None:
         raise StageError(f"{run.root}: nothing to report (no stats/<stage>.json, no config.toml, no documents): "

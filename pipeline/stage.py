@@ -195,8 +195,7 @@ def _run_locked(stage: Stage, run: RunDir, config: dict[str, Any], beam_args: li
     run.clear(f"{layout.REJECTS}/{stage.name}")
     ctx = StageContext(stage.name, run, config, beam_args, force)
     started = time.time()
-    stage.execute(ctx)
-    sinks.fill_empty_shards(run.rejects(stage.name), "rejects", layout.REJECT_SCHEMA, layout.REJECT_SHARDS)
+    stage.execute(ctx)  # a rejects file only where there are rejects: none for a stage that rejected nothing
     elapsed = time.time() - started
     if [run.require_finished(name) for name in upstream] != upstream_fingerprints:
         raise StageError(f"{', '.join(upstream)} ran again while {stage.name} read its output; "

@@ -80,6 +80,19 @@ def _readme_command(prefix: str) -> list[str]:
     return shlex.split(line, comments=True)[1:]
 
 
+def test_every_command_has_a_description_and_every_argument_help():
+    parser = build_parser(available_stages())
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name, command in commands.items():
+        if name in layout.TRAIN_COMMANDS:
+            continue  # the trainer's own parser answers their --help
+        assert command.description, name
+        assert all(action.help for action in command._actions), name
+    stats_help = " ".join(commands["stats"].format_help().split())
+    assert "writes RUN/stats/stats.json and RUN/stats/report.html" in stats_help
+    assert "RUN a run directory that a build or demo wrote" in stats_help
+
+
 def test_the_readme_dataflow_line_reaches_beam_unchanged():
     from webtext.pipeline.cli import unknown_to_beam
 

@@ -173,10 +173,19 @@ def test_a_corpus_placed_by_hand_is_reported_with_what_it_has(tmp_path):
 
 
 def test_a_folder_that_is_no_run_is_a_one_line_error(tmp_path, webtext_cli, capsys):
-    assert webtext_cli("stats", tmp_path / "no-run") == 2
+    assert webtext_cli("stats", tmp_path / "no" / "such" / "run") == 2
+    err = capsys.readouterr().err
+    assert err == f"webtext stats: error: {tmp_path / 'no' / 'such' / 'run'}: does not exist: not a run directory " \
+                  "(give the RUN of a build or demo)\n"
+    assert not (tmp_path / "no").exists()
+    (tmp_path / "notes.txt").write_text("not a run")
+    assert webtext_cli("stats", tmp_path / "notes.txt") == 2
+    assert "notes.txt: is a file: not a run directory" in capsys.readouterr().err
+    (tmp_path / "folder").mkdir()
+    assert webtext_cli("stats", tmp_path / "folder") == 2
     err = capsys.readouterr().err
     assert err.startswith("webtext stats: error: ") and "nothing to report" in err and "Traceback" not in err
-    assert not (tmp_path / "no-run").exists()
+    assert list((tmp_path / "folder").iterdir()) == []  # nothing written into a folder that holds no run
 
 
 def test_terminal_summary_shows_each_counter_once(report_run, capsys):

@@ -12,7 +12,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from tests.tokenizer_corpus import letter_bpe_gpt2_files, place_docs, real_pages, tricky_docs, word_docs
-from webtext.pipeline import gpt2_bpe, layout, shards_stage
+from webtext.pipeline import gpt2_bpe, layout, report, shards_stage
 from webtext.pipeline.cli import main as webtext
 from webtext.pipeline.layout import RunDir
 from webtext.pipeline.storage import read_rows as read_parquet_rows
@@ -148,6 +148,19 @@ def test_rejects_and_counters(run):
     assert counters["tokens.val"] == manifest.split_tokens("val")
     assert counters["shards.verified"] == len(manifest.shards)
     assert counters["docs.cross_checked"] > 0  # tiktoken's ids were compared with tokenizers' on real documents
+
+
+def test_a_corpus_with_nothing_to_reject_leaves_no_rejects_files(tmp_path):
+    words = "the river runs past the old mill and the town keeps its bridge over water".split()
+    run = make_run(tmp_path / "run", word_docs(words, 30, 120), 1, FNAPI, vocab_size=300)
+    assert stats(run)["docs.encoded"] == 30
+    for stage in ("tokenizer", "shards"):
+        assert list(Path(run, layout.REJECTS).glob(f"{stage}/*")) == [], stage
+    summary = report.collect(RunDir(str(run)))  # the report reads a missing rejects folder as no rejects
+    assert summary["rejects"]["tokenizer"] == summary["rejects"]["shards"] == {}
+    assert summary["funnel"][-1]["step"] == "documents in shards" and summary["funnel"][-1]["top_rejects"] == []
+    assert webtext(["shards", str(run), "--shard-tokens", str(SHARD_TOKENS), "--val-fraction", str(VAL_FRACTION),
+                    FNAPI]) == 0  # its own _SUCCESS and the tokenizer's still hold: up to date
 
 
 # -- determinism --------------------------------------------------------------------------------------------------

@@ -100,6 +100,18 @@ def test_stage_runs_writes_stats_and_skips_when_unchanged(tmp_path, beam_args, c
     assert len(calls) == 3
 
 
+def test_a_stage_that_rejects_nothing_writes_no_rejects_file(tmp_path, beam_args):
+    stage = numbers_stage([])
+    run = RunDir(str(tmp_path / "run"))
+    assert run_stage(stage, run, resolve_config(stage, {}, {"count": 1}), beam_args) is True  # 0 only: no odd number
+    assert storage.match(run.path(layout.REJECTS, "numbers", "*")) == []
+    assert run_stage(stage, run, resolve_config(stage, {}, {"count": 2}), beam_args) is True  # 1 is odd
+    assert [r["item_id"] for r in read_rows(run.path(layout.REJECTS, "numbers", "*.parquet"))] == ["k0001"]
+    assert len(storage.match(run.path(layout.REJECTS, "numbers", "*"))) == 1  # one file, not one per reject shard
+    assert run_stage(stage, run, resolve_config(stage, {}, {"count": 1}), beam_args) is True
+    assert storage.match(run.path(layout.REJECTS, "numbers", "*")) == []  # the earlier run's rejects are gone
+
+
 def test_parquet_output_is_deterministic(tmp_path, beam_args):
     outputs = []
     for attempt in range(2):

@@ -182,4 +182,4 @@ def test_the_trainers_help_shows_ranges(capsys):
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    assert "AdamW beta2 (0 to 1) (default: 0.95)" in " ".join(capsys.readouterr().out.split())
+    assert "AdamW beta2 (default: 0.95; 0 to 1)" in " ".join(capsys.readouterr().out.split())

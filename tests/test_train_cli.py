@@ -158,6 +158,27 @@ def test_config_fields_are_the_flags_of_train_and_sample():
     assert (sampled.max_new_tokens, sampled.top_k) == (5, 3)
 
 
+def test_every_trainer_flag_has_help_that_says_its_default():
+    from webtext.train.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for command in ("train", "sample", "eval", "export-hf", "import-hf"):
+        parser = commands[command]
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, (command, action.dest)
+            if action.option_strings:
+                assert "default" in formatter._get_help_string(action), (command, action.option_strings)
+    train_help = " ".join(commands["train"].format_help().split())
+    for shown in ("--resume continue from the latest checkpoint of RUN/train/NAME (default: off)",
+                  "--lr LR peak learning rate (default: 0.0006; at least 0)",
+                  "(default: random weights, seeded by --seed)", "(default: run to --max-steps)",
+                  "positional arguments: RUN the run directory"):
+        assert shown in train_help, shown
+
+
 def test_a_new_run_over_existing_checkpoints_is_refused(trained, caplog):
     train_dir = trained / RUN_TRAINING / "cli"
     before = sorted(p.name for p in train_dir.iterdir())

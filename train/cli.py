@@ -29,7 +29,7 @@ def _add_sample(sub) -> None:
     p = sub.add_parser("sample", help="generate text from a checkpoint",
                        formatter_class=DefaultsHelpFormatter)
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a training directory (its latest)")
-    p.add_argument("--prompt", default="", help="text to continue (empty: start from end-of-text)")
+    p.add_argument("--prompt", default="", help="text to continue (default: empty, starting from end-of-text)")
     add_arguments(p, SamplingConfig)
     p.add_argument("--num-samples", type=positive_int, default=1, help="continuations of the prompt")
     p.add_argument("--tokenizer", help="tokenizer.json (default: the checkpoint's or its run's)")
@@ -50,8 +50,8 @@ def _add_import(sub) -> None:
 
     p = sub.add_parser("import-hf", help="make a checkpoint from a Hugging Face GPT-2 directory",
                        formatter_class=DefaultsHelpFormatter)
-    p.add_argument("hf_dir", metavar="HF_DIR")
-    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("hf_dir", metavar="HF_DIR", help="a Hugging Face GPT-2 folder (config.json and its weights)")
+    p.add_argument("checkpoint", metavar="CKPT", help="the checkpoint folder to write")
     p.add_argument("--max-parameters", type=positive_int, default=DEFAULT_MAX_PARAMETERS,
                    help="refuse a config.json declaring a larger model, before anything is allocated")
 
@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_eval(sub)
     p = sub.add_parser("export-hf", help="write a Hugging Face GPT-2 directory from a checkpoint")
-    p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a training directory (its latest)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write")
     _add_import(sub)
     return parser
 

@@ -49,13 +49,18 @@ def in_range(parse: Callable[[str], Any], low: float | None, high: float | None)
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
-    """Appends "(default: X)" to a flag's help; where X is None or empty the help itself says what the default is."""
+    """Appends "(default: X)" to a flag's help (a switch's as on/off) unless the help already says its default; a
+    flag without one shows "(default: not set)"."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.option_strings and action.default not in (None, "", argparse.SUPPRESS) and "%(default)" not in text:
-            text += " (default: %(default)s)"
-        return text
+        if not action.option_strings or action.default is argparse.SUPPRESS or "default" in text:
+            return text
+        if action.default in (None, ""):
+            return text + " (default: not set)"
+        if isinstance(action.default, bool):
+            return text + f" (default: {'on' if action.default else 'off'})"
+        return text + " (default: %(default)s)"
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, type: Callable[[str], Any] | None = None,
@@ -100,7 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
             help_text = meta["help"]
             if meta.get("min") is not None or meta.get("max") is not None:
                 parse = in_range(parse, meta.get("min"), meta.get("max"))
-                help_text += f" ({range_text(meta.get('min'), meta.get('max'))})"
+                bounds = range_text(meta.get("min"), meta.get("max"))
+                help_text += f" ({bounds})" if field.default is None else f" (default: %(default)s; {bounds})"
             parser.add_argument(flag, dest=field.name, type=parse, default=field.default,
                                 choices=meta["choices"], metavar=metavar, help=help_text)
 

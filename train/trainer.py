@@ -42,7 +42,7 @@ DEFAULT_MODEL = "gpt2"
 class TrainConfig:
     """Everything `webtext train` takes; each field is also its command-line flag (see options.option)."""
 
-    run: str = option(help="the run directory (reads RUN/shards/manifest.json)")
+    run: str = option(help="the run directory (reads RUN/shards/manifest.json)", metavar="RUN")
     name: str | None = option(None, "training name (default: the model name, or lL-hH-eC for a custom shape)")
     model: str | None = option(None, f"a named shape: {', '.join(MODEL_SHAPES)} (default: {DEFAULT_MODEL}, "
                                      "or the resumed checkpoint's)")
@@ -67,11 +67,13 @@ class TrainConfig:
     keep: int = option(3, "keep the last K checkpoints (and the best)", type=positive_int)
     log_every: int = option(1, "steps between log records", type=positive_int)
     resume: bool = option(False, "continue from the latest checkpoint of RUN/train/NAME")
-    init_from: str | None = option(None, "start from these weights (e.g. an imported HF model), new optimizer",
+    init_from: str | None = option(None, "start from these weights (e.g. an imported HF model), new optimizer "
+                                         "(default: random weights, seeded by --seed)",
                                    metavar="CKPT")
     device: str | None = option(None, "cpu or cuda (default: cuda when there is one)", choices=["cpu", "cuda"])
     compile: bool = option(False, "torch.compile the model")
-    compile_mode: str | None = option(None, "torch.compile mode, e.g. reduce-overhead (CUDA graphs) or max-autotune")
+    compile_mode: str | None = option(None, "torch.compile mode, e.g. reduce-overhead (CUDA graphs) or "
+                                         "max-autotune (default: torch's own)")
     seed: int = option(1337, "seed of the initial weights and the batch order")
     loss_chunk: int | None = option(None, "rows per chunk of the memory-lean loss (0: off; default: 8192 on CUDA, "
                                           "off on CPU)")
@@ -80,8 +82,10 @@ class TrainConfig:
     verify_shards: bool = option(False, "check every shard's sha256 and contents, and the run's tokenizer, before "
                                         "training (always checked: totals at open, token ids per batch, sha256 "
                                         "in the background before the first checkpoint)")
-    peak_flops: float | None = option(None, "peak FLOP/s for MFU when the device is not in the table", min=0)
-    stop_after: int | None = option(None, "stop after this step, keeping the schedule of --max-steps",
+    peak_flops: float | None = option(None, "peak FLOP/s for MFU when the device is not in the table "
+                                          "(default: the table's figure for a CUDA device; no MFU without one)", min=0)
+    stop_after: int | None = option(None, "stop after this step, keeping the schedule of --max-steps "
+                                          "(default: run to --max-steps)",
                                     type=positive_int)
 
     @property
