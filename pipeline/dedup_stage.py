@@ -31,11 +31,11 @@ from webtext.dedup import decontam
 from webtext.dedup.components import clusters, star_clusters
 from webtext.dedup.lsh import (BAND_KEY_BYTES, DEFAULT_FALSE_NEGATIVE_WEIGHT, Banding, band_keys, bucket_pairs,
                                 optimal_bands)
-from webtext.dedup.minhash import MinHashConfig, MinHasher, estimated_jaccard, jaccard
+from webtext.dedup.minhash import MinHashConfig, MinHasher, estimated_jaccard, jaccard, permutations
 from webtext.dedup.sketch import DocRef, DocSketch, SketchRecord, decode_record, encode_record, sketch_documents
 from webtext.dedup.survivors import pick_survivor
 from webtext.dedup.text import words
-from . import layout, sinks, storage
+from . import layout, memory, sinks, storage
 from .progress import Progress
 from .stage_options import options_of
 from .stage import Stage, StageContext, StageError
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 NAME = "dedup"
 SKETCH_COLUMNS = ["doc_id", "url", "score", "text"]  # what sketching reads; survivors are copied from the files whole
+READ_BATCH_ROWS = 256  # document rows decoded at a time, whatever the input files' row groups
 TOP_DOCUMENTS = 20  # contaminated documents listed per eval set in contamination.json
 
 CLUSTER_SCHEMA = pa.schema([
@@ -126,6 +127,7 @@ class DedupPlan:
     num_shards: int
     work: str  # the run's dedup work folder: Bloom filters, sketch records, survivors before merging
     lsh_partitions: int  # groups of band keys, each bucketed in one worker's memory
+    permutations: tuple  # the MinHash permutations (a, b), computed once in the driver
 
 
 # -- inputs ---------------------------------------------------------------------------------------------------------
@@ -227,6 +229,35 @@ def load_filter(path: str) -> decontam.BloomFilter:
     return bloom
 
 
+def row_groups(files: list[str]) -> list[tuple[str, int]]:
+    """(file, row group) of every row group of the input files: the pieces that sketching reads in parallel."""
+    pieces = []
+    for path in files:
+        with storage.open_parquet(path) as parquet:
+            pieces += [(path, index) for index in range(parquet.metadata.num_row_groups)]
+    return pieces
+
+
+class ReadRowGroup(beam.DoFn):
+    """(file, row group) -> its rows (dicts of SKETCH_COLUMNS), decoded READ_BATCH_ROWS at a time."""
+
+    def process(self, piece: tuple[str, int]) -> Iterator[dict]:
+        path, index = piece
+        with storage.open_parquet(path) as parquet:
+            for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=[index], columns=SKETCH_COLUMNS):
+                yield from batch.to_pylist()
+
+
+@beam.ptransform_fn
+def ReadDocRows(pipeline, files: list[str]):  # noqa: N802 (a PTransform)
+    """The input files' rows, spread over the workers by row group and streamed (Beam's ReadFromParquet would hold
+    a whole row group of rows per worker)."""
+    return (pipeline
+            | "RowGroups" >> beam.Create(row_groups(files))
+            | "SpreadRowGroups" >> beam.Reshuffle()
+            | "ReadRowGroups" >> beam.ParDo(ReadRowGroup()).with_output_types(dict))
+
+
 # -- sketch records in the work folder -------------------------------------------------------------------------------
 
 
@@ -304,7 +335,7 @@ class SketchDocs(beam.DoFn):
         self.plan = plan
 
     def setup(self):
-        self.hasher = MinHasher(self.plan.minhash)
+        self.hasher = MinHasher(self.plan.minhash, self.plan.permutations)
         self.filters = {name: load_filter(path) for name, path in self.plan.eval_filters.items()}
         self.read = Metrics.counter(NAME, "docs.read")
         self.no_words = Metrics.counter(NAME, "docs.without-words")
@@ -461,6 +492,8 @@ class BucketPairs(beam.DoFn):
                 self.stars.inc()
             for first, second in bucket_pairs(DocRefs(members), self.max_bucket_size):
                 yield (first.doc_id, second.doc_id), (first.to_tuple(), second.to_tuple())
+        del records
+        memory.release()
 
 
 def first_of(element):
@@ -591,9 +624,12 @@ def align(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+SPILL_RUN_ROWS = 4096  # survivors sorted at once into one work file per output shard
+
+
 class SpillSurvivors(beam.DoFn):
-    """(index, input file) -> its surviving rows, sorted by doc_id, in one work file per output shard; yields
-    (shard, work file). Reads a row group at a time; holds one input file's survivors (as Arrow) to sort them."""
+    """(index, input file) -> its surviving rows in doc_id-sorted runs of at most SPILL_RUN_ROWS, one work file per
+    run and output shard; yields (shard, work file). Reads a row group batch at a time and holds one run."""
 
     def __init__(self, plan: DedupPlan, schema: pa.Schema):
         self.plan, self.schema = plan, schema
@@ -604,31 +640,42 @@ class SpillSurvivors(beam.DoFn):
     def process(self, element, removed: Iterable[str]) -> Iterator[tuple[int, str]]:
         index, path = element
         removed = set(removed)
-        pieces = []
+        pending: list[pa.Table] = []
+        runs = itertools.count()
         for batch in storage.iter_batches([path]):
             table = pa.Table.from_batches([batch])
             keep = [doc_id not in removed for doc_id in table.column("doc_id").to_pylist()]
-            pieces.append(align(table.filter(pa.array(keep, pa.bool_())), self.schema))
-        survivors = pa.concat_tables(pieces) if pieces else self.schema.empty_table()
+            pending.append(align(table.filter(pa.array(keep, pa.bool_())), self.schema))
+            if sum(map(len, pending)) >= SPILL_RUN_ROWS:
+                yield from self._spill(pa.concat_tables(pending), index, next(runs))
+                pending = []
+        if pending:
+            yield from self._spill(pa.concat_tables(pending), index, next(runs))
+        memory.release()
+
+    def _spill(self, survivors: pa.Table, index: int, run: int) -> Iterator[tuple[int, str]]:
         self.written.inc(len(survivors))
         doc_ids = survivors.column("doc_id").to_pylist()
         shard_of = np.array([sinks.stable_shard(d, self.plan.num_shards) for d in doc_ids], dtype=np.int64)
         for shard in np.unique(shard_of).tolist():
             part = survivors.take(pa.array(np.flatnonzero(shard_of == shard)))
             part = part.take(pa.compute.sort_indices(part, [("doc_id", "ascending")]))
-            spill = storage.join(self.plan.work, f"survivors-{shard:05d}-{index:05d}.parquet")
-            storage.write_parquet_table(spill, part)
+            spill = storage.join(self.plan.work, f"survivors-{shard:05d}-{index:05d}-{run:05d}.parquet")
+            storage.write_parquet_table(spill, part, row_group_rows=SpillCursor.BATCH_ROWS)
             yield shard, spill
 
 
 class SpillCursor:
-    """Reads one doc_id-sorted survivors work file front to back, a few rows at a time."""
+    """Reads one doc_id-sorted survivors work file front to back, a row group of BATCH_ROWS rows at a time, so a
+    shard's merge holds one small row group per work file. (ParquetFile.iter_batches over a Python file object would
+    read most of the file ahead.)"""
 
-    BATCH_ROWS = 256
+    BATCH_ROWS = 64
 
     def __init__(self, path: str):
         self.handle = storage.open_read(path)
-        self.batches = pq.ParquetFile(self.handle).iter_batches(batch_size=self.BATCH_ROWS)
+        parquet = pq.ParquetFile(self.handle)
+        self.batches = (parquet.read_row_group(index) for index in range(parquet.metadata.num_row_groups))
         self.buffer: pa.Table | None = None
 
     def take(self, rows: int) -> pa.Table:
@@ -636,7 +683,7 @@ class SpillCursor:
         pieces = []
         while rows:
             if self.buffer is None or len(self.buffer) == 0:
-                self.buffer = pa.Table.from_batches([next(self.batches)])
+                self.buffer = next(self.batches)
             piece = self.buffer.slice(0, rows)
             self.buffer = self.buffer.slice(len(piece))
             pieces.append(piece)
@@ -645,6 +692,11 @@ class SpillCursor:
 
     def close(self) -> None:
         self.handle.close()
+
+
+def doc_ids_of(path: str) -> list[str]:
+    with storage.open_parquet(path) as parquet:
+        return parquet.read(columns=["doc_id"]).column("doc_id").to_pylist()
 
 
 class WriteSurvivorShard(beam.DoFn):
@@ -661,8 +713,7 @@ class WriteSurvivorShard(beam.DoFn):
     def process(self, element) -> Iterator[str]:
         shard, spills = element
         spills = sorted(spills)
-        ids = [pq.read_table(io.BytesIO(storage.read_bytes(p)), columns=["doc_id"]).column("doc_id").to_pylist()
-               for p in spills]
+        ids = [doc_ids_of(p) for p in spills]
         order = heapq.merge(*[[(doc_id, s, i) for i, doc_id in enumerate(file_ids)] for s, file_ids in enumerate(ids)])
         del ids
         cursors = [SpillCursor(p) for p in spills]
@@ -673,6 +724,7 @@ class WriteSurvivorShard(beam.DoFn):
                 writer.write_table(self._gather(chunk, cursors))
         for cursor in cursors:
             cursor.close()
+        memory.release()
         yield path
 
     def _gather(self, chunk: list[tuple[str, int, int]], cursors: list[SpillCursor]) -> pa.Table:
@@ -746,7 +798,7 @@ def Survivors(removed_ids, plan: DedupPlan, schema: pa.Schema, files: list[str])
 
 def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema: pa.Schema, files: list[str]) -> None:
     out = ctx.run.path(layout.DEDUP)
-    rows = p | "ReadDocs" >> beam.io.ReadFromParquet(plan.input_pattern, columns=SKETCH_COLUMNS)
+    rows = p | "ReadDocs" >> ReadDocRows(files)
     _ = (rows
          | "DocIds" >> beam.Map(lambda row: (row["doc_id"], 1)).with_output_types(tuple[str, int])
          | "RowsPerDocId" >> beam.CombinePerKey(sum)
@@ -882,7 +934,8 @@ def execute(ctx: StageContext) -> None:
         eval_filters=save_filters(ctx, eval_sets), decontaminate=config["decontaminate"],
         contamination_threshold=config["contamination_threshold"],
         num_shards=config["dedup_shards"] or auto_shards(files), work=ctx.run.path(layout.DEDUP_WORK),
-        lsh_partitions=lsh_partitions(rows, resolve_banding(config).bands))
+        lsh_partitions=lsh_partitions(rows, resolve_banding(config).bands),
+        permutations=permutations(MinHashConfig(config["num_perm"], config["minhash_seed"], config["ngram"])))
     log.info("dedup: %d input files, threshold %.2f, %d bands x %d rows of %d permutations", len(files),
              plan.threshold, plan.banding.bands, plan.banding.rows, plan.minhash.num_perm)
     ctx.run_pipeline(lambda p: build_pipeline(p, ctx, plan, schema, [f.path for f in files]))

@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
 
-from webtext.pipeline import layout, sinks, storage
+from webtext.pipeline import layout, memory, sinks, storage
 from webtext.pipeline.token_encoding import ENGINES, Encoder
 from webtext.pipeline.progress import Progress
 from webtext.pipeline.layout import RunDir
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 NAME = "shards"
 ENCODE_BATCH_DOCS = 512
+WRITE_CHUNK_TOKENS = 4 << 20  # tokens a shard writer reads back from the work folder at a time
 SPLITS = ("val", "train")  # val takes the lowest doc_id hashes, train the rest
 
 
@@ -102,6 +103,15 @@ def read_tokens(folder: str, refs: TokenRefs, dtype: str) -> shard_format.TokenB
                 start, end = batch.offsets[index], batch.offsets[index + 1]
                 batch.tokens[start:end] = np.frombuffer(handle.read(int(end - start) * np_dtype.itemsize), np_dtype)
     return batch
+
+
+def token_chunks(folder: str, refs: TokenRefs, dtype: str, chunk_tokens: int = WRITE_CHUNK_TOKENS,
+                 ) -> Iterator[shard_format.TokenBatch]:
+    """The documents of `refs`, in their order, read back as consecutive batches of about `chunk_tokens` tokens."""
+    first_tokens = np.cumsum(refs.lengths) - refs.lengths
+    firsts = np.flatnonzero(np.diff(first_tokens // chunk_tokens, prepend=-1)).tolist()  # a chunk's first document
+    for start, stop in zip(firsts, firsts[1:] + [len(refs)]):
+        yield read_tokens(folder, refs.take(range(start, stop)), dtype)
 
 
 @dataclass(frozen=True)
@@ -267,20 +277,21 @@ def _upload(local: Path, destination: str) -> None:
         shutil.copyfileobj(source, target, 1 << 24)
 
 
-def write_shard_file(path: str, doc_ids: list[str], documents: shard_format.TokenBatch, dtype: str,
-                     eot_id: int) -> shard_format.ShardStats:
-    """One shard written whole under its final name (directly on local disk, through a temp file elsewhere)."""
+def write_shard_file(path: str, doc_ids: list[str], lengths: np.ndarray,
+                     chunks: Iterable[shard_format.TokenBatch], dtype: str, eot_id: int) -> shard_format.ShardStats:
+    """One shard written under its final name from its documents' token chunks, holding one chunk at a time
+    (directly on local disk, through a temp file elsewhere)."""
     if _is_local(path):
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            return shard_format.write_shard_batch(path, documents, doc_ids, dtype, eot_id=eot_id)
+            return shard_format.write_shard_chunks(path, doc_ids, lengths, dtype, chunks, eot_id=eot_id)
         except Exception as error:
             storage.discard(path)  # a shard cut short by a full disk is no shard
             storage.raise_if_refused(error, path)
             raise
     with tempfile.TemporaryDirectory(prefix="webtext-shard-") as temp:
         local = Path(temp) / os.path.basename(path)
-        stats = shard_format.write_shard_batch(local, documents, doc_ids, dtype, eot_id=eot_id)
+        stats = shard_format.write_shard_chunks(local, doc_ids, lengths, dtype, chunks, eot_id=eot_id)
         _upload(local, path)
     return stats
 
@@ -319,13 +330,14 @@ class WriteShard(beam.DoFn):
         name, pieces = element
         merged = TokenRefs.concat(pieces)
         refs, dropped = order_and_dedupe(merged, self.work, self.dtype)
-        batch = read_tokens(self.work, refs, self.dtype)
         for index in dropped:  # counted as reject.duplicate_doc_id by CountRejects
             yield beam.pvalue.TaggedOutput("rejects", layout.reject(
                 NAME, "duplicate_doc_id", f"another document with this doc_id is in {name}",
                 item_id=merged.doc_ids[index]))
         split = plan.splits[plan.names.index(name)]
-        stats = write_shard_file(storage.join(self.directory, name), refs.doc_ids, batch, self.dtype, self.eot_id)
+        stats = write_shard_file(storage.join(self.directory, name), refs.doc_ids, refs.lengths,
+                                 token_chunks(self.work, refs, self.dtype), self.dtype, self.eot_id)
+        memory.release()
         Metrics.counter(NAME, f"shards.{split}").inc()
         Metrics.counter(NAME, f"docs.{split}").inc(stats.documents)
         Metrics.counter(NAME, f"tokens.{split}").inc(stats.tokens)
