@@ -20,6 +20,7 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
 
 from webtext.pipeline import layout, memory, sinks, storage
+from webtext.pipeline.parquet_source import ReadParquetBatches
 from webtext.pipeline.token_encoding import ENGINES, Encoder
 from webtext.pipeline.progress import Progress
 from webtext.pipeline.layout import RunDir
@@ -183,12 +184,9 @@ class CollectSizes(beam.CombineFn):
 # -- encoding -----------------------------------------------------------------------------------------------------
 
 
-def split_table(table: pa.Table, rows: int) -> Iterator[tuple[list, list]]:
-    """(doc_ids, texts) lists of at most `rows` documents: plain lists, since a pickled Arrow slice drags its
-    whole parent buffer along through every shuffle."""
-    for start in range(0, table.num_rows, rows):
-        part = table.slice(start, rows)
-        yield part.column("doc_id").to_pylist(), part.column("text").to_pylist()
+def batch_lists(batch: pa.RecordBatch) -> tuple[list, list]:
+    """(doc_ids, texts) as plain lists, since a pickled Arrow slice drags its whole parent buffer along."""
+    return batch.column("doc_id").to_pylist(), batch.column("text").to_pylist()
 
 
 @beam.typehints.with_output_types(TokenRefs, rejects=dict)
@@ -204,6 +202,7 @@ class EncodeDocuments(beam.DoFn):
 
     def finish_bundle(self):
         self.writer.close()
+        memory.release()
 
     def setup(self):
         self.encoder = Encoder(storage.read_bytes(self.tokenizer_path), engine=self.engine)
@@ -375,6 +374,7 @@ def write_manifest(entries: list[dict], path: str, tokenizer: TokenizerInfo) -> 
 @dataclass(frozen=True)
 class ShardJob:
     pattern: str  # the document Parquet files
+    files: list[str]  # the files it matches
     tokenizer_path: str
     output: str  # RUN/shards
     rejects: str  # RUN/rejects/shards
@@ -389,8 +389,8 @@ def build_pipeline(p: beam.Pipeline, job: ShardJob) -> None:
     # raw text would move the whole corpus once more. Tokens go to files in the work folder as they are encoded; only
     # their TokenRefs (ids, hashes, counts, locators) cross the shuffle to the shard writers, which read them back.
     encoded = (p
-               | "ReadDocs" >> beam.io.ReadFromParquetBatched(job.pattern, columns=list(layout.TEXT_COLUMNS))
-               | "SplitBatches" >> beam.FlatMap(split_table, ENCODE_BATCH_DOCS)
+               | "ReadDocs" >> ReadParquetBatches(job.files, list(layout.TEXT_COLUMNS), ENCODE_BATCH_DOCS)
+               | "SplitBatches" >> beam.Map(batch_lists)
                | "Encode" >> beam.ParDo(EncodeDocuments(job.tokenizer_path, job.tokenizer.engine, job.work))
                .with_outputs("rejects", main="encoded"))
     plan = (encoded.encoded
@@ -520,8 +520,8 @@ def execute(ctx: StageContext) -> None:
     tokenizer_path, tokenizer = tokenizer_info(ctx.run, config["encoder"])
     log.info("shards: %d documents from %s, vocabulary %d (eot %d, %s), encoding with %s",
              rows, source.pattern, tokenizer.vocab_size, tokenizer.eot_id, tokenizer.dtype, tokenizer.engine)
-    job = ShardJob(source.pattern, tokenizer_path, ctx.run.path(layout.SHARDS), ctx.run.rejects(NAME), tokenizer,
-                   config["val_fraction"], config["shard_tokens"], ctx.run.path(layout.SHARDS_WORK))
+    job = ShardJob(source.pattern, [f.path for f in source.files], tokenizer_path, ctx.run.path(layout.SHARDS),
+                   ctx.run.rejects(NAME), tokenizer, config["val_fraction"], config["shard_tokens"], ctx.run.path(layout.SHARDS_WORK))
     ctx.run_pipeline(lambda p: build_pipeline(p, job))
     ctx.run.clear(layout.SHARDS_WORK)
     storage.delete([job.work])
