@@ -120,10 +120,11 @@ def make_corpus(folder: Path, docs: int, seed: int, files: int) -> dict:
 class TreeMemory(threading.Thread):
     """Samples the resident memory of a process and all its descendants until stopped."""
 
-    def __init__(self, pid: int, interval: float = 0.5):
+    def __init__(self, pid: int, interval: float = 0.5, timeline: list | None = None):
         super().__init__(daemon=True)
         self.root, self.interval = psutil.Process(pid), interval
-        self.peak_total = self.peak_single = 0
+        self.peak_total = self.peak_single = self.peak_root = 0
+        self.timeline = timeline  # when given, gets (seconds, root RSS, [other processes' RSS]) per sample
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -140,6 +141,9 @@ class TreeMemory(threading.Thread):
                     pass
             self.peak_total = max(self.peak_total, sum(sizes))
             self.peak_single = max(self.peak_single, max(sizes, default=0))
+            self.peak_root = max(self.peak_root, sizes[0] if sizes else 0)
+            if self.timeline is not None and sizes:
+                self.timeline.append((round(time.perf_counter(), 2), sizes[0], sizes[1:]))
             self.stopped.wait(self.interval)
 
 

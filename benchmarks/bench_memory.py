@@ -36,7 +36,8 @@ def run_stage(run: Path, log: Path, args: list[str], workers: int | None) -> dic
     started = time.perf_counter()
     with open(log, "a") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-        memory = TreeMemory(process.pid, interval=0.2)
+        timeline: list = []
+        memory = TreeMemory(process.pid, interval=0.2, timeline=timeline)
         memory.start()
         code = process.wait()
         memory.stopped.set()
@@ -44,8 +45,12 @@ def run_stage(run: Path, log: Path, args: list[str], workers: int | None) -> dic
     seconds = time.perf_counter() - started
     if code != 0:
         raise SystemExit(f"{' '.join(args[:2])} failed ({code}); see {log}")
+    with open(log.with_suffix(f".{args[0]}.rss.jsonl"), "w") as samples:  # per-process RSS over time, for profiling
+        for at, driver, workers in timeline:
+            samples.write(json.dumps({"s": round(at - started, 2), "driver_mib": round(driver / MIB),
+                                      "workers_mib": [round(w / MIB) for w in workers]}) + "\n")
     return {"seconds": round(seconds, 1), "peak_tree_mib": round(memory.peak_total / MIB),
-            "peak_single_mib": round(memory.peak_single / MIB)}
+            "peak_driver_mib": round(memory.peak_root / MIB), "peak_single_mib": round(memory.peak_single / MIB)}
 
 
 def slope(xs: list[float], ys: list[float]) -> float | None:

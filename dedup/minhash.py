@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from datasketch import MinHash
 
 EMPTY_HASH = np.uint32(0xFFFFFFFF)  # datasketch's value for "no shingle yet"
 _CHUNK_ROWS = 2048  # shingle hashes permuted at once: 2048 x 128 x 4 bytes = 1 MiB, stays in cache
@@ -63,14 +62,26 @@ def _fmix32(values: np.ndarray) -> np.ndarray:
     return h
 
 
-class MinHasher:
-    """Signatures for many documents at once; one instance per worker (the permutations are built once)."""
+def permutations(config: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's permutation parameters (a, b) for the config's num_perm and seed, as uint32 arrays.
 
-    def __init__(self, config: MinHashConfig = MinHashConfig()):
+    datasketch (and the scipy it imports) is loaded only here: a worker given the arrays never imports it."""
+    from datasketch import MinHash
+
+    a, b = MinHash(num_perm=config.num_perm, seed=config.seed).permutations
+    return a.astype(np.uint32), b.astype(np.uint32)
+
+
+class MinHasher:
+    """Signatures for many documents at once; one instance per worker (the permutations are built once, or given
+    as computed by `permutations`)."""
+
+    def __init__(self, config: MinHashConfig = MinHashConfig(),
+                 given_permutations: tuple[np.ndarray, np.ndarray] | None = None):
         if config.num_perm < 1 or config.ngram < 1:
             raise ValueError("num_perm and ngram must be positive")
         self.config = config
-        self.a, self.b = (p.astype(np.uint32) for p in MinHash(num_perm=config.num_perm, seed=config.seed).permutations)
+        self.a, self.b = given_permutations if given_permutations is not None else permutations(config)
         self._buffer = np.empty((_CHUNK_ROWS, config.num_perm), dtype=np.uint32)
 
     def shingle_hashes(self, text_words: Sequence[str]) -> np.ndarray:

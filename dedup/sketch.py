@@ -51,7 +51,7 @@ def sketch_documents(docs: Sequence[tuple[str, str, int, str, list[str]]], hashe
 
 # -- a document's sketch record, written once to the run's work folder ------------------------------------------------
 
-_RECORD_HEADER = struct.Struct("<III")  # bytes of the URL, MinHash values, shingle hashes
+_RECORD_HEADER = struct.Struct("<qqIIII")  # score, length, bytes of the doc_id and URL, MinHash values, shingle hashes
 
 
 @dataclass(frozen=True)
@@ -69,24 +69,29 @@ class DocRef(DocRank):
 
 @dataclass
 class SketchRecord:
-    """What verification and cluster rows read back of a document: its URL, signature and shingle hashes."""
+    """What pairing, verification and cluster rows read back of a document: its rank, URL, signature and shingles."""
 
+    rank: DocRank
     url: str
     signature: np.ndarray  # uint32[num_perm]
     shingles: np.ndarray  # sorted distinct uint32
 
 
 def encode_record(sketch: DocSketch) -> bytes:
+    doc_id = sketch.doc_id.encode("utf-8", "surrogatepass")
     url = sketch.url.encode("utf-8", "surrogatepass")
-    return (_RECORD_HEADER.pack(len(url), len(sketch.signature) // 4, len(sketch.shingles) // 4)
-            + url + sketch.signature + sketch.shingles)
+    return (_RECORD_HEADER.pack(sketch.score, sketch.length, len(doc_id), len(url), len(sketch.signature) // 4,
+                                len(sketch.shingles) // 4)
+            + doc_id + url + sketch.signature + sketch.shingles)
 
 
 def decode_record(data: bytes) -> SketchRecord:
-    url_bytes, values, shingle_count = _RECORD_HEADER.unpack_from(data)
+    score, length, id_bytes, url_bytes, values, shingle_count = _RECORD_HEADER.unpack_from(data)
     start = _RECORD_HEADER.size
+    doc_id = data[start:start + id_bytes].decode("utf-8", "surrogatepass")
+    start += id_bytes
     url = data[start:start + url_bytes].decode("utf-8", "surrogatepass")
     start += url_bytes
     signature = np.frombuffer(data, dtype="<u4", count=values, offset=start)
     shingles = np.frombuffer(data, dtype="<u4", count=shingle_count, offset=start + 4 * values)
-    return SketchRecord(url, signature, shingles)
+    return SketchRecord(DocRank(doc_id, score, length), url, signature, shingles)

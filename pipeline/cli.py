@@ -13,6 +13,7 @@ except ModuleNotFoundError:  # Python 3.10
 from typing import Sequence
 
 from .logs import quiet_beam_imports, setup_logging
+from .memory import configure_process
 
 # Beam's GCP modules warn about a missing optional client at import time (so before our Beam imports below); that
 # says nothing about a webtext run.
@@ -222,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         from webtext.train.cli import main as train_main
         return train_main(argv)
+    configure_process()
     stages = available_stages()
     parser = build_parser(stages)
     args, beam_args = parser.parse_known_args(argv)

@@ -12,7 +12,7 @@ import io
 import itertools
 import logging
 import math
-import pickle
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -31,11 +31,12 @@ from webtext.dedup import decontam
 from webtext.dedup.components import clusters, star_clusters
 from webtext.dedup.lsh import (BAND_KEY_BYTES, DEFAULT_FALSE_NEGATIVE_WEIGHT, Banding, band_keys, bucket_pairs,
                                 optimal_bands)
-from webtext.dedup.minhash import MinHashConfig, MinHasher, estimated_jaccard, jaccard
+from webtext.dedup.minhash import MinHashConfig, MinHasher, estimated_jaccard, jaccard, permutations
 from webtext.dedup.sketch import DocRef, DocSketch, SketchRecord, decode_record, encode_record, sketch_documents
 from webtext.dedup.survivors import pick_survivor
 from webtext.dedup.text import words
-from . import layout, sinks, storage
+from . import layout, memory, sinks, storage
+from .parquet_source import ReadParquetBatches
 from .progress import Progress
 from .stage_options import options_of
 from .stage import Stage, StageContext, StageError
@@ -44,7 +45,9 @@ log = logging.getLogger(__name__)
 
 NAME = "dedup"
 SKETCH_COLUMNS = ["doc_id", "url", "score", "text"]  # what sketching reads; survivors are copied from the files whole
+READ_BATCH_ROWS = 256  # document rows decoded at a time, whatever the input files' row groups
 TOP_DOCUMENTS = 20  # contaminated documents listed per eval set in contamination.json
+SKETCH_PREFIX = "sketch"  # the work files of sketch records: SKETCH_PREFIX-<16 hex digits> (storage.AppendFile)
 
 CLUSTER_SCHEMA = pa.schema([
     ("cluster_id", pa.string()),  # the survivor's doc_id
@@ -126,6 +129,7 @@ class DedupPlan:
     num_shards: int
     work: str  # the run's dedup work folder: Bloom filters, sketch records, survivors before merging
     lsh_partitions: int  # groups of band keys, each bucketed in one worker's memory
+    permutations: tuple  # the MinHash permutations (a, b), computed once in the driver
 
 
 # -- inputs ---------------------------------------------------------------------------------------------------------
@@ -230,11 +234,23 @@ def load_filter(path: str) -> decontam.BloomFilter:
 # -- sketch records in the work folder -------------------------------------------------------------------------------
 
 
+def sketch_file_number(name: str) -> int:
+    """A sketch file's name (AppendFile's PREFIX-<16 hex digits>) as the 64-bit number of its band records."""
+    prefix, digits = name.rsplit("-", 1)
+    if prefix != SKETCH_PREFIX or len(digits) != 16:
+        raise ValueError(f"not a sketch file name: {name!r}")
+    return int(digits, 16)
+
+
+def sketch_file_name(number: int) -> str:
+    return f"{SKETCH_PREFIX}-{number:016x}"
+
+
 class SketchWriter:
     """Appends the sketch records of one bundle to a file of its own in the work folder; hands out their DocRefs."""
 
     def __init__(self, folder: str):
-        self.file = storage.AppendFile(folder, "sketch")
+        self.file = storage.AppendFile(folder, SKETCH_PREFIX)
 
     def add(self, sketch: DocSketch) -> DocRef:
         record = encode_record(sketch)
@@ -288,10 +304,28 @@ class SketchReader:
 
 # -- step 1: sketch every document (and measure its overlap with the eval sets) ---------------------------------------
 
-# What crosses the shuffle for a document with words: (exact text hash, (DocRef as a tuple, URL, its LSH band keys
-# joined)). DocRefs cross every shuffle as plain tuples (DocRef.to_tuple), a few dozen bytes each.
+# What crosses the shuffle for a document with words: (exact text hash, its DocEntry: DocRef, URL and LSH band keys
+# packed in one byte string, about 80 + 10 x bands bytes). DocRefs cross the later shuffles as plain tuples
+# (DocRef.to_tuple), a few dozen bytes each.
 RefTuple = tuple[str, int, int, str, int, int]
-KeyedDoc = tuple[str, tuple[RefTuple, str, bytes]]
+KeyedDoc = tuple[str, bytes]
+_DOC_ENTRY = struct.Struct("<qqQQIHH")  # score, length, sketch file number, offset, size, bytes of doc_id and URL
+
+
+def pack_doc_entry(ref: DocRef, url: str, keys: bytes) -> bytes:
+    """One byte string for the exact-duplicate shuffle: the local runner holds it as one object, not a dozen."""
+    doc_id, url_bytes = ref.doc_id.encode("utf-8", "surrogatepass"), url.encode("utf-8", "surrogatepass")
+    return (_DOC_ENTRY.pack(ref.score, ref.length, sketch_file_number(ref.sketch_file), ref.offset, ref.size,
+                            len(doc_id), len(url_bytes)) + doc_id + url_bytes + keys)
+
+
+def unpack_doc_entry(entry: bytes) -> tuple[DocRef, str, bytes]:
+    score, length, file, offset, size, id_bytes, url_bytes = _DOC_ENTRY.unpack_from(entry)
+    start = _DOC_ENTRY.size
+    doc_id = entry[start:start + id_bytes].decode("utf-8", "surrogatepass")
+    url = entry[start + id_bytes:start + id_bytes + url_bytes].decode("utf-8", "surrogatepass")
+    ref = DocRef(doc_id, score, length, sketch_file_name(file), offset, size)
+    return ref, url, entry[start + id_bytes + url_bytes:]
 
 
 @beam.typehints.with_output_types(KeyedDoc, rejects=tuple[str, dict], contamination=dict,
@@ -304,7 +338,7 @@ class SketchDocs(beam.DoFn):
         self.plan = plan
 
     def setup(self):
-        self.hasher = MinHasher(self.plan.minhash)
+        self.hasher = MinHasher(self.plan.minhash, self.plan.permutations)
         self.filters = {name: load_filter(path) for name, path in self.plan.eval_filters.items()}
         self.read = Metrics.counter(NAME, "docs.read")
         self.no_words = Metrics.counter(NAME, "docs.without-words")
@@ -316,6 +350,7 @@ class SketchDocs(beam.DoFn):
 
     def finish_bundle(self):
         self.writer.close()
+        memory.release()
 
     def process(self, row: dict) -> Iterator:
         self.read.inc()
@@ -336,7 +371,7 @@ class SketchDocs(beam.DoFn):
             return
         sketch = sketch_documents([(doc_id, url, row.get("score") or 0, text, text_words)], self.hasher)[0]
         keys = b"".join(band_keys(sketch.signature_array(), self.plan.banding))
-        yield sketch.text_hash, (self.writer.add(sketch).to_tuple(), url, keys)
+        yield sketch.text_hash, pack_doc_entry(self.writer.add(sketch), url, keys)
 
     def _contamination_reason(self, overlaps: list[decontam.Overlap]) -> str | None:
         """With --decontaminate, why the document goes: its largest overlap above the threshold; else None."""
@@ -378,14 +413,15 @@ class PickExactSurvivor(beam.DoFn):
         self.groups = Metrics.counter(NAME, "clusters.exact")
 
     def process(self, element) -> Iterator:
-        _, docs = element
-        best, _, keys = pick_survivor(((DocRef(*ref), url, keys) for ref, url, keys in docs), rank=lambda entry: entry[0])
+        _, entries = element
+        docs = [unpack_doc_entry(entry) for entry in entries]
+        best, _, keys = pick_survivor(docs, rank=lambda doc: doc[0])
         yield best.to_tuple(), keys
         duplicates = 0
         for ref, url, _ in docs:
-            if ref[0] != best.doc_id:
+            if ref.doc_id != best.doc_id:
                 duplicates += 1
-                yield beam.pvalue.TaggedOutput("members", (best.doc_id, (ref[0], url)))
+                yield beam.pvalue.TaggedOutput("members", (best.doc_id, (ref.doc_id, url)))
         if duplicates:
             self.groups.inc()
 
@@ -393,38 +429,47 @@ class PickExactSurvivor(beam.DoFn):
 # -- step 3: LSH candidate pairs -------------------------------------------------------------------------------------
 
 
-BAND_RECORDS_PER_PARTITION = 200_000  # band records one LSH partition holds in memory (about 30 MB)
-PACK_RECORDS = 8192  # band records per shuffled pack
-
-
+BAND_RECORDS_PER_PARTITION = 200_000  # band records one LSH partition holds in memory (6 MB)
+PACK_RECORDS = 8192  # band records written to a partition's work file at a time
+# A band record: the band key (band index, 64-bit digest) and where the document's sketch record lies. 30 bytes,
+# the same for every document; BucketPairs reads the rank (doc_id, score, length) only of buckets with several members.
+BAND_RECORD = np.dtype([("band", ">u2"), ("digest", ">u8"), ("file", ">u8"), ("offset", "<u8"), ("size", "<u4")])
 class PackBands(beam.DoFn):
-    """(DocRef, band keys) -> per bundle and LSH partition, one pickled list of (band key, DocRef) records.
+    """(DocRef, band keys) -> band records appended to one work file per bundle and LSH partition; yields (partition,
+    file name) for each file. Only those names cross the shuffle: the records go from the file to BucketPairs."""
 
-    A band record is ~70 bytes and there are `bands` per document; shuffled one by one, the local runner would hold
-    each as several Python objects. Packed, the shuffle moves a few large elements carrying the same records."""
-
-    def __init__(self, partitions: int):
-        self.partitions = partitions
+    def __init__(self, partitions: int, work: str):
+        self.partitions, self.work = partitions, work
 
     def start_bundle(self):
-        self.packs: dict[int, list] = {}
+        self.pending: dict[int, list] = {}
+        self.files: dict[int, storage.AppendFile] = {}
 
     def process(self, entry: tuple[RefTuple, bytes]) -> Iterator:
-        ref, keys = entry
+        (_, _, _, sketch_file, offset, size), keys = entry
+        file = sketch_file_number(sketch_file)
         for start in range(0, len(keys), BAND_KEY_BYTES):
             key = keys[start:start + BAND_KEY_BYTES]
             partition = int.from_bytes(key[-4:], "big") % self.partitions
-            pack = self.packs.setdefault(partition, [])
-            pack.append((key, ref))
-            if len(pack) >= PACK_RECORDS:
-                yield partition, pickle.dumps(pack, protocol=pickle.HIGHEST_PROTOCOL)
-                self.packs[partition] = []
+            pending = self.pending.setdefault(partition, [])
+            pending.append((int.from_bytes(key[:2], "big"), int.from_bytes(key[2:], "big"), file, offset, size))
+            if len(pending) >= PACK_RECORDS:
+                self._write(partition)
+        return iter(())  # the file names come at the bundle's end
+
+    def _write(self, partition: int) -> None:
+        if partition not in self.files:
+            self.files[partition] = storage.AppendFile(self.work, f"bands-{partition:05d}")
+        self.files[partition].append(np.array(self.pending.pop(partition), dtype=BAND_RECORD).tobytes())
 
     def finish_bundle(self):
-        for partition, records in sorted(self.packs.items()):
-            yield WindowedValue((partition, pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)),
-                                MIN_TIMESTAMP, [GlobalWindow()])
-        self.packs = {}
+        for partition in sorted(self.pending):
+            self._write(partition)
+        for partition, file in sorted(self.files.items()):
+            file.close()
+            yield WindowedValue((partition, file.name), MIN_TIMESTAMP, [GlobalWindow()])
+        self.files = {}
+        memory.release()
 
 
 def lsh_partitions(documents: int, bands: int) -> int:
@@ -441,26 +486,51 @@ class DocRefs:
         return (DocRef(*member) for member in self.members)
 
 
-class BucketPairs(beam.DoFn):
-    """One LSH partition's packed band records -> the candidate pairs of each of its buckets (equal band keys)."""
+def shared_buckets(records: np.ndarray) -> Iterator[np.ndarray]:
+    """The band records of each bucket (equal band and digest) that has at least two members."""
+    records = records[np.lexsort((records["digest"], records["band"]))]
+    band, digest = records["band"], records["digest"]
+    new_key = np.ones(len(records), dtype=bool)
+    new_key[1:] = (band[1:] != band[:-1]) | (digest[1:] != digest[:-1])
+    starts = np.flatnonzero(new_key)
+    ends = np.append(starts[1:], len(records))
+    shared = ends - starts > 1
+    for start, end in zip(starts[shared].tolist(), ends[shared].tolist()):
+        yield records[start:end]
 
-    def __init__(self, max_bucket_size: int):
-        self.max_bucket_size = max_bucket_size
+
+class BucketPairs(beam.DoFn):
+    """One LSH partition's band record files -> the candidate pairs of each of its buckets (equal band keys); the
+    members' ranks are read from their sketch records."""
+
+    def __init__(self, max_bucket_size: int, work: str):
+        self.max_bucket_size, self.work = max_bucket_size, work
 
     def setup(self):
         self.stars = Metrics.counter(NAME, "lsh.buckets-paired-as-star")
+        self.reader = SketchReader(self.work)
+
+    def teardown(self):
+        self.reader.close()
 
     def process(self, element) -> Iterator[tuple[tuple[str, str], tuple[RefTuple, RefTuple]]]:
-        _, packs = element
-        records = sorted((record for pack in packs for record in pickle.loads(pack)), key=lambda r: r[0])
-        for _, bucket in itertools.groupby(records, key=lambda r: r[0]):
-            members = [ref for _, ref in bucket]
-            if len(members) < 2:
-                continue
+        _, names = element
+        records = np.concatenate([np.frombuffer(storage.read_bytes(storage.join(self.work, name)), dtype=BAND_RECORD)
+                                  for name in sorted(names)])
+        for bucket in shared_buckets(records):
+            members = [self._ref(record) for record in bucket.tolist()]
             if len(members) > self.max_bucket_size:
                 self.stars.inc()
             for first, second in bucket_pairs(DocRefs(members), self.max_bucket_size):
                 yield (first.doc_id, second.doc_id), (first.to_tuple(), second.to_tuple())
+        del records
+        memory.release()
+
+    def _ref(self, record: tuple) -> RefTuple:
+        _, _, file, offset, size = record
+        name = sketch_file_name(file)
+        rank = self.reader.read(DocRef("", 0, 0, name, offset, size)).rank
+        return rank.doc_id, rank.score, rank.length, name, offset, size
 
 
 def first_of(element):
@@ -591,9 +661,12 @@ def align(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+SPILL_RUN_ROWS = 1024  # survivors sorted at once into one work file per output shard
+
+
 class SpillSurvivors(beam.DoFn):
-    """(index, input file) -> its surviving rows, sorted by doc_id, in one work file per output shard; yields
-    (shard, work file). Reads a row group at a time; holds one input file's survivors (as Arrow) to sort them."""
+    """(index, input file) -> its surviving rows in doc_id-sorted runs of at most SPILL_RUN_ROWS, one work file per
+    run and output shard; yields (shard, work file). Reads a row group batch at a time and holds one run."""
 
     def __init__(self, plan: DedupPlan, schema: pa.Schema):
         self.plan, self.schema = plan, schema
@@ -604,31 +677,42 @@ class SpillSurvivors(beam.DoFn):
     def process(self, element, removed: Iterable[str]) -> Iterator[tuple[int, str]]:
         index, path = element
         removed = set(removed)
-        pieces = []
-        for batch in storage.iter_batches([path]):
+        pending: list[pa.Table] = []
+        runs = itertools.count()
+        for batch in storage.iter_batches([path], batch_rows=READ_BATCH_ROWS):
             table = pa.Table.from_batches([batch])
             keep = [doc_id not in removed for doc_id in table.column("doc_id").to_pylist()]
-            pieces.append(align(table.filter(pa.array(keep, pa.bool_())), self.schema))
-        survivors = pa.concat_tables(pieces) if pieces else self.schema.empty_table()
+            pending.append(align(table.filter(pa.array(keep, pa.bool_())), self.schema))
+            if sum(map(len, pending)) >= SPILL_RUN_ROWS:
+                yield from self._spill(pa.concat_tables(pending), index, next(runs))
+                pending = []
+        if pending:
+            yield from self._spill(pa.concat_tables(pending), index, next(runs))
+        memory.release()
+
+    def _spill(self, survivors: pa.Table, index: int, run: int) -> Iterator[tuple[int, str]]:
         self.written.inc(len(survivors))
-        doc_ids = survivors.column("doc_id").to_pylist()
+        by_doc_id = pa.compute.sort_indices(survivors, [("doc_id", "ascending")]).to_numpy()
+        doc_ids = survivors.column("doc_id").take(by_doc_id).to_pylist()
         shard_of = np.array([sinks.stable_shard(d, self.plan.num_shards) for d in doc_ids], dtype=np.int64)
         for shard in np.unique(shard_of).tolist():
-            part = survivors.take(pa.array(np.flatnonzero(shard_of == shard)))
-            part = part.take(pa.compute.sort_indices(part, [("doc_id", "ascending")]))
-            spill = storage.join(self.plan.work, f"survivors-{shard:05d}-{index:05d}.parquet")
-            storage.write_parquet_table(spill, part)
+            part = survivors.take(pa.array(by_doc_id[shard_of == shard]))
+            spill = storage.join(self.plan.work, f"survivors-{shard:05d}-{index:05d}-{run:05d}.parquet")
+            storage.write_parquet_table(spill, part, row_group_rows=SpillCursor.BATCH_ROWS)
             yield shard, spill
 
 
 class SpillCursor:
-    """Reads one doc_id-sorted survivors work file front to back, a few rows at a time."""
+    """Reads one doc_id-sorted survivors work file front to back, a row group of BATCH_ROWS rows at a time, so a
+    shard's merge holds one small row group per work file. (ParquetFile.iter_batches over a Python file object would
+    read most of the file ahead.)"""
 
-    BATCH_ROWS = 256
+    BATCH_ROWS = 64
 
     def __init__(self, path: str):
         self.handle = storage.open_read(path)
-        self.batches = pq.ParquetFile(self.handle).iter_batches(batch_size=self.BATCH_ROWS)
+        parquet = pq.ParquetFile(self.handle)
+        self.batches = (parquet.read_row_group(index) for index in range(parquet.metadata.num_row_groups))
         self.buffer: pa.Table | None = None
 
     def take(self, rows: int) -> pa.Table:
@@ -636,7 +720,7 @@ class SpillCursor:
         pieces = []
         while rows:
             if self.buffer is None or len(self.buffer) == 0:
-                self.buffer = pa.Table.from_batches([next(self.batches)])
+                self.buffer = next(self.batches)
             piece = self.buffer.slice(0, rows)
             self.buffer = self.buffer.slice(len(piece))
             pieces.append(piece)
@@ -645,6 +729,11 @@ class SpillCursor:
 
     def close(self) -> None:
         self.handle.close()
+
+
+def doc_ids_of(path: str) -> list[str]:
+    with storage.open_parquet(path) as parquet:
+        return parquet.read(columns=["doc_id"]).column("doc_id").to_pylist()
 
 
 class WriteSurvivorShard(beam.DoFn):
@@ -661,8 +750,7 @@ class WriteSurvivorShard(beam.DoFn):
     def process(self, element) -> Iterator[str]:
         shard, spills = element
         spills = sorted(spills)
-        ids = [pq.read_table(io.BytesIO(storage.read_bytes(p)), columns=["doc_id"]).column("doc_id").to_pylist()
-               for p in spills]
+        ids = [doc_ids_of(p) for p in spills]
         order = heapq.merge(*[[(doc_id, s, i) for i, doc_id in enumerate(file_ids)] for s, file_ids in enumerate(ids)])
         del ids
         cursors = [SpillCursor(p) for p in spills]
@@ -673,6 +761,7 @@ class WriteSurvivorShard(beam.DoFn):
                 writer.write_table(self._gather(chunk, cursors))
         for cursor in cursors:
             cursor.close()
+        memory.release()
         yield path
 
     def _gather(self, chunk: list[tuple[str, int, int]], cursors: list[SpillCursor]) -> pa.Table:
@@ -713,12 +802,12 @@ def ExactDuplicates(keyed_docs):  # noqa: N802 (a PTransform)
 
 
 @beam.ptransform_fn
-def CandidatePairs(survivors, max_bucket_size: int, partitions: int):  # noqa: N802
+def CandidatePairs(survivors, max_bucket_size: int, partitions: int, work: str):  # noqa: N802
     """(DocRef, band keys) -> distinct (DocRef, DocRef) pairs that share at least one LSH band."""
     return (survivors
-            | "PackBands" >> beam.ParDo(PackBands(partitions)).with_output_types(tuple[int, bytes])
+            | "PackBands" >> beam.ParDo(PackBands(partitions, work)).with_output_types(tuple[int, str])
             | "GroupByPartition" >> beam.GroupByKey()
-            | "BucketPairs" >> beam.ParDo(BucketPairs(max_bucket_size))
+            | "BucketPairs" >> beam.ParDo(BucketPairs(max_bucket_size, work))
             | "GroupByPair" >> beam.GroupByKey()
             | "OnePerPair" >> beam.Map(first_of))
 
@@ -746,7 +835,9 @@ def Survivors(removed_ids, plan: DedupPlan, schema: pa.Schema, files: list[str])
 
 def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema: pa.Schema, files: list[str]) -> None:
     out = ctx.run.path(layout.DEDUP)
-    rows = p | "ReadDocs" >> beam.io.ReadFromParquet(plan.input_pattern, columns=SKETCH_COLUMNS)
+    rows = (p
+            | "ReadDocs" >> ReadParquetBatches(files, SKETCH_COLUMNS, READ_BATCH_ROWS)
+            | "DocRows" >> beam.FlatMap(pa.RecordBatch.to_pylist).with_output_types(dict))
     _ = (rows
          | "DocIds" >> beam.Map(lambda row: (row["doc_id"], 1)).with_output_types(tuple[str, int])
          | "RowsPerDocId" >> beam.CombinePerKey(sum)
@@ -754,7 +845,7 @@ def build_pipeline(p: beam.Pipeline, ctx: StageContext, plan: DedupPlan, schema:
     sketched = rows | "Sketch" >> beam.ParDo(SketchDocs(plan)).with_outputs(
         "rejects", "contamination", "ngram_hits", main="docs")
     exact = sketched.docs | "ExactDuplicates" >> ExactDuplicates()
-    pairs = exact.survivors | "CandidatePairs" >> CandidatePairs(plan.max_bucket_size, plan.lsh_partitions)
+    pairs = exact.survivors | "CandidatePairs" >> CandidatePairs(plan.max_bucket_size, plan.lsh_partitions, plan.work)
     edges = pairs | "VerifiedPairs" >> beam.ParDo(VerifyPairs(plan.threshold, plan.work))
     near = edges | "NearClusters" >> NearClusters(plan.clustering, plan.work)
     exact_clusters = ({"members": exact.members, "near": near.near}
@@ -882,7 +973,8 @@ def execute(ctx: StageContext) -> None:
         eval_filters=save_filters(ctx, eval_sets), decontaminate=config["decontaminate"],
         contamination_threshold=config["contamination_threshold"],
         num_shards=config["dedup_shards"] or auto_shards(files), work=ctx.run.path(layout.DEDUP_WORK),
-        lsh_partitions=lsh_partitions(rows, resolve_banding(config).bands))
+        lsh_partitions=lsh_partitions(rows, resolve_banding(config).bands),
+        permutations=permutations(MinHashConfig(config["num_perm"], config["minhash_seed"], config["ngram"])))
     log.info("dedup: %d input files, threshold %.2f, %d bands x %d rows of %d permutations", len(files),
              plan.threshold, plan.banding.bands, plan.banding.rows, plan.minhash.num_perm)
     ctx.run_pipeline(lambda p: build_pipeline(p, ctx, plan, schema, [f.path for f in files]))

@@ -14,6 +14,8 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
+from . import memory
+
 
 def worker_command() -> str:
     """Run by Beam with a shell: `exec` makes the worker the shell's own process, so signals reach it directly."""
@@ -30,6 +32,14 @@ class LocalRunner(fn_runner.FnApiRunner):
         self._provision_info = fn_runner.ExtendedProvisionInfo(
             beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
         return super().run_pipeline(pipeline, options)
+
+    def _execute_bundle(self, runner_execution_context, bundle_context_manager, bundle_input):
+        """One fused stage's bundle; afterwards the shuffle buffers it consumed, now freed, go back to the system
+        (glibc would keep them, and the driver's peak would be the sum of every stage's)."""
+        try:
+            return super()._execute_bundle(runner_execution_context, bundle_context_manager, bundle_input)
+        finally:
+            memory.release()
 
     # FnApiRunner sets its default environment from --direct_running_mode when a run starts; in multi-process mode that
     # is Beam's own worker command, which this runner replaces with ours (the same harness, after our logging set-up).

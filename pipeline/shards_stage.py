@@ -19,7 +19,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
 
-from webtext.pipeline import layout, sinks, storage
+from webtext.pipeline import layout, memory, sinks, storage
+from webtext.pipeline.parquet_source import ReadParquetBatches
 from webtext.pipeline.token_encoding import ENGINES, Encoder
 from webtext.pipeline.progress import Progress
 from webtext.pipeline.layout import RunDir
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 NAME = "shards"
 ENCODE_BATCH_DOCS = 512
+WRITE_CHUNK_TOKENS = 4 << 20  # tokens a shard writer reads back from the work folder at a time
 SPLITS = ("val", "train")  # val takes the lowest doc_id hashes, train the rest
 
 
@@ -104,6 +106,15 @@ def read_tokens(folder: str, refs: TokenRefs, dtype: str) -> shard_format.TokenB
     return batch
 
 
+def token_chunks(folder: str, refs: TokenRefs, dtype: str, chunk_tokens: int = WRITE_CHUNK_TOKENS,
+                 ) -> Iterator[shard_format.TokenBatch]:
+    """The documents of `refs`, in their order, read back as consecutive batches of about `chunk_tokens` tokens."""
+    first_tokens = np.cumsum(refs.lengths) - refs.lengths
+    firsts = np.flatnonzero(np.diff(first_tokens // chunk_tokens, prepend=-1)).tolist()  # a chunk's first document
+    for start, stop in zip(firsts, firsts[1:] + [len(refs)]):
+        yield read_tokens(folder, refs.take(range(start, stop)), dtype)
+
+
 @dataclass(frozen=True)
 class ShardPlan:
     """Shard i holds the documents whose hash lies in [starts[i], starts[i+1]); val shards come first."""
@@ -173,12 +184,9 @@ class CollectSizes(beam.CombineFn):
 # -- encoding -----------------------------------------------------------------------------------------------------
 
 
-def split_table(table: pa.Table, rows: int) -> Iterator[tuple[list, list]]:
-    """(doc_ids, texts) lists of at most `rows` documents: plain lists, since a pickled Arrow slice drags its
-    whole parent buffer along through every shuffle."""
-    for start in range(0, table.num_rows, rows):
-        part = table.slice(start, rows)
-        yield part.column("doc_id").to_pylist(), part.column("text").to_pylist()
+def batch_lists(batch: pa.RecordBatch) -> tuple[list, list]:
+    """(doc_ids, texts) as plain lists, since a pickled Arrow slice drags its whole parent buffer along."""
+    return batch.column("doc_id").to_pylist(), batch.column("text").to_pylist()
 
 
 @beam.typehints.with_output_types(TokenRefs, rejects=dict)
@@ -194,6 +202,7 @@ class EncodeDocuments(beam.DoFn):
 
     def finish_bundle(self):
         self.writer.close()
+        memory.release()
 
     def setup(self):
         self.encoder = Encoder(storage.read_bytes(self.tokenizer_path), engine=self.engine)
@@ -267,20 +276,21 @@ def _upload(local: Path, destination: str) -> None:
         shutil.copyfileobj(source, target, 1 << 24)
 
 
-def write_shard_file(path: str, doc_ids: list[str], documents: shard_format.TokenBatch, dtype: str,
-                     eot_id: int) -> shard_format.ShardStats:
-    """One shard written whole under its final name (directly on local disk, through a temp file elsewhere)."""
+def write_shard_file(path: str, doc_ids: list[str], lengths: np.ndarray,
+                     chunks: Iterable[shard_format.TokenBatch], dtype: str, eot_id: int) -> shard_format.ShardStats:
+    """One shard written under its final name from its documents' token chunks, holding one chunk at a time
+    (directly on local disk, through a temp file elsewhere)."""
     if _is_local(path):
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            return shard_format.write_shard_batch(path, documents, doc_ids, dtype, eot_id=eot_id)
+            return shard_format.write_shard_chunks(path, doc_ids, lengths, dtype, chunks, eot_id=eot_id)
         except Exception as error:
             storage.discard(path)  # a shard cut short by a full disk is no shard
             storage.raise_if_refused(error, path)
             raise
     with tempfile.TemporaryDirectory(prefix="webtext-shard-") as temp:
         local = Path(temp) / os.path.basename(path)
-        stats = shard_format.write_shard_batch(local, documents, doc_ids, dtype, eot_id=eot_id)
+        stats = shard_format.write_shard_chunks(local, doc_ids, lengths, dtype, chunks, eot_id=eot_id)
         _upload(local, path)
     return stats
 
@@ -319,13 +329,14 @@ class WriteShard(beam.DoFn):
         name, pieces = element
         merged = TokenRefs.concat(pieces)
         refs, dropped = order_and_dedupe(merged, self.work, self.dtype)
-        batch = read_tokens(self.work, refs, self.dtype)
         for index in dropped:  # counted as reject.duplicate_doc_id by CountRejects
             yield beam.pvalue.TaggedOutput("rejects", layout.reject(
                 NAME, "duplicate_doc_id", f"another document with this doc_id is in {name}",
                 item_id=merged.doc_ids[index]))
         split = plan.splits[plan.names.index(name)]
-        stats = write_shard_file(storage.join(self.directory, name), refs.doc_ids, batch, self.dtype, self.eot_id)
+        stats = write_shard_file(storage.join(self.directory, name), refs.doc_ids, refs.lengths,
+                                 token_chunks(self.work, refs, self.dtype), self.dtype, self.eot_id)
+        memory.release()
         Metrics.counter(NAME, f"shards.{split}").inc()
         Metrics.counter(NAME, f"docs.{split}").inc(stats.documents)
         Metrics.counter(NAME, f"tokens.{split}").inc(stats.tokens)
@@ -363,6 +374,7 @@ def write_manifest(entries: list[dict], path: str, tokenizer: TokenizerInfo) -> 
 @dataclass(frozen=True)
 class ShardJob:
     pattern: str  # the document Parquet files
+    files: list[str]  # the files it matches
     tokenizer_path: str
     output: str  # RUN/shards
     rejects: str  # RUN/rejects/shards
@@ -377,8 +389,8 @@ def build_pipeline(p: beam.Pipeline, job: ShardJob) -> None:
     # raw text would move the whole corpus once more. Tokens go to files in the work folder as they are encoded; only
     # their TokenRefs (ids, hashes, counts, locators) cross the shuffle to the shard writers, which read them back.
     encoded = (p
-               | "ReadDocs" >> beam.io.ReadFromParquetBatched(job.pattern, columns=list(layout.TEXT_COLUMNS))
-               | "SplitBatches" >> beam.FlatMap(split_table, ENCODE_BATCH_DOCS)
+               | "ReadDocs" >> ReadParquetBatches(job.files, list(layout.TEXT_COLUMNS), ENCODE_BATCH_DOCS)
+               | "SplitBatches" >> beam.Map(batch_lists)
                | "Encode" >> beam.ParDo(EncodeDocuments(job.tokenizer_path, job.tokenizer.engine, job.work))
                .with_outputs("rejects", main="encoded"))
     plan = (encoded.encoded
@@ -508,8 +520,8 @@ def execute(ctx: StageContext) -> None:
     tokenizer_path, tokenizer = tokenizer_info(ctx.run, config["encoder"])
     log.info("shards: %d documents from %s, vocabulary %d (eot %d, %s), encoding with %s",
              rows, source.pattern, tokenizer.vocab_size, tokenizer.eot_id, tokenizer.dtype, tokenizer.engine)
-    job = ShardJob(source.pattern, tokenizer_path, ctx.run.path(layout.SHARDS), ctx.run.rejects(NAME), tokenizer,
-                   config["val_fraction"], config["shard_tokens"], ctx.run.path(layout.SHARDS_WORK))
+    job = ShardJob(source.pattern, [f.path for f in source.files], tokenizer_path, ctx.run.path(layout.SHARDS),
+                   ctx.run.rejects(NAME), tokenizer, config["val_fraction"], config["shard_tokens"], ctx.run.path(layout.SHARDS_WORK))
     ctx.run_pipeline(lambda p: build_pipeline(p, job))
     ctx.run.clear(layout.SHARDS_WORK)
     storage.delete([job.work])

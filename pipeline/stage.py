@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from . import cancel, dataflow, layout, locks, sinks, storage
+from . import cancel, dataflow, layout, locks, memory, sinks, storage
 from .stage_options import Option, OptionError
 from .layout import RunDir
 from .storage import FileEntry, StageError
@@ -53,6 +53,7 @@ class StageContext:
 
         Without --runner it runs on the pinned local runner. Returns the PipelineResult (for metrics of other
         namespaces); with --template_location the job is only written as a Dataflow template (TemplateWritten)."""
+        memory.release()  # what the stage's set-up held (a tokenizer, footers) stays out of the job's peak
         runner = None
         if not dataflow.names_runner(self.beam_args):
             from .local_runner import LocalRunner

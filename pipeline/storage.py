@@ -297,10 +297,10 @@ def delete(paths: Iterable[str]) -> None:
 
 # -- Parquet ---------------------------------------------------------------------------------------------------------
 
-def write_parquet_table(path: str, table: pa.Table) -> None:
-    """One Parquet file (zstd) written whole and renamed into place."""
+def write_parquet_table(path: str, table: pa.Table, row_group_rows: int = 64 * 1024) -> None:
+    """One Parquet file (zstd) written whole and renamed into place; a reader decodes a row group at a time."""
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", row_group_size=64 * 1024)
+    pq.write_table(table, buffer, compression="zstd", row_group_size=row_group_rows)
     write_bytes(path, buffer.getvalue())
 
 
@@ -313,7 +313,7 @@ def open_parquet(path: str) -> Iterator[pq.ParquetFile]:
     """A Parquet file opened for streaming; a file that is not Parquet is a StageError naming it."""
     with open_read(path) as handle:
         try:
-            parquet = pq.ParquetFile(handle)
+            parquet = pq.ParquetFile(handle, buffer_size=1 << 20)  # column chunks read a MiB at a time
         except (pa.ArrowInvalid, OSError) as error:
             raise StageError(f"{path}: not a readable Parquet file ({error})") from None
         yield parquet

@@ -108,12 +108,12 @@ def test_sketch_documents_keeps_rank_and_hashes():
     assert np.array_equal(sketch.signature_array(), hasher.signature(sketch.shingle_array()))
 
 
-def test_sketch_record_round_trips_url_signature_and_shingles():
+def test_sketch_record_round_trips_rank_url_signature_and_shingles():
     hasher = MinHasher()
     text = "Ünïcode words, then plain ones: one two three four five six seven eight."
     (sketch,) = sketch_documents([("d1", "https://例え.jp/ä?q=1", 3, text, words(text))], hasher)
     record = decode_record(encode_record(sketch))
-    assert record.url == "https://例え.jp/ä?q=1"
+    assert record.rank == DocRank("d1", 3, len(text)) and record.url == "https://例え.jp/ä?q=1"
     assert np.array_equal(record.signature, sketch.signature_array())
     assert np.array_equal(record.shingles, sketch.shingle_array())
     ref = DocRef("d1", 3, len(text), "sketch-0", 128, len(encode_record(sketch)))

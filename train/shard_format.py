@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import re
 import threading
@@ -138,6 +139,29 @@ def _check_token_range(tokens: np.ndarray, dtype: str, where: str) -> None:
         raise ValueError(f"{where}: token ids span [{low}, {high}], outside {dtype}")
 
 
+def _checked_documents(batch: TokenBatch, doc_ids: Sequence[str], dtype: str, eot_id: int | None,
+                       where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's tokens and int64 offsets, once they are known to be non-empty documents of `dtype` ids (each
+    ending with `eot_id` when given), one per doc_id; else ValueError naming `where`."""
+    tokens = np.asarray(batch.tokens)
+    offsets = np.asarray(batch.offsets, dtype=np.int64)
+    if tokens.ndim != 1 or offsets.ndim != 1:
+        raise ValueError(f"{where}: tokens and offsets must be 1-D arrays")
+    if len(offsets) != len(doc_ids) + 1:
+        raise ValueError(f"{where}: {len(doc_ids)} doc_ids need {len(doc_ids) + 1} offsets, got {len(offsets)}")
+    if offsets[0] != 0 or offsets[-1] != tokens.size:
+        raise ValueError(f"{where}: offsets must run from 0 to len(tokens)={tokens.size}")
+    lengths = np.diff(offsets)
+    if (lengths <= 0).any():
+        bad = int(np.argmax(lengths <= 0))
+        raise ValueError(f"{where}: document {doc_ids[bad]!r} is empty or its offsets decrease")
+    _check_token_range(tokens, dtype, where)
+    if eot_id is not None and (tokens[offsets[1:] - 1] != eot_id).any():
+        bad = int(np.argmax(tokens[offsets[1:] - 1] != eot_id))
+        raise ValueError(f"{where}: document {doc_ids[bad]!r} does not end with eot id {eot_id}")
+    return tokens, offsets
+
+
 class ShardWriter:
     """Collects documents as numpy chunks and writes them as one record batch on close().
 
@@ -162,22 +186,7 @@ class ShardWriter:
     def add_batch(self, batch: TokenBatch, doc_ids: Sequence[str]) -> None:
         if self._closed:
             raise ValueError(f"{self.path}: writer already closed")
-        tokens = np.asarray(batch.tokens)
-        offsets = np.asarray(batch.offsets, dtype=np.int64)
-        if tokens.ndim != 1 or offsets.ndim != 1:
-            raise ValueError(f"{self.path}: tokens and offsets must be 1-D arrays")
-        if len(offsets) != len(doc_ids) + 1:
-            raise ValueError(f"{self.path}: {len(doc_ids)} doc_ids need {len(doc_ids) + 1} offsets, got {len(offsets)}")
-        if offsets[0] != 0 or offsets[-1] != tokens.size:
-            raise ValueError(f"{self.path}: offsets must run from 0 to len(tokens)={tokens.size}")
-        lengths = np.diff(offsets)
-        if (lengths <= 0).any():
-            bad = int(np.argmax(lengths <= 0))
-            raise ValueError(f"{self.path}: document {doc_ids[bad]!r} is empty or its offsets decrease")
-        _check_token_range(tokens, self.dtype, str(self.path))
-        if self.eot_id is not None and (tokens[offsets[1:] - 1] != self.eot_id).any():
-            bad = int(np.argmax(tokens[offsets[1:] - 1] != self.eot_id))
-            raise ValueError(f"{self.path}: document {doc_ids[bad]!r} does not end with eot id {self.eot_id}")
+        tokens, offsets = _checked_documents(batch, doc_ids, self.dtype, self.eot_id, str(self.path))
         self._batches.append(TokenBatch(tokens.astype(self._np_dtype, copy=False), offsets))
         self._doc_ids.extend(str(doc_id) for doc_id in doc_ids)
 
@@ -185,11 +194,10 @@ class ShardWriter:
         if self._closed:
             raise ValueError(f"{self.path}: writer already closed")
         self._closed = True
-        batch = TokenBatch.concat(self._batches, self._np_dtype)
-        record_batch = _record_batch(batch, self._doc_ids, self.dtype)
+        batches, doc_ids = self._batches, self._doc_ids
         self._batches, self._doc_ids = [], []
-        sha256 = _write_ipc_file(self.path, record_batch)
-        return ShardStats(documents=record_batch.num_rows, tokens=int(batch.tokens.size), sha256=sha256)
+        lengths = np.concatenate([b.lengths for b in batches]) if batches else np.empty(0, np.int64)
+        return write_shard_chunks(self.path, doc_ids, lengths, self.dtype, batches)
 
     def abort(self) -> None:
         self._closed = True
@@ -212,20 +220,59 @@ def shard_schema(dtype: str) -> pa.Schema:
     ], metadata={b"format": FORMAT.encode(), b"version": str(VERSION).encode(), b"dtype": dtype.encode()})
 
 
-def _record_batch(batch: TokenBatch, doc_ids: Sequence[str], dtype: str) -> pa.RecordBatch:
+def _skeleton_batch(doc_ids: Sequence[str], lengths: np.ndarray, dtype: str) -> pa.RecordBatch:
+    """The shard's one record batch with its token values left as zeros in memory that is never touched: a private
+    anonymous mapping reads as zero pages, which take no resident memory. Written by Arrow, it gives the shard's
+    exact bytes but for the values, which write_shard_chunks then fills in."""
     schema = shard_schema(dtype)
-    values = pa.array(batch.tokens, type=ARROW_DTYPES[dtype])
-    token_lists = pa.LargeListArray.from_arrays(pa.array(batch.offsets, type=pa.int64()), values,
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    size = int(offsets[-1]) * np.dtype(DTYPES[dtype]).itemsize
+    zeros = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) if size else b""
+    values = pa.Array.from_buffers(ARROW_DTYPES[dtype], int(offsets[-1]), [None, pa.py_buffer(zeros)])
+    token_lists = pa.LargeListArray.from_arrays(pa.array(offsets, type=pa.int64()), values,
                                                 type=schema.field("tokens").type)
-    return pa.RecordBatch.from_arrays([token_lists, pa.array(doc_ids, type=pa.string())], schema=schema)
+    return pa.RecordBatch.from_arrays([token_lists, pa.array(list(doc_ids), type=pa.string())], schema=schema)
 
 
-def _write_ipc_file(path: Path, batch: pa.RecordBatch) -> str:
+def _values_offset(path: Path) -> int:
+    """Where the token values of a shard file's one record batch start (read from its metadata only)."""
+    with pa.memory_map(str(path), "r") as mapped:
+        whole = mapped.read_buffer(mapped.size())
+        values = pa.ipc.open_file(mapped).get_batch(0).column("tokens").values
+        return values.buffers()[1].address - whole.address + values.offset * values.type.bit_width // 8
+
+
+def write_shard_chunks(path: str | os.PathLike, doc_ids: Sequence[str], lengths: np.ndarray, dtype: str,
+                       chunks: Iterable[TokenBatch], eot_id: int | None = None) -> ShardStats:
+    """A shard of the documents `doc_ids` of `lengths` tokens whose tokens come as consecutive TokenBatches, holding
+    one chunk at a time: the same bytes as one record batch of them all. Chunks are checked like ShardWriter.add_batch.
+    The file appears under its final name only when complete (temp file, fsync, rename)."""
+    path, np_dtype = Path(path), _numpy_dtype(dtype)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if len(lengths) != len(doc_ids):
+        raise ValueError(f"{path}: {len(doc_ids)} doc_ids but {len(lengths)} lengths")
+    if (lengths <= 0).any():
+        raise ValueError(f"{path}: document {doc_ids[int(np.argmax(lengths <= 0))]!r} is empty")
     with atomic_path(path) as temp:
-        with pa.OSFile(str(temp), "wb") as sink:
-            with pa.ipc.new_file(sink, batch.schema) as writer:
-                writer.write_batch(batch)
-        return sha256_file(temp)
+        batch = _skeleton_batch(doc_ids, lengths, dtype)
+        with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        del batch
+        documents = 0
+        with open(temp, "r+b") as handle:
+            handle.seek(_values_offset(temp) if lengths.size else 0)
+            for chunk in chunks:
+                ids = doc_ids[documents:documents + len(chunk)]
+                tokens, _ = _checked_documents(chunk, ids, dtype, eot_id, str(path))
+                if not np.array_equal(chunk.lengths, lengths[documents:documents + len(chunk)]):
+                    raise ValueError(f"{path}: the documents from {ids[0]!r} on have other lengths than announced")
+                handle.write(np.ascontiguousarray(tokens, dtype=np_dtype).data)
+                documents += len(chunk)
+        if documents != len(doc_ids):
+            raise ValueError(f"{path}: {len(doc_ids)} documents announced, {documents} given")
+        sha256 = sha256_file(temp)
+    return ShardStats(documents=len(doc_ids), tokens=int(lengths.sum()), sha256=sha256)
 
 
 def write_shard(path: str | os.PathLike, documents: Iterable[tuple[str, np.ndarray]], dtype: str,
