@@ -521,7 +521,8 @@ def execute(ctx: StageContext) -> None:
     log.info("shards: %d documents from %s, vocabulary %d (eot %d, %s), encoding with %s",
              rows, source.pattern, tokenizer.vocab_size, tokenizer.eot_id, tokenizer.dtype, tokenizer.engine)
     job = ShardJob(source.pattern, [f.path for f in source.files], tokenizer_path, ctx.run.path(layout.SHARDS),
-                   ctx.run.rejects(NAME), tokenizer, config["val_fraction"], config["shard_tokens"], ctx.run.path(layout.SHARDS_WORK))
+                   ctx.run.rejects(NAME), tokenizer, config["val_fraction"], config["shard_tokens"],
+                   ctx.run.path(layout.SHARDS_WORK))
     ctx.run_pipeline(lambda p: build_pipeline(p, job))
     ctx.run.clear(layout.SHARDS_WORK)
     storage.delete([job.work])

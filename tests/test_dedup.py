@@ -265,3 +265,26 @@ def test_eval_set_overlap_and_exact_share():
     assert 0 < overlap.matched < overlap.ngrams
     found, share = decontam.matched_share(overlap.matched_hashes, eval_set.ngrams)
     assert found == overlap.matched and share == pytest.approx(found / len(eval_set.ngrams))
+
+
+def test_what_crosses_dedups_shuffles_is_small_and_fixed_per_document(tmp_path):
+    """A document's exact-duplicate entry is one byte string (DocRef, URL, band keys); LSH band records are fixed
+    30-byte rows in work files, and only their file names cross the shuffle."""
+    from webtext.pipeline import dedup_stage
+
+    ref = DocRef("doc-ü1", 7, 3000, dedup_stage.sketch_file_name(0xABCDEF0123456789), 1 << 33, 4321)
+    keys = bytes(range(140))
+    entry = dedup_stage.pack_doc_entry(ref, "https://例え.jp/a", keys)
+    assert isinstance(entry, bytes) and len(entry) <= 40 + len("doc-ü1".encode()) + 20 + len(keys)
+    assert dedup_stage.unpack_doc_entry(entry) == (ref, "https://例え.jp/a", keys)
+    assert dedup_stage.BAND_RECORD.itemsize == 30
+    packer = dedup_stage.PackBands(partitions=3, work=str(tmp_path))
+    packer.start_bundle()
+    assert list(packer.process((ref.to_tuple(), keys[:30]))) == []
+    crossing = [value.value for value in packer.finish_bundle()]
+    assert all(isinstance(p, int) and isinstance(name, str) for p, name in crossing)
+    records = np.concatenate([np.frombuffer((tmp_path / name).read_bytes(), dedup_stage.BAND_RECORD)
+                              for _, name in crossing])
+    assert len(records) == 3 and set(records["offset"].tolist()) == {1 << 33}
+    assert set(records["size"].tolist()) == {4321}
+    assert {dedup_stage.sketch_file_name(f) for f in records["file"].tolist()} == {ref.sketch_file}

@@ -298,3 +298,40 @@ def test_failed_rewrite_leaves_the_previous_shard_intact(tmp_path):
         shard_format.write_shard(path, documents_then_a_bad_one(), "uint16", eot_id=EOT)
     assert shard_format.sha256_file(path) == good.sha256
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train-00000.arrow"]
+
+
+def _arrow_reference(path, documents, dtype: str) -> bytes:
+    """The shard as one record batch built whole in memory and written by Arrow: the bytes chunked writing must give."""
+    schema = shard_format.shard_schema(dtype)
+    offsets = np.concatenate([[0], np.cumsum([len(t) for _, t in documents])]).astype(np.int64)
+    values = pa.array(np.concatenate([t for _, t in documents]).astype(shard_format.DTYPES[dtype]))
+    tokens = pa.LargeListArray.from_arrays(pa.array(offsets), values, type=schema.field("tokens").type)
+    batch = pa.RecordBatch.from_arrays([tokens, pa.array([d for d, _ in documents], pa.string())], schema=schema)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        writer.write_batch(batch)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint32"])
+def test_chunked_writing_gives_the_bytes_of_one_in_memory_record_batch(tmp_path, dtype):
+    documents = make_documents(300, seed=11)
+    doc_ids = [d for d, _ in documents]
+    lengths = np.array([len(t) for _, t in documents])
+    chunks = [TokenBatch.from_lengths(np.concatenate([t for _, t in documents[i:i + 37]]), lengths[i:i + 37])
+              for i in range(0, 300, 37)]
+    stats = shard_format.write_shard_chunks(tmp_path / "c.arrow", doc_ids, lengths, dtype, chunks, eot_id=EOT)
+    assert (tmp_path / "c.arrow").read_bytes() == _arrow_reference(tmp_path / "ref.arrow", documents, dtype)
+    assert stats.documents == 300 and stats.tokens == int(lengths.sum())
+    assert stats.sha256 == shard_format.sha256_file(tmp_path / "ref.arrow")
+
+
+def test_chunked_writing_refuses_chunks_that_disagree_with_the_announced_lengths(tmp_path):
+    documents = make_documents(4, seed=2)
+    lengths = np.array([len(t) for _, t in documents])
+    wrong = [TokenBatch.from_lengths(np.concatenate([t for _, t in documents]), lengths[::-1])]
+    with pytest.raises(ValueError, match="other lengths"):
+        shard_format.write_shard_chunks(tmp_path / "w.arrow", [d for d, _ in documents], lengths, "uint16", wrong)
+    with pytest.raises(ValueError, match="4 documents announced, 2 given"):
+        half = [TokenBatch.from_lengths(np.concatenate([t for _, t in documents[:2]]), lengths[:2])]
+        shard_format.write_shard_chunks(tmp_path / "w.arrow", [d for d, _ in documents], lengths, "uint16", half)
+    assert list(tmp_path.iterdir()) == []
