@@ -505,7 +505,8 @@ def add_inspect_parser(commands: argparse._SubParsersAction) -> None:
                                  allow_abbrev=False)
     parser.add_argument("run", metavar="RUN", help="run directory: a local path or any Beam filesystem URL (gs://…)")
     parser.set_defaults(log_level="WARNING")
-    whats = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
+    whats = parser.add_subparsers(dest="what", required=True, metavar="WHAT",
+                                  help="what to look at (each has its own --help)")
     for name, sub in SUBCOMMANDS.items():
         what = whats.add_parser(name, help=sub.help, description=sub.help[0].upper() + sub.help[1:] + ".",
                                 allow_abbrev=False)
