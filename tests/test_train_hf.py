@@ -13,6 +13,7 @@ import safetensors
 import torch
 import transformers  # the reference (a dev dependency); random weights only, no download
 
+from tests.train_support import synthetic_documents, train_tokenizer
 from webtext.train import checkpoint as ckpt
 from webtext.train.cli import main
 from webtext.train.hf import HFConversionError, export_hf, from_hf_state, import_hf, to_hf_state
@@ -55,6 +56,61 @@ def test_export_loads_in_transformers_with_equal_logits(tmp_path):
         theirs = hf(idx).logits
     assert theirs.shape == ours.shape == (2, 48, 333)
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
+
+
+def exported_with_tokenizer(tmp_path: Path) -> tuple[GPT, Path, Path]:
+    """A model over a real byte-level BPE (as the tokenizer stage writes it), exported from its training directory,
+    which holds the tokenizer.json the trainer copies there."""
+    texts = synthetic_documents(200, seed=3)
+    tokenizer = train_tokenizer(texts, tmp_path / "train" / "tokenizer.json", vocab_size=320)
+    model = our_model(vocab_size=tokenizer.get_vocab_size()).eval()
+    ckpt.save_checkpoint(tmp_path / "train", 7, model, {"eot_id": tokenizer.token_to_id("<|endoftext|>")})
+    assert main(["export-hf", str(tmp_path / "train"), str(tmp_path / "hf")]) == 0
+    return model, tmp_path / "train" / "tokenizer.json", tmp_path / "hf"
+
+
+def test_export_writes_a_folder_transformers_tokenizes_with(tmp_path):
+    from tokenizers import Tokenizer
+
+    _, tokenizer_path, out = exported_with_tokenizer(tmp_path)
+    assert {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+            "generation_config.json", "config.json", "model.safetensors"} <= {p.name for p in out.iterdir()}
+    ours = Tokenizer.from_file(str(tokenizer_path))
+    eot = ours.token_to_id("<|endoftext|>")
+    text = "The cat sat near a big red house, and then it was very happy. Émile ran 42 km!"
+    fast = transformers.AutoTokenizer.from_pretrained(str(out))
+    slow = transformers.GPT2Tokenizer.from_pretrained(str(out))  # from vocab.json + merges.txt alone
+    assert fast.is_fast and fast.model_max_length == 48  # the model's context
+    for hf_tokenizer in (fast, slow):
+        assert hf_tokenizer.eos_token == hf_tokenizer.bos_token == "<|endoftext|>"
+        assert hf_tokenizer.eos_token_id == eot
+        assert hf_tokenizer(text)["input_ids"] == ours.encode(text).ids
+        assert hf_tokenizer.decode(ours.encode(text).ids) == text
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == generation["bos_token_id"] == eot and generation["max_length"] == 48
+
+
+def test_transformers_text_generation_pipeline_continues_as_our_sampler(tmp_path):
+    from webtext.train.generate import SamplingConfig, generate
+
+    model, tokenizer_path, out = exported_with_tokenizer(tmp_path)
+    generator = transformers.pipeline("text-generation", model=str(out), device="cpu")
+    prompt = "The dog ran over the"
+    result = generator(prompt, max_new_tokens=12, do_sample=False, return_full_text=False)
+    prompt_ids = generator.tokenizer(prompt)["input_ids"]
+    ours = generate(model, prompt_ids, SamplingConfig(max_new_tokens=12, temperature=0.0, stop_at_eot=False))[0]
+    assert result[0]["generated_text"] == generator.tokenizer.decode(ours)
+    assert len(ours) == 12
+
+
+def test_export_without_any_tokenizer_still_writes_the_weights_and_names_the_flag(tmp_path, caplog):
+    ckpt.save_checkpoint(tmp_path / "train", 1, our_model(), {"eot_id": 332})
+    out = export_hf(tmp_path / "train", tmp_path / "hf")
+    assert not (out / "tokenizer.json").exists() and (out / "generation_config.json").is_file()
+    assert "--tokenizer" in caplog.text
+    assert main(["export-hf", str(tmp_path / "train"), str(tmp_path / "hf2"), "--tokenizer",
+                 str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in caplog.text
 
 
 @pytest.mark.parametrize("safe_serialization", [True, False], ids=["safetensors", "pytorch_model.bin"])

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-hf", help="write a Hugging Face GPT-2 directory from a checkpoint")
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a training directory (its latest)")
     p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write")
+    p.add_argument("--tokenizer", metavar="PATH", default=None,
+                   help="tokenizer.json to ship with the weights (default: the checkpoint's, its training "
+                        "directory's, else its run's RUN/tokenizer/tokenizer.json)")
     _add_import(sub)
     return parser
 
@@ -121,7 +124,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from .hf import export_hf
 
-    print(json.dumps({"hf_dir": str(export_hf(args.checkpoint, args.out_dir))}))
+    print(json.dumps({"hf_dir": str(export_hf(args.checkpoint, args.out_dir, args.tokenizer))}))
     return 0
 
 

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 TANH_GELUS = {"gelu_new", "gelu_pytorch_tanh", "gelu_fast"}
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
+ENDOFTEXT = "<|endoftext|>"
 FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}  # safetensors' names
 DEFAULT_MAX_PARAMETERS = 2_000_000_000  # GPT-2 XL has 1.56e9
 
@@ -55,9 +56,11 @@ def to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
     return state
 
 
-def export_hf(checkpoint: str | Path, out_dir: str | Path) -> Path:
-    """Write OUT_DIR/config.json + model.safetensors (+ the run's tokenizer files when found)."""
-    from .generate import find_tokenizer
+def export_hf(checkpoint: str | Path, out_dir: str | Path, tokenizer: str | Path | None = None) -> Path:
+    """Write OUT_DIR/config.json, generation_config.json and model.safetensors, and with the run's tokenizer (or
+    `tokenizer`) the files `transformers.AutoTokenizer` reads: tokenizer.json, vocab.json, merges.txt,
+    tokenizer_config.json and special_tokens_map.json."""
+    from .generate import find_tokenizer, load_tokenizer
 
     source = ckpt.resolve_checkpoint(checkpoint)
     model, meta = ckpt.load_model(source)
@@ -66,18 +69,51 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path) -> Path:
     eot_id = meta.get("eot_id")
     tokenizer_path = None
     try:
-        tokenizer_path = find_tokenizer(source, meta)
-    except FileNotFoundError:
-        log.info("no tokenizer found for %s; exporting weights only", source)
+        tokenizer_path = find_tokenizer(source, meta, str(tokenizer) if tokenizer else None)
+    except FileNotFoundError as error:
+        if tokenizer:
+            raise HFConversionError(f"{tokenizer}: no such tokenizer file") from error
+        log.warning("%s; the export holds the weights only (pass --tokenizer to add one)", error)
     if eot_id is None and tokenizer_path is not None:
-        from .generate import load_tokenizer
-
-        eot_id = load_tokenizer(tokenizer_path).token_to_id("<|endoftext|>")
+        eot_id = load_tokenizer(tokenizer_path).token_to_id(ENDOFTEXT)
     safetensors_io.save_file(to_hf_state(model), out_dir / "model.safetensors", metadata={"format": "pt"})
-    atomic_write_bytes(out_dir / "config.json", (json.dumps(hf_config(model.config, eot_id), indent=2) + "\n").encode())
+    config = hf_config(model.config, eot_id)
+    _write_json(out_dir / "config.json", config)
+    _write_json(out_dir / "generation_config.json", {
+        "bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
+        "pad_token_id": config["eos_token_id"], "max_length": model.config.block_size})
     if tokenizer_path is not None:
-        atomic_write_bytes(out_dir / "tokenizer.json", Path(tokenizer_path).read_bytes())
+        write_hf_tokenizer(Path(tokenizer_path), out_dir, model.config.block_size)
     return out_dir
+
+
+def write_hf_tokenizer(tokenizer_path: Path, out_dir: Path, context: int) -> None:
+    """The tokenizer as a GPT-2 folder has it: tokenizer.json as trained, vocab.json (every token, in id order) and
+    merges.txt for the slow GPT2Tokenizer, and a tokenizer_config.json whose model_max_length is the context."""
+    import tempfile
+
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    if tokenizer.token_to_id(ENDOFTEXT) is None:
+        raise HFConversionError(f"{tokenizer_path}: has no {ENDOFTEXT} token, which GPT-2 uses as bos and eos")
+    atomic_write_bytes(out_dir / "tokenizer.json", tokenizer_path.read_bytes())
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer.model.save(scratch)
+        merges = (Path(scratch) / "merges.txt").read_bytes()
+    vocab = dict(sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1]))
+    atomic_write_bytes(out_dir / "vocab.json", json.dumps(vocab, ensure_ascii=False).encode("utf-8"))
+    atomic_write_bytes(out_dir / "merges.txt", merges)
+    specials = {"bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT}
+    _write_json(out_dir / "special_tokens_map.json", specials)
+    _write_json(out_dir / "tokenizer_config.json", {
+        "tokenizer_class": "GPT2Tokenizer", "model_max_length": context, **specials,
+        "add_bos_token": False, "add_prefix_space": False, "clean_up_tokenization_spaces": False,
+        "errors": "replace"})
+
+
+def _write_json(path: Path, record: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _read_json(path: Path) -> dict:
