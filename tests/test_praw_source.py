@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -175,14 +176,31 @@ def test_configuration_problems_are_clear(fake_reddit: FakeRedditSite) -> None:
         make_reddit("no-id")
 
 
-def test_a_user_agent_is_supplied_when_none_is_configured(fake_reddit: FakeRedditSite) -> None:
+def test_the_default_user_agent_follows_reddits_rule(fake_reddit: FakeRedditSite, monkeypatch, caplog) -> None:
+    """<platform>:<app ID>:<version> (by /u/<username>), the username from praw.ini or praw_username."""
+    from importlib import metadata
+
     server = fake_reddit.server
-    _add_site(fake_reddit, "no-agent", (
-        f"client_id={server.client_id}\nclient_secret={server.client_secret}\noauth_url={server.url}\n"
-        f"reddit_url={server.url}\nshort_url={server.url}\ncheck_for_updates=False\n"))
+    body = (f"client_id={server.client_id}\nclient_secret={server.client_secret}\noauth_url={server.url}\n"
+            f"reddit_url={server.url}\nshort_url={server.url}\ncheck_for_updates=False\n")
+    _add_site(fake_reddit, "no-agent", body + "username=corpus_builder\n")
     reddit = make_reddit("no-agent")
     assert len(list(iter_praw_submissions(reddit, "science", "top", "all", 5))) == 5
-    assert listing_gets(fake_reddit)[0].user_agent.startswith("python:webtext-links:")
+    agent = listing_gets(fake_reddit)[-1].user_agent
+    rule = re.compile(r"^python:webtext:(?P<version>[^ :]+) \(by /u/corpus_builder\) PRAW/")  # PRAW appends its own
+    assert rule.match(agent), agent
+    assert rule.match(agent)["version"] == metadata.version("webtext")
+    assert "user_agent" not in caplog.text
+
+    _add_site(fake_reddit, "anonymous", body)
+    monkeypatch.setenv("praw_username", "from_the_environment")
+    assert make_reddit("anonymous").config.user_agent.endswith("(by /u/from_the_environment)")
+    monkeypatch.delenv("praw_username")
+    reset_praw_config_cache()
+    anonymous = make_reddit("anonymous")
+    assert anonymous.config.user_agent.startswith("python:webtext:")
+    assert "by https://github.com/webtext-corpus/webtext" in anonymous.config.user_agent
+    assert "'anonymous' sets no user_agent and no username" in caplog.text and "praw_username" in caplog.text
 
 
 def test_fake_escapes_strings_without_raw_json(fake_reddit: FakeRedditSite) -> None:

@@ -39,22 +39,30 @@ class RedditListingError(RedditError):
     """A listing could not be read (unknown or private subreddit, server error, network)."""
 
 
-def _default_user_agent() -> str:
+APP_ID = "webtext"
+PROJECT_URL = "https://github.com/webtext-corpus/webtext"
+
+
+def default_user_agent(username: str | None) -> str:
+    """Reddit's API rule for a user agent: `<platform>:<app ID>:<version> (by /u/<username>)`. Without a known
+    username the contact part names the project instead."""
     from importlib import metadata
 
     try:
         version = metadata.version("webtext")
     except metadata.PackageNotFoundError:
         version = "dev"
-    return f"python:webtext-links:{version} (WebText corpus builder; read-only)"
+    contact = f"by /u/{username.removeprefix('/u/').removeprefix('u/')}" if username else f"by {PROJECT_URL}"
+    return f"python:{APP_ID}:{version} ({contact})"
 
 
 def make_reddit(site: str | None = None) -> praw.Reddit:
     """A read-only `praw.Reddit` from PRAW's own configuration: the praw.ini `site` (or
     `praw_site`, or DEFAULT) and the `praw_*` environment variables.
 
-    PRAW reads praw.ini from $XDG_CONFIG_HOME (or ~/.config) and then the current directory. A
-    user agent is supplied when none is configured; PRAW's update check is turned off. Raises
+    PRAW reads praw.ini from $XDG_CONFIG_HOME (or ~/.config) and then the current directory. Where none is
+    configured, the user agent follows Reddit's rule (`default_user_agent`, with the site's username); PRAW's
+    update check is turned off. Raises
     `RedditAuthError` when the site does not exist or lacks a client id or secret."""
     import praw
     from praw.config import Config
@@ -70,7 +78,11 @@ def make_reddit(site: str | None = None) -> praw.Reddit:
         ) from None
     settings: dict[str, Any] = {"check_for_updates": False}
     if not config.user_agent:
-        settings["user_agent"] = _default_user_agent()
+        settings["user_agent"] = default_user_agent(config.username)
+        if not config.username:
+            log.warning("PRAW site %r sets no user_agent and no username: using %r. Reddit's API rules ask for "
+                        "'<platform>:<app ID>:<version> (by /u/<your username>)': set username (or user_agent) in "
+                        "praw.ini or as praw_username (praw_user_agent)", site_label, settings["user_agent"])
     try:
         reddit = praw.Reddit(site_name=site, **settings)
     except MissingRequiredAttributeException as exc:
