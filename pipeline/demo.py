@@ -57,8 +57,7 @@ def run_demo(root: str, stages: dict, submissions: int = 400, beam_args: list[st
     with web_context as web:
         urls = web.urls if web is not None else None
         planted = make_sample_dump(dump, n=submissions, seed=0, urls=urls)
-        print(f"demo: wrote {dump} ({planted['lines']} submissions, {planted['links']} qualifying links"
-              + (f", pointing at {len(urls)} pages on {DEMO_SITES} loopback hosts)" if urls else ")"), file=sys.stderr)
+        print(sample_banner(dump, planted, urls), file=sys.stderr)
         run_stages(list(stages), stages, root, demo_config(dump, stages), {}, list(beam_args or []), force)
     if "shards" in stages and not torch_installed():
         print(f"demo: training skipped: {TRAIN_EXTRA}", file=sys.stderr)
@@ -68,5 +67,43 @@ def run_demo(root: str, stages: dict, submissions: int = 400, beam_args: list[st
         code = train_main(demo_training(root))
         if code:
             return code
-    print_stats(root)
-    return 0
+    code = print_stats(root)
+    if "shards" in stages and not code:
+        print(next_steps(root, trained=torch_installed()))
+    return code
+
+
+def sample_banner(dump: Path, planted: dict, urls: list[str] | None) -> str:
+    """What the generated dump holds. Its URL count is of distinct URLs linked with enough karma: the links stage's
+    other rules (file extensions, hosts, …) still drop some, so its "qualifying links" can be fewer."""
+    linked = (f"{planted['links']} distinct URLs linked with at least 3 karma"
+              + (f", pointing at the {len(urls)} pages of a sample web on {DEMO_SITES} loopback hosts" if urls else ""))
+    return (f"demo: wrote {dump}: {planted['lines']} submissions; {linked} (the links stage's rules decide which "
+            "qualify: the sample web has a .pdf, which they drop)")
+
+
+def next_steps(root: str, trained: bool) -> str:
+    """The commands to look further, with real ids from this run so that each can be pasted as it is."""
+    import pyarrow.parquet as pq
+
+    from webtext.pipeline import layout
+
+    run = layout.RunDir(root)
+    clusters = [f.path for f in run.files(layout.DEDUP_CLUSTERS_GLOB)]
+    members = [row for path in clusters for row in pq.read_table(path, columns=["doc_id", "kept"]).to_pylist()]
+    survivor = next((row["doc_id"] for row in members if row["kept"]), None)
+    docs = [f.path for f in run.files(layout.DEDUP_DOCS_GLOB)]
+    first = pq.read_table(docs[0], columns=["doc_id", "url"]).slice(0, 1).to_pylist() if docs else []
+    doc_id = survivor or (first[0]["doc_id"] if first else "DOC_ID")
+    url = first[0]["url"] if first else "URL"
+    lines = ["", "What next:",
+             f"  open {Path(root, layout.STATS, 'report.html')}   # the corpus report (any browser, offline)",
+             f"  webtext inspect {root} docs --sample 5          # a few documents",
+             f"  webtext inspect {root} doc {doc_id}   # one whole, with its provenance",
+             f"  webtext inspect {root} cluster {doc_id}   # its duplicates side by side",
+             f"  webtext inspect {root} url {url}   # where a URL went",
+             f"  webtext inspect {root} rejects --stage crawl    # what the crawl dropped, and why"]
+    if trained:
+        lines.append(f"  webtext sample {Path(root, layout.TRAINING, DEMO_TRAINING)} --prompt \"The\" --max-tokens 40"
+                     "   # text from the demo's tiny model")
+    return "\n".join(lines)
