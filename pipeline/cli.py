@@ -162,7 +162,8 @@ def unknown_to_beam(args: Sequence[str]) -> list[str]:
 
 
 def run_stages(names: Sequence[str], stages: dict, run_root: str, file_config: dict, flags: dict,
-               beam_args: list[str], force: bool) -> None:
+               beam_args: list[str], force: bool) -> list[str]:
+    """Runs the named stages in order, each unless it is up to date; returns the names of those that ran."""
     from . import dataflow
     from .stage import StageError, resolve_config, run_stage
 
@@ -179,12 +180,15 @@ def run_stages(names: Sequence[str], stages: dict, run_root: str, file_config: d
                              f"(webtext {'|'.join(n for n in names if stages[n].runs_beam)} RUN …)")
     else:
         save_resolved_config(run, configs, beam_args)
+    ran = []
     for name in names:
         try:
-            run_stage(stages[name], run, configs[name], beam_args, force=force)
+            if run_stage(stages[name], run, configs[name], beam_args, force=force):
+                ran.append(name)
         except Cancelled as stop:
             stop.stage = name
             raise
+    return ran
 
 
 def run_command(args: argparse.Namespace, stages: dict, beam_args: list[str]) -> int:

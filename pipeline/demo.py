@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from webtext.pipeline import layout
 from webtext.pipeline.cli import TRAIN_EXTRA, run_stages, torch_installed
 from webtext.pipeline.demo_dump import make_sample_dump
 from webtext.pipeline.report import print_stats
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 DEMO_PAGES = 60
 DEMO_SITES = 4
 DEMO_TRAINING = "demo"
+DEMO_STEPS = 20
 
 
 def demo_config(dump: Path, stages: dict) -> dict:
@@ -39,34 +41,66 @@ def demo_config(dump: Path, stages: dict) -> dict:
 def demo_training(root: str) -> list[str]:
     """A few steps of a tiny GPT-2 on the demo shards, enough to see the trainer run end to end on a CPU."""
     return ["train", root, "--n-layer", "2", "--n-head", "2", "--n-embd", "64", "--block-size", "64",
-            "--micro-batch", "4", "--batch-tokens", "256", "--max-steps", "20", "--warmup", "2", "--eval-every", "10",
-            "--ckpt-every", "20", "--device", "cpu", "--name", DEMO_TRAINING]
+            "--micro-batch", "4", "--batch-tokens", "256", "--max-steps", str(DEMO_STEPS), "--warmup", "2",
+            "--eval-every", "10", "--ckpt-every", str(DEMO_STEPS), "--device", "cpu", "--name", DEMO_TRAINING]
+
+
+def record_sample_web(web, record: Path) -> None:
+    """Says which recorded port another process holds (that site moves, so every stage builds again), and records
+    the ports served for the next run."""
+    from webtext.pipeline.demo_web import record_ports
+    for site, (asked, given) in sorted(web.moved.items()):
+        print(f"demo: {site}'s port {asked}, recorded in {record}, is taken by another process: {site} is served on "
+              f"port {given} instead, so its URLs and doc ids change and every stage builds again", file=sys.stderr)
+    record_ports(record, web.ports)
+
+
+def demo_model_current(train_dir: Path, run: layout.RunDir) -> bool:
+    """Whether train_dir holds the demo's finished model (its last step's checkpoint), saved after the shards were
+    last built."""
+    from webtext.train import checkpoint
+    found = checkpoint.list_checkpoints(train_dir)
+    shards_done = Path(run.success_path("shards"))
+    if not found or not shards_done.is_file():
+        return False
+    try:
+        step = checkpoint.read_meta(found[-1]).get("step")
+    except checkpoint.CheckpointError:
+        return False
+    return step == DEMO_STEPS and (found[-1] / checkpoint.META).stat().st_mtime > shards_done.stat().st_mtime
 
 
 def run_demo(root: str, stages: dict, submissions: int = 400, beam_args: list[str] | None = None,
              force: bool = False) -> int:
     if "://" in root:
         raise StageError("the demo serves its sample web on this machine: give a local RUN directory")
-    sample_dir = Path(root) / "sample"
-    sample_dir.mkdir(parents=True, exist_ok=True)
-    dump = sample_dir / "RS_demo.zst"
+    dump = Path(root, layout.SAMPLE_DUMP)
+    dump.parent.mkdir(parents=True, exist_ok=True)
+    web_record = Path(root, layout.SAMPLE_WEB)
     web_context = contextlib.nullcontext(None)
-    if "crawl" in stages:
-        from webtext.pipeline.demo_web import serve_sample_web
-        web_context = serve_sample_web(n=DEMO_PAGES, sites=DEMO_SITES, seed=0)
+    if "crawl" in stages:  # on the ports of the last run: same URLs, same dump, so the stages are up to date
+        from webtext.pipeline.demo_web import recorded_ports, serve_sample_web
+        web_context = serve_sample_web(n=DEMO_PAGES, sites=DEMO_SITES, seed=0, ports=recorded_ports(web_record))
     with web_context as web:
         urls = web.urls if web is not None else None
+        if web is not None:
+            record_sample_web(web, web_record)
         planted = make_sample_dump(dump, n=submissions, seed=0, urls=urls)
         print(sample_banner(dump, planted, urls), file=sys.stderr)
-        run_stages(list(stages), stages, root, demo_config(dump, stages), {}, list(beam_args or []), force)
+        ran = run_stages(list(stages), stages, root, demo_config(dump, stages), {}, list(beam_args or []), force)
     if "shards" in stages and not torch_installed():
         print(f"demo: training skipped: {TRAIN_EXTRA}", file=sys.stderr)
     elif "shards" in stages:
         from webtext.train.cli import main as train_main
-        shutil.rmtree(Path(root) / "train" / DEMO_TRAINING, ignore_errors=True)  # the demo's own scratch model
-        code = train_main(demo_training(root))
-        if code:
-            return code
+        train_dir = Path(root, layout.TRAINING, DEMO_TRAINING)
+        if not ran and not force and demo_model_current(train_dir, layout.RunDir(root)):
+            print(f"demo: training up to date, skipped: no stage rebuilt and {train_dir} holds the model of its "
+                  f"{DEMO_STEPS} steps, trained on these shards", file=sys.stderr)
+        else:
+            shutil.rmtree(train_dir, ignore_errors=True)  # the demo's own scratch model
+            code = train_main(demo_training(root))
+            if code:
+                return code
     code = print_stats(root)
     if "shards" in stages and not code:
         print(next_steps(root, trained=torch_installed()))
@@ -78,15 +112,14 @@ def sample_banner(dump: Path, planted: dict, urls: list[str] | None) -> str:
     other rules (file extensions, hosts, …) still drop some, so its "qualifying links" can be fewer."""
     linked = (f"{planted['links']} distinct URLs linked with at least 3 karma"
               + (f", pointing at the {len(urls)} pages of a sample web on {DEMO_SITES} loopback hosts" if urls else ""))
-    return (f"demo: wrote {dump}: {planted['lines']} submissions; {linked} (the links stage's rules decide which "
+    wrote = "kept (unchanged)" if planted.get("unchanged") else "wrote"
+    return (f"demo: {wrote} {dump}: {planted['lines']} submissions; {linked} (the links stage's rules decide which "
             "qualify: the sample web has a .pdf, which they drop)")
 
 
 def next_steps(root: str, trained: bool) -> str:
     """The commands to look further, with real ids from this run so that each can be pasted as it is."""
     import pyarrow.parquet as pq
-
-    from webtext.pipeline import layout
 
     run = layout.RunDir(root)
     clusters = [f.path for f in run.files(layout.DEDUP_CLUSTERS_GLOB)]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import bisect
 import bz2
+import filecmp
 import gzip
 import itertools
 import json
 import lzma
+import os
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -446,7 +448,8 @@ def make_sample_dump(path: str | Path, n: int, seed: int, urls: list[str] | None
     repeated submissions with updated scores, Wikipedia / Reddit / media-host links, blocked file
     extensions, invalid URLs, missing fields and an occasional line that is not JSON. With `urls`,
     the ordinary link posts point at exactly those URLs and each of them qualifies at least once
-    (when `n` allows). Same (n, seed, urls), same bytes.
+    (when `n` allows). Same (n, seed, urls), same bytes: a file at `path` that already holds them is left as it is
+    (its mtime too, which the links stage's fingerprint reads, so a rerun of that stage is skipped).
 
     The result has `lines`, per-kind counts, and the figures the links stage must reproduce under
     the default rules: `links`, `expected_rejects` (by reject reason) and `merged_submissions`, plus
@@ -454,16 +457,27 @@ def make_sample_dump(path: str | Path, n: int, seed: int, urls: list[str] | None
     if n < 0:
         raise ValueError("n must be >= 0")
     planter = _Planter(n, seed, urls)
-    with open_compressed_writer(path) as writer:
-        batch: list[bytes] = []
-        for i in range(n):
-            batch.append(planter.line(i))
-            if len(batch) >= _WRITE_BATCH:
+    path = Path(path)
+    target = path.with_name(path.name + ".new" + path.suffix) if path.is_file() else path
+    try:
+        with open_compressed_writer(target) as writer:
+            batch: list[bytes] = []
+            for i in range(n):
+                batch.append(planter.line(i))
+                if len(batch) >= _WRITE_BATCH:
+                    writer.write(b"".join(batch))
+                    batch.clear()
+            if batch:
                 writer.write(b"".join(batch))
-                batch.clear()
-        if batch:
-            writer.write(b"".join(batch))
-    result: dict = {"path": str(path), "lines": n, "seed": seed}
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    unchanged = target != path and filecmp.cmp(target, path, shallow=False)
+    if unchanged:
+        target.unlink()
+    elif target != path:
+        os.replace(target, path)
+    result: dict = {"path": str(path), "lines": n, "seed": seed, "unchanged": unchanged}
     result.update({key: value for key, value in planter.counts.items()})
     result["submissions"] = n - planter.counts["bad-json"]
     result.update(planter.expected())

@@ -7,7 +7,9 @@ robots.txt over several hosts and returns their URLs.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import html
+import json
 import importlib
 import inspect
 import logging
@@ -22,6 +24,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Callable, Iterator, Union
 
 log = logging.getLogger(__name__)
@@ -413,17 +416,38 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class LoopbackWeb:
-    """Serves sites on 127.0.0.1, one port (so one host) per site, each in its own threads. A context manager."""
+    """Serves sites on 127.0.0.1, one port (so one host) per site, each in its own threads. A context manager.
 
-    def __init__(self, sites: list[Site]):
+    A site's port 0 means a fresh one; with `fresh_if_taken`, a site whose port is taken by another process gets a
+    fresh port too, and `moved` says which (site name -> (asked port, port given))."""
+
+    def __init__(self, sites: list[Site], fresh_if_taken: bool = False):
         self.sites = sites
+        self.fresh_if_taken = fresh_if_taken
+        self.moved: dict[str, tuple[int, int]] = {}
         self._servers: list[ThreadingHTTPServer] = []
         self._threads: list[threading.Thread] = []
+
+    def _bind(self, site: Site, handler: type[_Handler]) -> ThreadingHTTPServer:
+        try:
+            return ThreadingHTTPServer(("127.0.0.1", site.port), handler)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE or not site.port:
+                raise
+            if not self.fresh_if_taken:
+                raise OSError(error.errno, f"{site.name}: port {site.port} of 127.0.0.1 is taken") from None
+            server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            self.moved[site.name] = (site.port, server.server_address[1])
+            return server
 
     def __enter__(self) -> LoopbackWeb:
         for site in self.sites:
             handler = type(f"Handler_{site.name}", (_Handler,), {"site": site})
-            server = ThreadingHTTPServer(("127.0.0.1", site.port), handler)
+            try:
+                server = self._bind(site, handler)
+            except BaseException:
+                self.__exit__()  # the sites already serving stop
+                raise
             server.daemon_threads = True
             if site.tls is not None:
                 server.socket = site.tls.wrap_socket(server.socket, server_side=True)
@@ -622,17 +646,57 @@ class SampleWeb:
     def urls(self) -> list[str]:
         return [p.url for p in self.pages]
 
+    @property
+    def ports(self) -> dict[str, int]:
+        return {site.name: site.port for site in self.web.sites}
+
+    @property
+    def moved(self) -> dict[str, tuple[int, int]]:
+        """Sites whose asked-for port was taken: name -> (that port, the fresh one)."""
+        return self.web.moved
+
 
 @contextmanager
 def serve_sample_web(n: int = 60, sites: int = 4, seed: int = 0, bad_pages: bool = True,
-                     robots: str = "User-agent: *\nDisallow: /private/\n") -> Iterator[SampleWeb]:
+                     robots: str = "User-agent: *\nDisallow: /private/\n",
+                     ports: dict[str, int] | None = None) -> Iterator[SampleWeb]:
     """Serves `sample_site_pages(n, sites)` on 127.0.0.1 (one port per site) with robots.txt; yields the pages with
-    their URLs filled in. Crawl it with --allow-private-addresses (the hosts are loopback addresses)."""
+    their URLs filled in. Crawl it with --allow-private-addresses (the hosts are loopback addresses).
+
+    `ports` (site name -> port) asks for those ports; a site whose port is taken gets a fresh one (`web.moved`)."""
     pages = sample_site_pages(n, sites, seed, bad_pages)
-    web_sites = {name: Site(name, robots=robots) for name in sorted({p.site for p in pages}, key=lambda s: int(s[4:]))}
+    web_sites = {name: Site(name, robots=robots, port=(ports or {}).get(name, 0))
+                 for name in sorted({p.site for p in pages}, key=lambda s: int(s[4:]))}
     for page in pages:
         web_sites[page.site].routes[page.path] = page.response
-    with LoopbackWeb(list(web_sites.values())) as web:
+    with LoopbackWeb(list(web_sites.values()), fresh_if_taken=True) as web:
         for page in pages:
             page.url = web_sites[page.site].url(page.path)
         yield SampleWeb(pages, web)
+
+
+def recorded_ports(path: str | Path) -> dict[str, int]:
+    """The ports (site name -> port) that an earlier run recorded in `path` (layout.SAMPLE_WEB); none if it has none.
+
+    An unreadable record is not an error (the sample web gets fresh ports, so the build runs again): a warning names
+    the file."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        ports = json.loads(path.read_text(encoding="utf-8"))["ports"]
+        if not isinstance(ports, dict) or not all(isinstance(p, int) and 0 < p < 65536 for p in ports.values()):
+            raise ValueError("'ports' must map site names to port numbers")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        log.warning("%s: not a record of the sample web's ports (%s); serving it on fresh ports", path, error)
+        return {}
+    return {str(name): port for name, port in ports.items()}
+
+
+def record_ports(path: str | Path, ports: dict[str, int]) -> None:
+    """Writes the sample web's ports to `path` for the next run to bind again (left as it is when unchanged)."""
+    path = Path(path)
+    text = json.dumps({"host": "127.0.0.1", "ports": ports}, indent=2, sort_keys=True) + "\n"
+    if not path.exists() or path.read_text(encoding="utf-8", errors="replace") != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")

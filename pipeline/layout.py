@@ -48,6 +48,8 @@ SHARDS_MANIFEST = f"{SHARDS}/{shard_format.MANIFEST_NAME}"
 SHARDS_WORK = f"{SHARDS}/_work"  # each encoding bundle's tokens while the shards stage runs; removed at its end
 TRAINING = shard_format.RUN_TRAINING.as_posix()  # RUN/train/NAME, written by `webtext train`
 STATS = "stats"
+SAMPLE_DUMP = "sample/RS_demo.zst"  # the demo's generated Reddit dump
+SAMPLE_WEB = "sample/web.json"  # the demo's sample web: the port of each site, which a rerun binds again
 REJECTS = "rejects"
 REJECTS_GLOB = "rejects/{stage}/*.parquet"
 

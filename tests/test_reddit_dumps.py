@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import lzma
+import os
 import pickle
 import subprocess
 import sys
@@ -451,3 +452,17 @@ def test_sample_dump_is_deterministic(tmp_path: Path) -> None:
     make_sample_dump(zst_a, 5_000, seed=2)
     make_sample_dump(zst_b, 5_000, seed=2)
     assert zst_a.read_bytes() == zst_b.read_bytes()
+
+
+def test_sample_dump_left_as_it_is_when_unchanged(tmp_path: Path) -> None:
+    """The links stage fingerprints its dumps by size and mtime: regenerating the same dump must not touch it."""
+    dump = tmp_path / "RS_demo.zst"
+    assert not make_sample_dump(dump, 2_000, seed=2)["unchanged"]
+    os.utime(dump, ns=(1_000_000_000, 1_000_000_000))
+    same = make_sample_dump(dump, 2_000, seed=2)
+    assert dump.stat().st_mtime_ns == 1_000_000_000 and same["path"] == str(dump) and same["unchanged"]
+    assert not make_sample_dump(dump, 2_000, seed=3)["unchanged"]  # other bytes replace the file
+    assert dump.stat().st_mtime_ns != 1_000_000_000
+    make_sample_dump(tmp_path / "fresh.zst", 2_000, seed=3)
+    assert dump.read_bytes() == (tmp_path / "fresh.zst").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["RS_demo.zst", "fresh.zst"]  # no temporary file left
