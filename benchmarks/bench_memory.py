@@ -1,12 +1,14 @@
-"""Peak memory of the dedup and shards stages at several corpus sizes, and its growth per 100k documents / 100M tokens.
+"""Peak memory of the dedup and shards stages at several corpus sizes, and its growth per 100k documents / 100M tokens;
+with --submissions, of the links stage at several dump sizes, and its growth per million submissions.
 
-    python benchmarks/bench_memory.py --docs 20000 80000 [--workers N] [--json out.json]
+    python benchmarks/bench_memory.py --docs 20000 80000 [--submissions 250000 1000000] [--workers N] [--json out.json]
 
 For each size: real-sentence documents with planted exact and near duplicates (bench_dedup_speed's corpus) in
 RUN/docs, then `webtext dedup RUN`, `webtext tokenizer RUN --from-gpt2 shared/data/gpt2-tokenizer` and
 `webtext shards RUN`, each a child process on the default local runner (one worker process per core unless
 --workers), while the resident memory of its whole process tree (driver and workers) is sampled every 0.2 s.
-Growth is the least-squares slope of peak memory over documents (dedup) and over tokens (shards).
+Growth is the least-squares slope of peak memory over documents (dedup) and over tokens (shards). For links: a
+generated Pushshift-style dump (pipeline/demo_dump.py, seed 1, as bench_links) read by `webtext links RUN`.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from bench_dedup_corpus import REPO, shared_data  # noqa: E402
 from bench_dedup_speed import TreeMemory, make_corpus  # noqa: E402
 
 from webtext.pipeline import layout  # noqa: E402
+from webtext.pipeline.demo_dump import make_sample_dump  # noqa: E402
 
 MIB = 2**20
 
@@ -79,9 +82,22 @@ def measure(docs: int, workdir: Path, args) -> dict:
             "shards": {**shards, "tokens": tokens, "docs_per_s": round(counters.get("docs.written", 0) / shards["seconds"])}}
 
 
+def measure_links(submissions: int, workdir: Path, args) -> dict:
+    run = workdir / f"links-{submissions}"
+    dump = workdir / f"RS_bench-{submissions}.zst"
+    make_sample_dump(dump, n=submissions, seed=1)
+    links = run_stage(run, workdir / f"links-{submissions}.log",
+                      ["links", str(run), "--force", "--reddit-dumps", str(dump)], args.workers)
+    counters = json.loads(Path(run, layout.STATS, "links.json").read_text())["counters"]
+    return {"submissions": submissions, "dump_mb": round(dump.stat().st_size / 1e6, 1),
+            "links": {**links, "written": counters.get("links.written", 0),
+                      "submissions_per_s": round(counters.get("submissions.read", 0) / links["seconds"])}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--docs", type=int, nargs="+", default=[20_000, 80_000])
+    parser.add_argument("--docs", type=int, nargs="*", default=[20_000, 80_000])
+    parser.add_argument("--submissions", type=int, nargs="*", default=[], help="dump sizes for the links stage")
     parser.add_argument("--workers", type=int, help="--direct_num_workers (default: the local runner's, one per core)")
     parser.add_argument("--files", type=int, default=16, help="input Parquet files")
     parser.add_argument("--seed", type=int, default=1)
@@ -96,9 +112,15 @@ def main() -> None:
         for docs in args.docs:
             sizes.append(measure(docs, workdir, args))
             print(json.dumps(sizes[-1]), flush=True)
+        dumps = []
+        for submissions in args.submissions:
+            dumps.append(measure_links(submissions, workdir, args))
+            print(json.dumps(dumps[-1]), flush=True)
     dedup_growth = slope([s["docs"] / 1e5 for s in sizes], [s["dedup"]["peak_tree_mib"] for s in sizes])
     shards_growth = slope([s["shards"]["tokens"] / 1e8 for s in sizes], [s["shards"]["peak_tree_mib"] for s in sizes])
-    figures = {"sizes": sizes,
+    links_growth = slope([d["submissions"] / 1e6 for d in dumps], [d["links"]["peak_tree_mib"] for d in dumps])
+    figures = {"sizes": sizes, "links": dumps,
+               "links_growth_mib_per_1m_submissions": None if links_growth is None else round(links_growth),
                "dedup_growth_mib_per_100k_docs": None if dedup_growth is None else round(dedup_growth),
                "shards_growth_mib_per_100m_tokens": None if shards_growth is None else round(shards_growth),
                "cpus": os.cpu_count(), "load_before": [round(x, 2) for x in load_before],

@@ -29,6 +29,7 @@ SUCCESS = "_SUCCESS"  # JSON: the stage's fingerprint and the files it wrote (pa
 LOCK = dirlock.LOCK_NAME  # RUN/<stage>/_LOCK while the stage writes (pipeline/locks.py); RUN/train/NAME/_LOCK too
 LINKS = "links"  # links-NNNNN-of-MMMMM.parquet
 LINKS_GLOB = "links/links-*.parquet"
+LINKS_WORK = "links/_work"  # raw dump chunks and parsed submissions, read where they are needed; removed at links' end
 WARC = "crawl/warc"
 FETCH_LOG = "crawl/fetch-log"
 FETCH_LOG_GLOB = "crawl/fetch-log/*.parquet"

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import itertools
 import logging
 import pickle
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Iterable, Iterator
 
 import apache_beam as beam
@@ -17,7 +20,8 @@ from apache_beam.metrics import Metrics
 from webtext.crawl.reddit import api, dumps, submissions
 from webtext.crawl.reddit.linkrules import LinkRules, judge_submission, merge_link
 from webtext.crawl.reddit.urls import UrlFilter
-from . import layout, sinks, storage
+from . import layout, memory, sinks, storage
+from .external_sort import ExternalSort
 from .stage_options import options_of
 from .stage import Stage, StageContext, StageError
 
@@ -102,11 +106,52 @@ def dump_files(config: dict) -> list[storage.FileEntry]:
 # -- reading -------------------------------------------------------------------------------------------------------
 
 
-class ReadDumpChunks(beam.DoFn):
-    """One dump file to chunks of raw lines; a truncated or corrupt file ends in a `truncated-file` line."""
+# -- work files: the payloads (raw lines, parsed submissions, rejects) stay in RUN/links/_work; what crosses a
+# shuffle is a Section, a few dozen bytes whatever the corpus's size.
 
-    def __init__(self, max_line_bytes: int = dumps.MAX_LINE_BYTES):
-        self.max_line_bytes = max_line_bytes
+Section = tuple[str, int, int]  # (work file, offset, size) of one zstd-compressed pickled list
+
+
+def work_file(work: str, kind: str, source: str, first: int) -> str:
+    """The work file of one chunk: named by its source and first line, so a retried bundle writes the same file."""
+    tag = hashlib.sha1(source.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return storage.join(work, f"{kind}-{tag}-{first:012d}.zst")
+
+
+def write_sections(path: str, parts: dict) -> dict:
+    """Writes each list of `parts` as one section of the file at `path`; returns the Section of each key."""
+    blobs, where, offset = [], {}, 0
+    for key, items in sorted(parts.items()):
+        blob = pack(items)
+        where[key] = (path, offset, len(blob))
+        blobs.append(blob)
+        offset += len(blob)
+    storage.write_bytes(path, b"".join(blobs))
+    return where
+
+
+def read_section(section: Section) -> list:
+    path, offset, size = section
+    with storage.open_read(path) as handle:
+        handle.seek(offset)
+        data = handle.read(size)
+    if len(data) != size:
+        raise StageError(f"{path}: work file cut short ({len(data)} of {size} bytes at offset {offset})")
+    return pickle.loads(zstandard.ZstdDecompressor().decompress(data))
+
+
+def read_sections(sections: Iterable[Section]) -> Iterator:
+    """The items of every section, the sections in (file, offset) order."""
+    for section in sorted(sections):
+        yield from read_section(section)
+
+
+class ReadDumpChunks(beam.DoFn):
+    """One dump file to chunks of raw lines in work files; a truncated or corrupt file ends in a `truncated-file`
+    line. Only each chunk's Section leaves the worker."""
+
+    def __init__(self, work: str, max_line_bytes: int = dumps.MAX_LINE_BYTES):
+        self.work, self.max_line_bytes = work, max_line_bytes
 
     def process(self, path: str) -> Iterator[tuple]:
         log.info("reading %s", path)
@@ -114,7 +159,8 @@ class ReadDumpChunks(beam.DoFn):
         with storage.open_read(path) as handle:
             for first, block in dumps.iter_dump_blocks(handle, path, self.max_line_bytes):
                 for start in range(0, len(block), CHUNK_LINES):
-                    yield path, first + start, join_lines(block[start:start + CHUNK_LINES])
+                    yield path, first + start, spill_chunk(self.work, path, first + start,
+                                                           block[start:start + CHUNK_LINES])
                 lines = first + len(block) - 1
                 if lines >= next_progress:
                     log.info("%s: %s lines read", path, f"{lines:,}")
@@ -122,11 +168,15 @@ class ReadDumpChunks(beam.DoFn):
         log.info("%s: done, %s lines", path, f"{lines:,}")
 
 
-class FetchPraw(beam.DoFn):
-    """One subreddit's listing through PRAW (read-only), as chunks of submission dicts."""
+def spill_chunk(work: str, source: str, first: int, lines: list) -> Section:
+    return write_sections(work_file(work, "chunk", source, first), {0: lines})[0]
 
-    def __init__(self, config: dict):
-        self.config = config
+
+class FetchPraw(beam.DoFn):
+    """One subreddit's listing through PRAW (read-only), as chunks of submission dicts in work files."""
+
+    def __init__(self, config: dict, work: str):
+        self.config, self.work = config, work
 
     def process(self, subreddit: str) -> Iterator[tuple]:
         client = api.make_reddit(self.config.get("praw_site"))
@@ -140,7 +190,7 @@ class FetchPraw(beam.DoFn):
                     first = number
                 chunk.append(submission)
                 if len(chunk) >= CHUNK_LINES:
-                    yield source, first, chunk
+                    yield source, first, spill_chunk(self.work, source, first, chunk)
                     chunk = []
         except api.RedditListingError as error:
             log.warning("%s: %s", source, error)
@@ -148,7 +198,7 @@ class FetchPraw(beam.DoFn):
                 first = number + 1
             chunk.append(dumps.DumpLine(source, number + 1, None, "listing-failed", f"{source}: {error}"))
         if chunk:
-            yield source, first, chunk
+            yield source, first, spill_chunk(self.work, source, first, chunk)
 
 
 # -- parsing and per-submission rules --------------------------------------------------------------------------------
@@ -156,20 +206,6 @@ class FetchPraw(beam.DoFn):
 
 # shuffled as plain tuples: cheaper to pickle
 SUBMISSION_FIELDS = [f.name for f in dataclasses.fields(submissions.Submission)]
-
-
-def join_lines(lines: list) -> bytes | list:
-    """Raw lines cross the shuffle as one zstd-compressed bytes object (far cheaper to move than thousands of
-    objects, or than the raw text); a chunk holding an unreadable stretch stays a list."""
-    if all(type(line) is bytes for line in lines):
-        return zstandard.ZstdCompressor(level=1).compress(b"\n".join(lines))
-    return lines
-
-
-def split_lines(payload: bytes | list) -> list:
-    if isinstance(payload, bytes):
-        return zstandard.ZstdDecompressor().decompress(payload).split(b"\n")
-    return payload
 
 
 def utf8_safe(text: str) -> str:
@@ -180,22 +216,17 @@ def utf8_safe(text: str) -> str:
 
 
 def pack(batch: list) -> bytes:
-    """A batch crosses the shuffle as one compressed pickle: Beam's default coder would pickle each object on its own."""
+    """A list as one compressed pickle: far cheaper to write and read than an object at a time."""
     return zstandard.ZstdCompressor(level=1).compress(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def unpack(batches: Iterable[bytes]) -> Iterator:
-    decompressor = zstandard.ZstdDecompressor()
-    for batch in batches:
-        yield from pickle.loads(decompressor.decompress(batch))
-
-
-@beam.typehints.with_output_types(tuple[int, bytes], rejects=tuple[int, bytes])
+@beam.typehints.with_output_types(tuple[int, Section], rejects=tuple[int, Section])
 class ParseAndFilter(beam.DoFn):
-    """Parses a chunk, applies the per-submission rules and sends survivors, batched by links shard, to the merge."""
+    """Parses a chunk, applies the per-submission rules and writes the survivors (by links shard) and the rejects
+    (by rejects shard) as sections of one work file; the sections go on to the merge and the rejects writer."""
 
-    def __init__(self, config: dict):
-        self.config = config
+    def __init__(self, config: dict, work: str):
+        self.config, self.work = config, work
 
     def setup(self):
         self.rules = link_rules(self.config)
@@ -205,8 +236,8 @@ class ParseAndFilter(beam.DoFn):
         self.reject_counters = sinks.RejectCounters(NAME)
 
     def process(self, element: tuple) -> Iterator:
-        source, first, payload = element
-        lines = split_lines(payload)
+        source, first, chunk = element
+        lines = read_section(chunk)
         kept: dict[int, list] = defaultdict(list)
         rejects: dict[int, list] = defaultdict(list)
         reasons: Counter = Counter()
@@ -259,20 +290,27 @@ class ParseAndFilter(beam.DoFn):
             Metrics.counter(FILES_NAMESPACE, f"truncated:{source}").inc(truncated)
             if first_bad is not None:
                 Metrics.distribution(FILES_NAMESPACE, f"first_bad:{source}").update(first_bad)
-        for shard, batch in sorted(kept.items()):
-            yield shard, pack(batch)
-        for shard, batch in sorted(rejects.items()):
-            yield beam.pvalue.TaggedOutput("rejects", (shard, pack(batch)))
+        where = write_sections(work_file(self.work, "parsed", source, first),
+                               {**{("kept", k): v for k, v in kept.items()},
+                                **{("rejects", k): v for k, v in rejects.items()}})
+        for (kind, shard), section in where.items():
+            yield (shard, section) if kind == "kept" else beam.pvalue.TaggedOutput("rejects", (shard, section))
 
 
 # -- merging by URL and writing ---------------------------------------------------------------------------------------
 
 
 class MergeAndWriteShard(beam.DoFn):
-    """All surviving submissions of one links shard: merge per URL, apply the karma rule, write the shard file."""
+    """The surviving submissions of one links shard: merge per URL, apply the karma rule, write the shard file.
 
-    def __init__(self, config: dict, directory: str):
-        self.config, self.directory = config, directory
+    Streams: the shard's submissions are sorted by URL key in runs of MERGE_RUN spilled to local disk, so a worker
+    holds one run and the submissions of one URL; its rejects go to work files every MERGE_RUN of them."""
+
+    MERGE_RUN = 200_000
+    ROWS_PER_TABLE = 16 * 1024
+
+    def __init__(self, config: dict, directory: str, work: str):
+        self.config, self.directory, self.work = config, directory, work
 
     def setup(self):
         self.rules = link_rules(self.config)
@@ -281,49 +319,82 @@ class MergeAndWriteShard(beam.DoFn):
         self.reject_counters = sinks.RejectCounters(NAME)
 
     def process(self, element) -> Iterator:
-        shard, batches = element
-        by_url: dict[str, list] = defaultdict(list)
-        for url_key, *values in unpack(batches):
-            by_url[url_key].append(submissions.Submission(*values))
-        rows: list = []
+        shard, sections = element
+        ordered = ExternalSort(key=itemgetter(0), limit=self.MERGE_RUN)
+        ordered.extend(read_sections(sections))
         rejects: dict[int, list] = defaultdict(list)
-        for url_key in sorted(by_url):
-            row, dropped = merge_link(url_key, by_url[url_key], self.rules)
-            if row is not None:
-                rows.append(row)
-            for submission, reason, detail in dropped:
-                self.reject_counters.inc(reason)
-                rejects[sinks.reject_shard(reason, submission.url, submission.id)].append(
-                    (reason, detail, submission.url, submission.id))
-        self.written.inc(len(rows))
-        self.merged.inc(sum(row.num_submissions for row in rows))
-        path = storage.join(self.directory, sinks.shard_name("links", shard, self.config["links_shards"]))
-        columns = [[getattr(row, name) for row in rows] for name in layout.LINKS_SCHEMA.names]
-        storage.write_parquet_table(path, pa.table(columns, schema=layout.LINKS_SCHEMA))
-        for shard_index, batch in sorted(rejects.items()):
-            yield shard_index, pack(batch)
+        flushed: list[tuple[int, Section]] = []
+        pending, flushes = 0, 0
+        name = sinks.shard_name("links", shard, self.config["links_shards"])
+
+        def link_tables() -> Iterator[pa.Table]:
+            nonlocal pending, flushes
+            rows: list = []
+            for url_key, group in itertools.groupby(ordered.sorted(), key=itemgetter(0)):
+                row, dropped = merge_link(url_key, [submissions.Submission(*values) for _, *values in group],
+                                          self.rules)
+                if row is not None:
+                    rows.append(row)
+                    self.merged.inc(row.num_submissions)
+                for submission, reason, detail in dropped:
+                    self.reject_counters.inc(reason)
+                    rejects[sinks.reject_shard(reason, submission.url, submission.id)].append(
+                        (reason, detail, submission.url, submission.id))
+                pending += len(dropped)
+                if pending >= self.MERGE_RUN:
+                    flushed.extend(self.flush_rejects(rejects, name, flushes))
+                    pending, flushes = 0, flushes + 1
+                if len(rows) >= self.ROWS_PER_TABLE:
+                    yield self.table(rows)
+                    rows = []
+            if rows:
+                yield self.table(rows)
+
+        written = storage.write_parquet_stream(storage.join(self.directory, name), layout.LINKS_SCHEMA, link_tables())
+        self.written.inc(written)
+        flushed.extend(self.flush_rejects(rejects, name, flushes))
+        yield from flushed
+        memory.release()
+
+    def flush_rejects(self, rejects: dict[int, list], name: str, flush: int) -> list[tuple[int, Section]]:
+        if not rejects:
+            return []
+        path = storage.join(self.work, f"merged-{name.removesuffix('.parquet')}-{flush:05d}.zst")
+        where = write_sections(path, rejects)
+        rejects.clear()
+        return sorted(where.items())
+
+    @staticmethod
+    def table(rows: list) -> pa.Table:
+        return pa.table([[getattr(row, name) for row in rows] for name in layout.LINKS_SCHEMA.names],
+                        schema=layout.LINKS_SCHEMA)
 
 
-def write_rejects(shard: int, batches: Iterable[bytes], directory: str = "") -> str:
-    return sinks.write_reject_shard(directory, NAME, shard, unpack(batches))
+def write_rejects(shard: int, sections: Iterable[Section], directory: str = "") -> str:
+    """One rejects file from the sections of its rejects, sorted in runs spilled to local disk."""
+    ordered = ExternalSort(key=sinks.reject_order, limit=MergeAndWriteShard.MERGE_RUN)
+    ordered.extend(read_sections(sections))
+    path = sinks.write_sorted_reject_shard(directory, NAME, shard, ordered.sorted())
+    memory.release()
+    return path
 
 
 def build_pipeline(p: beam.Pipeline, ctx: StageContext, files: list[str], subreddits: list[str]) -> None:
-    config = ctx.config
+    config, work = ctx.config, ctx.run.path(layout.LINKS_WORK)
     sources = []
     if files:
         sources.append(p | "DumpFiles" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
-                       | "ReadDumps" >> beam.ParDo(ReadDumpChunks(config["max_line_bytes"])))
+                       | "ReadDumps" >> beam.ParDo(ReadDumpChunks(work, config["max_line_bytes"])))
     if subreddits:
         sources.append(p | "Subreddits" >> beam.Create(subreddits) | "SpreadSubreddits" >> beam.Reshuffle()
-                       | "ListPraw" >> beam.ParDo(FetchPraw(config)))
+                       | "ListPraw" >> beam.ParDo(FetchPraw(config, work)))
     chunks = sources | "AllSources" >> beam.Flatten() | "SpreadChunks" >> beam.Reshuffle()
-    parsed = chunks | "ParseAndFilter" >> beam.ParDo(ParseAndFilter(config)).with_outputs("rejects", main="kept")
+    parsed = chunks | "ParseAndFilter" >> beam.ParDo(ParseAndFilter(config, work)).with_outputs("rejects", main="kept")
     merge_rejects = (parsed.kept
                      | "GroupByLinksShard" >> beam.GroupByKey()
-                     | "MergeAndWrite" >> beam.ParDo(MergeAndWriteShard(config, ctx.run.path(layout.LINKS))))
+                     | "MergeAndWrite" >> beam.ParDo(MergeAndWriteShard(config, ctx.run.path(layout.LINKS), work)))
     ((parsed.rejects, merge_rejects)
-     | "AllRejects" >> beam.Flatten().with_output_types(tuple[int, bytes])
+     | "AllRejects" >> beam.Flatten().with_output_types(tuple[int, Section])
      | "GroupByRejectShard" >> beam.GroupByKey()
      | "WriteRejects" >> beam.MapTuple(write_rejects, directory=ctx.run.rejects(NAME)))
 
@@ -402,7 +473,10 @@ def execute(ctx: StageContext) -> None:
             api.check_reddit_auth(api.make_reddit(site), site)
         except api.RedditAuthError as error:
             raise StageError(str(error)) from None
+    ctx.run.clear(layout.LINKS_WORK)  # what a failed run left
     result = ctx.run_pipeline(lambda p: build_pipeline(p, ctx, files, subreddits))
+    ctx.run.clear(layout.LINKS_WORK)
+    storage.delete([ctx.run.path(layout.LINKS_WORK)])
     sinks.fill_empty_shards(ctx.run.path(layout.LINKS), "links", layout.LINKS_SCHEMA, config["links_shards"])
     check_dump_files(result, entries, config["max_bad_fraction"])
     check_accounting(ctx.counters)

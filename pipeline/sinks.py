@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
 import pyarrow as pa
@@ -85,13 +86,27 @@ def keyed_reject(row: dict) -> tuple[int, RejectTuple]:
             (row["reason"], row.get("detail"), row.get("url"), row.get("item_id")))
 
 
+def reject_order(reject: RejectTuple) -> tuple:
+    """The order of a rejects file's rows: by reason, URL, id and detail."""
+    return reject[0], reject[2] or "", reject[3] or "", reject[1] or ""
+
+
 def write_reject_shard(directory: str, stage: str, index: int, rejects: Iterable[RejectTuple]) -> str:
     """One rejects file, sorted by reason, URL, id and detail, written from columns (a stage may reject millions)."""
-    rows = sorted(rejects, key=lambda r: (r[0], r[2] or "", r[3] or "", r[1] or ""))
-    reasons, details, urls, item_ids = (list(column) for column in zip(*rows)) if rows else ([], [], [], [])
+    return write_sorted_reject_shard(directory, stage, index, sorted(rejects, key=reject_order))
+
+
+def write_sorted_reject_shard(directory: str, stage: str, index: int, rejects: Iterable[RejectTuple],
+                              chunk_rows: int = 16 * 1024) -> str:
+    """write_reject_shard for rejects already in reject_order, streamed a chunk of rows at a time."""
+    def tables() -> Iterator[pa.Table]:
+        iterator = iter(rejects)
+        while rows := list(itertools.islice(iterator, chunk_rows)):
+            reasons, details, urls, item_ids = (list(column) for column in zip(*rows))
+            yield pa.table([[stage] * len(rows), reasons, details, urls, item_ids], schema=layout.REJECT_SCHEMA)
+
     path = storage.join(directory, shard_name("rejects", index, layout.REJECT_SHARDS))
-    storage.write_parquet_table(path, pa.table([[stage] * len(rows), reasons, details, urls, item_ids],
-                                               schema=layout.REJECT_SCHEMA))
+    storage.write_parquet_stream(path, layout.REJECT_SCHEMA, tables())
     return path
 
 

@@ -304,6 +304,25 @@ def write_parquet_table(path: str, table: pa.Table, row_group_rows: int = 64 * 1
     write_bytes(path, buffer.getvalue())
 
 
+def write_parquet_stream(path: str, schema: pa.Schema, tables: Iterable[pa.Table], row_group_rows: int = 64 * 1024) -> int:
+    """A Parquet file written from tables as they come, never whole in memory: the same row groups (and bytes) as
+    write_parquet_table gives the concatenated tables. Returns its row count."""
+    pending: list[pa.Table] = []
+    held = written = 0
+    with open_write_atomic(path) as handle, pq.ParquetWriter(handle, schema, compression="zstd") as writer:
+        for table in tables:
+            pending.append(table)
+            held += table.num_rows
+            while held >= row_group_rows:
+                whole = pa.concat_tables(pending)
+                writer.write_table(whole.slice(0, row_group_rows), row_group_size=row_group_rows)
+                pending, held, written = [whole.slice(row_group_rows)], held - row_group_rows, written + row_group_rows
+        if held or not written:
+            writer.write_table(pa.concat_tables(pending) if pending else schema.empty_table(),
+                               row_group_size=row_group_rows)
+    return written + held
+
+
 def write_parquet_rows(path: str, rows: list[dict], schema: pa.Schema) -> None:
     write_parquet_table(path, pa.Table.from_pylist(rows, schema=schema))
 
