@@ -103,13 +103,11 @@ def dump_files(config: dict) -> list[storage.FileEntry]:
     return storage.match_each(config.get("reddit_dumps") or [], "--reddit-dumps")
 
 
-# -- reading -------------------------------------------------------------------------------------------------------
-
-
 # -- work files: the payloads (raw lines, parsed submissions, rejects) stay in RUN/links/_work; what crosses a
 # shuffle is a Section, a few dozen bytes whatever the corpus's size.
 
 Section = tuple[str, int, int]  # (work file, offset, size) of one zstd-compressed pickled list
+SORT_RUN = 200_000  # items the per-URL merge and the rejects writer sort in memory before spilling a run to disk
 
 
 def work_file(work: str, kind: str, source: str, first: int) -> str:
@@ -144,6 +142,9 @@ def read_sections(sections: Iterable[Section]) -> Iterator:
     """The items of every section, the sections in (file, offset) order."""
     for section in sorted(sections):
         yield from read_section(section)
+
+
+# -- reading -------------------------------------------------------------------------------------------------------
 
 
 class ReadDumpChunks(beam.DoFn):
@@ -303,10 +304,9 @@ class ParseAndFilter(beam.DoFn):
 class MergeAndWriteShard(beam.DoFn):
     """The surviving submissions of one links shard: merge per URL, apply the karma rule, write the shard file.
 
-    Streams: the shard's submissions are sorted by URL key in runs of MERGE_RUN spilled to local disk, so a worker
-    holds one run and the submissions of one URL; its rejects go to work files every MERGE_RUN of them."""
+    Streams: the shard's submissions are sorted by URL key in runs of SORT_RUN spilled to local disk, so a worker
+    holds one run and the submissions of one URL; its rejects go to work files every SORT_RUN of them."""
 
-    MERGE_RUN = 200_000
     ROWS_PER_TABLE = 16 * 1024
 
     def __init__(self, config: dict, directory: str, work: str):
@@ -320,28 +320,28 @@ class MergeAndWriteShard(beam.DoFn):
 
     def process(self, element) -> Iterator:
         shard, sections = element
-        ordered = ExternalSort(key=itemgetter(0), limit=self.MERGE_RUN)
+        ordered = ExternalSort(key=itemgetter(0), limit=SORT_RUN)
         ordered.extend(read_sections(sections))
         rejects: dict[int, list] = defaultdict(list)
         flushed: list[tuple[int, Section]] = []
-        pending, flushes = 0, 0
+        pending, flushes, merged = 0, 0, 0
         name = sinks.shard_name("links", shard, self.config["links_shards"])
 
         def link_tables() -> Iterator[pa.Table]:
-            nonlocal pending, flushes
+            nonlocal pending, flushes, merged
             rows: list = []
             for url_key, group in itertools.groupby(ordered.sorted(), key=itemgetter(0)):
                 row, dropped = merge_link(url_key, [submissions.Submission(*values) for _, *values in group],
                                           self.rules)
                 if row is not None:
                     rows.append(row)
-                    self.merged.inc(row.num_submissions)
+                    merged += row.num_submissions
                 for submission, reason, detail in dropped:
                     self.reject_counters.inc(reason)
                     rejects[sinks.reject_shard(reason, submission.url, submission.id)].append(
                         (reason, detail, submission.url, submission.id))
                 pending += len(dropped)
-                if pending >= self.MERGE_RUN:
+                if pending >= SORT_RUN:
                     flushed.extend(self.flush_rejects(rejects, name, flushes))
                     pending, flushes = 0, flushes + 1
                 if len(rows) >= self.ROWS_PER_TABLE:
@@ -352,6 +352,7 @@ class MergeAndWriteShard(beam.DoFn):
 
         written = storage.write_parquet_stream(storage.join(self.directory, name), layout.LINKS_SCHEMA, link_tables())
         self.written.inc(written)
+        self.merged.inc(merged)
         flushed.extend(self.flush_rejects(rejects, name, flushes))
         yield from flushed
         memory.release()
@@ -372,7 +373,7 @@ class MergeAndWriteShard(beam.DoFn):
 
 def write_rejects(shard: int, sections: Iterable[Section], directory: str = "") -> str:
     """One rejects file from the sections of its rejects, sorted in runs spilled to local disk."""
-    ordered = ExternalSort(key=sinks.reject_order, limit=MergeAndWriteShard.MERGE_RUN)
+    ordered = ExternalSort(key=sinks.reject_order, limit=SORT_RUN)
     ordered.extend(read_sections(sections))
     path = sinks.write_sorted_reject_shard(directory, NAME, shard, ordered.sorted())
     memory.release()

@@ -36,7 +36,7 @@ def success_files(run: Path) -> list[str]:
 
 def test_spilled_merge_runs_give_the_same_bytes(dump, tmp_path, webtext_cli, beam_args, monkeypatch):
     assert webtext_cli("links", tmp_path / "whole", "--reddit-dumps", str(dump), "--links-shards", "2", *beam_args) == 0
-    monkeypatch.setattr(links_stage.MergeAndWriteShard, "MERGE_RUN", 97)  # dozens of runs and reject flushes
+    monkeypatch.setattr(links_stage, "SORT_RUN", 97)  # dozens of runs and reject flushes
     monkeypatch.setattr(links_stage.MergeAndWriteShard, "ROWS_PER_TABLE", 13)
     monkeypatch.setattr(ExternalSort, "FRAME_ITEMS", 10)
     run = tmp_path / "spilled"
