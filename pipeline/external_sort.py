@@ -21,8 +21,9 @@ class ExternalSort:
     Items with equal keys come out in no particular order, so the caller's result must not depend on it."""
 
     FRAME_ITEMS = 1024  # items per compressed frame of a run: what a run's reader holds while merging
+    LIMIT = 200_000  # items held before a run is spilled, unless the caller says otherwise
 
-    def __init__(self, key: Callable[[Any], Any], limit: int = 200_000):
+    def __init__(self, key: Callable[[Any], Any], limit: int = LIMIT):
         self.key, self.limit = key, limit
         self.buffer: list = []
         self.runs: list[str] = []

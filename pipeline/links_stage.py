@@ -107,7 +107,7 @@ def dump_files(config: dict) -> list[storage.FileEntry]:
 # shuffle is a Section, a few dozen bytes whatever the corpus's size.
 
 Section = tuple[str, int, int]  # (work file, offset, size) of one zstd-compressed pickled list
-SORT_RUN = 200_000  # items the per-URL merge and the rejects writer sort in memory before spilling a run to disk
+SORT_RUN = ExternalSort.LIMIT  # items the per-URL merge and the rejects writer sort in memory before spilling a run to disk
 
 
 def work_file(work: str, kind: str, source: str, first: int) -> str:
@@ -373,9 +373,7 @@ class MergeAndWriteShard(beam.DoFn):
 
 def write_rejects(shard: int, sections: Iterable[Section], directory: str = "") -> str:
     """One rejects file from the sections of its rejects, sorted in runs spilled to local disk."""
-    ordered = ExternalSort(key=sinks.reject_order, limit=SORT_RUN)
-    ordered.extend(read_sections(sections))
-    path = sinks.write_sorted_reject_shard(directory, NAME, shard, ordered.sorted())
+    path = sinks.write_reject_shard(directory, NAME, shard, read_sections(sections), SORT_RUN)
     memory.release()
     return path
 

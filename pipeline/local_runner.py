@@ -39,7 +39,7 @@ class LocalRunner(fn_runner.FnApiRunner):
         try:
             return super()._execute_bundle(runner_execution_context, bundle_context_manager, bundle_input)
         finally:
-            memory.release()
+            memory.trim()
 
     # FnApiRunner sets its default environment from --direct_running_mode when a run starts; in multi-process mode that
     # is Beam's own worker command, which this runner replaces with ours (the same harness, after our logging set-up).

@@ -11,6 +11,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from . import layout, storage
+from .external_sort import ExternalSort
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,16 @@ def reject_order(reject: RejectTuple) -> tuple:
     return reject[0], reject[2] or "", reject[3] or "", reject[1] or ""
 
 
-def write_reject_shard(directory: str, stage: str, index: int, rejects: Iterable[RejectTuple]) -> str:
-    """One rejects file, sorted by reason, URL, id and detail, written from columns (a stage may reject millions)."""
-    return write_sorted_reject_shard(directory, stage, index, sorted(rejects, key=reject_order))
+def write_reject_shard(directory: str, stage: str, index: int, rejects: Iterable[RejectTuple],
+                       sort_run: int = ExternalSort.LIMIT) -> str:
+    """One rejects file in reject_order. A stage may reject millions: they are sorted in runs of `sort_run` spilled to
+    the worker's local disk and written a chunk of rows at a time, so a worker never holds a whole shard of them."""
+    ordered = ExternalSort(key=reject_order, limit=sort_run)
+    try:
+        ordered.extend(rejects)
+        return write_sorted_reject_shard(directory, stage, index, ordered.sorted())
+    finally:
+        ordered.close()
 
 
 def write_sorted_reject_shard(directory: str, stage: str, index: int, rejects: Iterable[RejectTuple],

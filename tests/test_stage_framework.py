@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import tempfile
 
 import apache_beam as beam
 import pyarrow as pa
@@ -98,6 +100,22 @@ def test_stage_runs_writes_stats_and_skips_when_unchanged(tmp_path, beam_args, c
     assert run_stage(stage, run, changed, beam_args) is True  # options changed: runs again, stale rows cleared
     assert sorted(r["value"] for r in read_rows(run.path("numbers", "numbers-*.parquet"))) == [0, 2]
     assert len(calls) == 3
+
+
+def test_a_rejects_file_sorted_in_spilled_runs_is_the_same_file_as_sorted_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "local"))  # where the worker spills its runs
+    (tmp_path / "local").mkdir()
+    rng = random.Random(3)
+    rejects = [(rng.choice(["too-short", "http-error", "robots"]), rng.choice([None, f"detail {rng.randrange(9)}"]),
+                rng.choice([None, f"http://127.0.0.1/{rng.randrange(400)}"]), f"id{i:05d}") for i in range(3_000)]
+    whole = sinks.write_reject_shard(str(tmp_path / "whole"), "crawl", 1, rejects)
+    spilled = sinks.write_reject_shard(str(tmp_path / "spilled"), "crawl", 1, reversed(rejects), sort_run=101)
+    assert open(spilled, "rb").read() == open(whole, "rb").read()
+    table = pq.read_table(whole)
+    assert table.num_rows == 3_000 and set(table.column("stage").to_pylist()) == {"crawl"}
+    rows = list(zip(*(table.column(name).to_pylist() for name in ("reason", "detail", "url", "item_id"))))
+    assert rows == sorted(rejects, key=sinks.reject_order)
+    assert not list((tmp_path / "local").iterdir())  # the spilled runs are removed
 
 
 def test_a_stage_that_rejects_nothing_writes_no_rejects_file(tmp_path, beam_args):
