@@ -1,7 +1,7 @@
 """Peak memory of the dedup and shards stages at several corpus sizes, and its growth per 100k documents / 100M tokens;
 with --submissions, of the links stage at several dump sizes, and its growth per million submissions.
 
-    python benchmarks/bench_memory.py --docs 20000 80000 [--submissions 250000 1000000] [--workers N] [--json out.json]
+    python benchmarks/bench_memory.py [--docs 20000 80000 320000] [--submissions 250000 1000000] [--workers N] [--json out.json]
 
 For each size: real-sentence documents with planted exact and near duplicates (bench_dedup_speed's corpus) in
 RUN/docs, then `webtext dedup RUN`, `webtext tokenizer RUN --from-gpt2 shared/data/gpt2-tokenizer` and
@@ -96,7 +96,7 @@ def measure_links(submissions: int, workdir: Path, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--docs", type=int, nargs="*", default=[20_000, 80_000])
+    parser.add_argument("--docs", type=int, nargs="*", default=[20_000, 80_000, 320_000])
     parser.add_argument("--submissions", type=int, nargs="*", default=[], help="dump sizes for the links stage")
     parser.add_argument("--workers", type=int, help="--direct_num_workers (default: the local runner's, one per core)")
     parser.add_argument("--files", type=int, default=16, help="input Parquet files")
